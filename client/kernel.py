@@ -1,0 +1,341 @@
+"""The client core's mediator: state, requests with timeouts, events, heartbeats, reconnects.
+
+It works without any window. The Tk UI, the bots, the load test and the tests all drive it.
+Callbacks from the network thread never block; follow-up work that needs requests (fetching
+lists after a login, re-sending the outbox after a reconnect) runs on a small task thread.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable
+
+from common import frame as wire
+from common import limits
+from common.errors import ApiError, ErrorCode
+from common.frame import Frame
+from common.packets import BINARY_TYPES, PacketType
+from common.validation import check_password, normalize_nickname, normalize_phone
+
+from .events import Event
+from .link import ConnectError, Link
+from .tls import TlsOptions
+
+log = logging.getLogger("client")
+
+CLIENT_NAME = "real-time-meeting-client/0.1"
+
+
+class ConnectionLost(Exception):
+    """The request could not complete because the link to the server is down."""
+
+
+class ClientKernel:
+    def __init__(self, host: str, port: int, *, tls: TlsOptions | None = None,
+                 request_timeout: float = 10.0, reconnect: bool = True,
+                 backoff_base: float = 0.5, backoff_max: float = 30.0) -> None:
+        self.host = host
+        self.port = port
+        self.request_timeout = request_timeout
+        self.reconnect_enabled = reconnect
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        ssl_context, fingerprint_check = (tls.build() if tls else (None, None))
+        self.link = Link(self, ssl_context, fingerprint_check)
+        self._listeners: list[Callable[[Event], None]] = []
+        self._packet_handlers: dict[int, Callable[[dict], None]] = {}
+        self._binary_handlers: dict[int, Callable[[bytes], None]] = {}
+        self._pending: dict[int, Future] = {}
+        self._pending_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._tasks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="client-tasks")
+        self.session_hooks: list[Callable[[bool], None]] = []   # run on the task thread after (re)login
+        self.user: dict | None = None
+        self.token: str | None = None
+        self.server_info: dict = {}
+        self.heartbeat_interval = 10.0
+        self.heartbeat_timeout = 30.0
+        self.last_rtt: float | None = None
+        self.state = "offline"
+        self._want_session = False
+        self._reconnect_at: float | None = None
+        self._reconnect_floor = 0.0
+        self._attempt = 0
+        self._last_heartbeat = 0.0
+        self._hello_done = False
+        self._closed = False
+        self.on_packet(PacketType.KICKED, self._on_kicked)
+        self.on_packet(PacketType.GOING_AWAY, self._on_going_away)
+
+    # -- events ---------------------------------------------------------------------------------
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, kind: str, **data: Any) -> None:
+        event = Event(kind, data)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed on %s", kind)
+
+    def on_packet(self, packet_type: PacketType, fn: Callable[[dict], None]) -> None:
+        """Register what to do with a server event packet (called on the network thread)."""
+        self._packet_handlers[packet_type] = fn
+
+    def on_binary(self, packet_type: PacketType, fn: Callable[[bytes], None]) -> None:
+        self._binary_handlers[packet_type] = fn
+
+    def run_task(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run blocking follow-up work off the network thread."""
+        return self._tasks.submit(fn, *args)
+
+    # -- requests ---------------------------------------------------------------------------------
+    def request_async(self, packet_type: PacketType, body: dict | bytes | None = None) -> Future:
+        future: Future = Future()
+        request_id = next(self._ids) % wire.MAX_REQUEST_ID + 1
+        if packet_type in BINARY_TYPES:
+            data = wire.encode_frame(packet_type, body or b"", request_id)
+        else:
+            data = wire.encode_json(packet_type, body or {}, request_id)
+        with self._pending_lock:
+            self._pending[request_id] = future
+        if not self.link.send(data):
+            with self._pending_lock:
+                self._pending.pop(request_id, None)
+            future.set_exception(ConnectionLost("not connected to the server"))
+        future.request_id = request_id  # type: ignore[attr-defined]
+        return future
+
+    def request(self, packet_type: PacketType, body: dict | bytes | None = None,
+                timeout: float | None = None) -> dict:
+        """Send and wait for the reply; raises ApiError, ConnectionLost or TimeoutError."""
+        future = self.request_async(packet_type, body)
+        try:
+            return future.result(timeout or self.request_timeout)
+        except FutureTimeout:
+            with self._pending_lock:
+                self._pending.pop(getattr(future, "request_id", -1), None)
+            raise TimeoutError(f"no answer to {packet_type.name} within {timeout or self.request_timeout} s") from None
+
+    def send(self, packet_type: PacketType, body: dict | None = None) -> bool:
+        """Fire and forget (typing, delivery receipts)."""
+        return self.link.send(wire.encode_json(packet_type, body or {}))
+
+    def send_binary(self, packet_type: PacketType, body: bytes) -> bool:
+        return self.link.send(wire.encode_frame(packet_type, body))
+
+    # -- session ----------------------------------------------------------------------------------
+    def connect(self) -> dict:
+        """Connect and exchange HELLO; raises ConnectError or ApiError."""
+        if self._closed:
+            raise ConnectError("this client has been closed")
+        if not self.link.is_alive():
+            self.link.start()
+        self.state = "connecting"
+        self._hello_done = False
+        self.link.connect(self.host, self.port, timeout=self.request_timeout)
+        info = self.request(PacketType.HELLO, self._hello_body())
+        self._apply_hello(info)
+        self.state = "connected"
+        return info
+
+    def _hello_body(self) -> dict:
+        return {"version": limits.PROTOCOL_VERSION, "client": CLIENT_NAME}
+
+    def _apply_hello(self, info: dict) -> None:
+        self.server_info = info
+        self.heartbeat_interval = float(info.get("heartbeat_interval", 10.0))
+        self.heartbeat_timeout = float(info.get("heartbeat_timeout", 30.0))
+        self._hello_done = True
+        self._last_heartbeat = time.monotonic()
+
+    def _ensure_connected(self) -> None:
+        if not self.link.connected or not self._hello_done:
+            self.connect()
+
+    def register(self, phone: str, password: str, nickname: str) -> dict:
+        body = {"phone": normalize_phone(phone), "password": check_password(password),
+                "nickname": normalize_nickname(nickname)}
+        self._ensure_connected()
+        return self.request(PacketType.REGISTER, body, timeout=max(30.0, self.request_timeout))["user"]
+
+    def login(self, phone: str, password: str) -> dict:
+        body = {"phone": normalize_phone(phone), "password": password}
+        self._ensure_connected()
+        reply = self.request(PacketType.LOGIN, body, timeout=max(30.0, self.request_timeout))
+        self._logged_in(reply, resumed=False)
+        return self.user or {}
+
+    def _logged_in(self, reply: dict, resumed: bool) -> None:
+        self.user = reply["user"]
+        self.token = reply["token"]
+        self._want_session = True
+        self._attempt = 0
+        self.state = "online"
+        self.emit("reconnected" if resumed else "logged_in", user=self.user)
+        for hook in list(self.session_hooks):
+            self.run_task(self._run_hook, hook, resumed)
+
+    @staticmethod
+    def _run_hook(hook: Callable[[bool], None], resumed: bool) -> None:
+        try:
+            hook(resumed)
+        except (ConnectionLost, TimeoutError) as exc:
+            log.info("session hook %s interrupted: %s", getattr(hook, "__name__", hook), exc)
+        except Exception:
+            log.exception("session hook %s failed", getattr(hook, "__name__", hook))
+
+    def logout(self) -> None:
+        self._want_session = False
+        try:
+            if self.link.connected:
+                self.request(PacketType.LOGOUT, {}, timeout=5.0)
+        except (ApiError, ConnectionLost, TimeoutError):
+            pass
+        self.link.drop("logged out")
+        self.user = None
+        self.token = None
+        self.state = "offline"
+        self.emit("logged_out")
+
+    def close(self) -> None:
+        """Stop everything (the session stays valid on the server until it expires)."""
+        self._closed = True
+        self._want_session = False
+        self.link.stop()
+        if self.link.is_alive() and threading.current_thread() is not self.link:
+            self.link.join(timeout=5)
+        self._tasks.shutdown(wait=False, cancel_futures=True)
+        self._fail_pending("client closed")
+        self.state = "offline"
+
+    # -- LinkHandler (network thread) --------------------------------------------------------------
+    def on_connected(self) -> None:
+        if self._want_session and self.token:
+            self._resume()
+
+    def on_frame(self, frame: Frame) -> None:
+        if frame.type in (PacketType.RESULT, PacketType.ERROR) and frame.request_id:
+            with self._pending_lock:
+                future = self._pending.pop(frame.request_id, None)
+            if future is None:
+                return
+            try:
+                body = frame.json()
+            except wire.ProtocolError as exc:
+                future.set_exception(ApiError(ErrorCode.BAD_REQUEST, f"bad reply from server: {exc}"))
+                return
+            if frame.type == PacketType.RESULT:
+                future.set_result(body)
+            else:
+                future.set_exception(ApiError.from_body(body))
+            return
+        binary = self._binary_handlers.get(frame.type)
+        if binary is not None:
+            binary(frame.body)
+            return
+        handler = self._packet_handlers.get(frame.type)
+        if handler is None:
+            if frame.type == PacketType.ERROR:
+                try:
+                    error = ApiError.from_body(frame.json())
+                    self.emit("server_error", code=int(error.code), name=error.code.name, message=error.message)
+                except wire.ProtocolError:
+                    pass
+            return
+        try:
+            handler(frame.json())
+        except wire.ProtocolError as exc:
+            log.warning("bad %s body from server: %s", PacketType(frame.type).name, exc)
+        except Exception:
+            log.exception("handling %s failed", frame.type)
+
+    def on_disconnected(self, reason: str) -> None:
+        self._hello_done = False
+        self._fail_pending(reason)
+        was = self.state
+        self.state = "reconnecting" if self._want_session and self.reconnect_enabled else "offline"
+        if was != "offline":
+            self.emit("disconnected", reason=reason, will_reconnect=self.state == "reconnecting")
+        if self.state == "reconnecting":
+            self._schedule_reconnect(first=True, at_least=self._reconnect_floor)
+            self._reconnect_floor = 0.0
+
+    def on_tick(self, now: float) -> None:
+        if self.link.connected:
+            if self._hello_done and now - self._last_heartbeat >= self.heartbeat_interval:
+                self._last_heartbeat = now
+                self._send_heartbeat(now)
+            if now - self.link.last_recv > self.heartbeat_timeout:
+                self.link.drop(f"the server was silent for {self.heartbeat_timeout:g} s")
+        elif self._reconnect_at is not None and now >= self._reconnect_at and self._want_session:
+            self._reconnect_at = None
+            self._attempt += 1
+            try:
+                self.link.open_now(self.host, self.port, timeout=5.0)
+            except ConnectError as exc:
+                self.emit("reconnect_failed", attempt=self._attempt, reason=str(exc))
+                self._schedule_reconnect()
+
+    def _send_heartbeat(self, sent: float) -> None:
+        future = self.request_async(PacketType.HEARTBEAT, {})
+        def done(fut: Future) -> None:
+            if not fut.exception():
+                self.last_rtt = time.monotonic() - sent
+        future.add_done_callback(done)
+
+    def _schedule_reconnect(self, first: bool = False, at_least: float = 0.0) -> None:
+        delay = 0.05 if first and self._attempt == 0 else min(self.backoff_max, self.backoff_base * 2 ** self._attempt)
+        delay = max(at_least, random.uniform(delay / 2, delay))  # jitter: no reconnect herd
+        self._reconnect_at = time.monotonic() + delay
+        self.emit("reconnecting", attempt=self._attempt + 1, delay=round(delay, 2))
+
+    def _resume(self) -> None:
+        """Network thread, right after a reconnect: HELLO then RESUME, chained without waiting."""
+        def after_hello(fut: Future) -> None:
+            if fut.exception():
+                self.link.drop(f"HELLO failed: {fut.exception()}")
+                return
+            self._apply_hello(fut.result())
+            resume = self.request_async(PacketType.RESUME, {"token": self.token})
+            resume.add_done_callback(after_resume)
+
+        def after_resume(fut: Future) -> None:
+            error = fut.exception()
+            if error is None:
+                self._logged_in(fut.result(), resumed=True)
+            elif isinstance(error, ApiError) and error.code == ErrorCode.INVALID_TOKEN:
+                self._want_session = False
+                self.token = None
+                self.state = "offline"
+                self.emit("session_expired", message=error.message)
+                self.link.drop("session expired")
+            else:
+                self.link.drop(f"resume failed: {error}")
+
+        self.request_async(PacketType.HELLO, self._hello_body()).add_done_callback(after_hello)
+
+    def _fail_pending(self, reason: str) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost(reason))
+
+    def _on_kicked(self, body: dict) -> None:
+        self._want_session = False
+        self.token = None
+        self.state = "offline"
+        self.emit("kicked", reason=body.get("reason", ""), address=body.get("address", ""),
+                  time=body.get("time", 0))
+
+    def _on_going_away(self, body: dict) -> None:
+        self.emit("going_away", reason=body.get("reason", ""))
+        retry = float(body.get("retry_after", 1.0)) if isinstance(body.get("retry_after"), (int, float)) else 1.0
+        self._reconnect_floor = retry

@@ -1,0 +1,261 @@
+"""The server: wires the reactor, connections, mediator, worker pool, storage and handlers."""
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import ssl
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from common import frame as wire
+from common.errors import ApiError, ErrorCode
+from common.packets import PacketType
+
+from .config import ServerConfig
+from .connection import Connection
+from .mediator import Mediator
+from .passwords import ScryptParams
+from .reactor import Reactor
+from .router import LocalRouter
+from .sessions import Sessions
+from .storage import Storage, open_storage
+
+log = logging.getLogger("server")
+
+SWEEP_INTERVAL = 1.0
+
+
+@dataclass
+class Stats:
+    accepted: int = 0
+    refused: int = 0
+    pool_submitted: int = 0
+    pool_completed: int = 0
+    media_frames_in: int = 0
+    media_frames_out: int = 0
+    media_frames_dropped: int = 0
+
+
+class Listener:
+    def __init__(self, server: "Server", sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+
+    def on_readable(self) -> None:
+        for _ in range(256):
+            try:
+                sock, address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            self.server.accept(sock, address)
+
+    def on_writable(self) -> None:
+        pass
+
+
+class Server:
+    def __init__(self, config: ServerConfig, storage: Storage | None = None) -> None:
+        self.config = config
+        self.storage = storage or open_storage(config.db)
+        self.reactor = Reactor()
+        self.sessions = Sessions()
+        self.router = LocalRouter(self.reactor, self.sessions)
+        self.mediator = Mediator(self)
+        self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worker")
+        self.scrypt = ScryptParams(config.scrypt_n, config.scrypt_r, config.scrypt_p)
+        self.stats = Stats()
+        self.connections: dict[int, Connection] = {}
+        self.unauthenticated_by_address: dict[str, int] = {}
+        self.started = time.time()
+        self.ssl_context: ssl.SSLContext | None = None
+        self.listener: Listener | None = None
+        self.port = 0
+        self.stopping = False
+        self.stopped = threading.Event()
+        self._ids = itertools.count(1)
+        # Hooks for domain modules, all called on the reactor thread.
+        self.session_started: list[Callable[[Connection, bool], None]] = []
+        self.session_ended: list[Callable[[Connection, str, bool], None]] = []
+        self.status_providers: list[Callable[[], dict[str, Any]]] = []
+        self.shutdown_hooks: list[Callable[[], None]] = []
+        from .handlers import install_all
+        install_all(self)
+
+    def next_connection_id(self) -> int:
+        return next(self._ids)
+
+    # -- start and accept ----------------------------------------------------------------------
+    def listen(self) -> int:
+        """Bind and listen; returns the port (useful with port 0)."""
+        self.storage.check_schema()
+        if self.config.tls_cert:
+            from .tls import server_context
+            self.ssl_context = server_context(self.config.tls_cert, self.config.tls_key)
+        sock = socket.create_server((self.config.host, self.config.port), backlog=1024, reuse_port=False)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self.listener = Listener(self, sock)
+        self.reactor.selector.register(sock, 1, self.listener)
+        self.reactor.call_every(SWEEP_INTERVAL, self._sweep)
+        mode = "TLS" if self.ssl_context else "plain TCP (no encryption: use TLS outside loopback)"
+        log.info("listening on %s:%d (%s), database %s, %d workers", self.config.host, self.port, mode,
+                 self.storage.backend, self.config.workers)
+        return self.port
+
+    def accept(self, sock: socket.socket, address: tuple) -> None:
+        peer = f"{address[0]}:{address[1]}"
+        if self.stopping or len(self.connections) >= self.config.max_connections:
+            self._refuse(sock, peer, "connection limit reached" if not self.stopping else "shutting down")
+            return
+        if self.unauthenticated_by_address.get(address[0], 0) >= self.config.max_unauthenticated_per_address:
+            self._refuse(sock, peer, "too many unauthenticated connections from this address")
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except (ssl.SSLError, OSError) as exc:
+                log.info("peer=%s TLS setup failed: %s", peer, exc)
+                sock.close()
+                return
+        conn = Connection(self, sock, address)
+        self.connections[conn.id] = conn
+        self.unauthenticated_by_address[conn.address] = self.unauthenticated_by_address.get(conn.address, 0) + 1
+        self.stats.accepted += 1
+        log.debug("%s connected", conn.who)
+
+    def _refuse(self, sock: socket.socket, peer: str, reason: str) -> None:
+        self.stats.refused += 1
+        log.warning("peer=%s user=- refused: %s", peer, reason)
+        try:
+            sock.setblocking(False)
+            code = ErrorCode.SHUTTING_DOWN if self.stopping else ErrorCode.TOO_MANY_CONNECTIONS
+            sock.send(wire.encode_json(PacketType.ERROR, ApiError(code, reason).to_body()))
+        except OSError:
+            pass
+        sock.close()
+
+    def authenticated(self, conn: Connection) -> None:
+        """Called once when a connection logs in (reactor thread)."""
+        self._forget_unauthenticated(conn)
+
+    def _forget_unauthenticated(self, conn: Connection) -> None:
+        count = self.unauthenticated_by_address.get(conn.address, 0) - 1
+        if count > 0:
+            self.unauthenticated_by_address[conn.address] = count
+        else:
+            self.unauthenticated_by_address.pop(conn.address, None)
+
+    def connection_closed(self, conn: Connection, reason: str) -> None:
+        self.connections.pop(conn.id, None)
+        if conn.user_id is None:
+            self._forget_unauthenticated(conn)
+            return
+        went_offline = self.sessions.unbind(conn.user_id, conn)
+        for hook in self.session_ended:
+            try:
+                hook(conn, reason, went_offline)
+            except Exception:
+                log.exception("%s error in a session-end hook", conn.who)
+
+    # -- timers ------------------------------------------------------------------------------------
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        timeout = self.config.heartbeat_timeout
+        deadline = self.config.login_deadline
+        for conn in list(self.connections.values()):
+            if conn.closed:
+                continue
+            if now - conn.last_recv > timeout:
+                conn.close(f"heartbeat timeout ({timeout:g} s silent)")
+            elif conn.user_id is None and now - conn.created > deadline and not conn.busy:
+                conn.send(wire.encode_json(PacketType.ERROR, ApiError(ErrorCode.LOGIN_DEADLINE).to_body()))
+                conn.close_after_flush(f"no login within {deadline:g} s", deadline=1.0)
+
+    # -- status ---------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Live figures for the admin status and sd_notify (reactor thread)."""
+        conns = list(self.connections.values())
+        figures: dict[str, Any] = {
+            "uptime_s": round(time.time() - self.started, 1),
+            "connections": len(conns),
+            "users_online": len(self.sessions),
+            "pool_queue": self.stats.pool_submitted - self.stats.pool_completed,
+            "bytes_in": sum(c.bytes_in for c in conns),
+            "bytes_out": sum(c.bytes_out for c in conns),
+            "frames_in": sum(c.frames_in for c in conns),
+            "frames_out": sum(c.frames_out for c in conns),
+        }
+        figures.update(asdict(self.stats))
+        for provider in self.status_providers:
+            figures.update(provider())
+        return figures
+
+    # -- running and stopping ------------------------------------------------------------------------
+    def serve_forever(self) -> None:
+        """Run the reactor on this thread until shutdown, then release everything."""
+        try:
+            self.reactor.run()
+        finally:
+            self._release()
+
+    def start_in_thread(self) -> threading.Thread:
+        """For tests and embedding: listen, then run the reactor on a new thread."""
+        if self.listener is None:
+            self.listen()
+        thread = threading.Thread(target=self.serve_forever, name="reactor", daemon=True)
+        thread.start()
+        return thread
+
+    def request_shutdown(self, reason: str = "server shutting down") -> None:
+        """Thread- and signal-safe: drain gracefully, then stop the reactor."""
+        self.reactor.call_soon_threadsafe(self._begin_shutdown, reason)
+
+    def _begin_shutdown(self, reason: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("shutting down: %s (%d connections)", reason, len(self.connections))
+        if self.listener is not None:
+            self.reactor.selector.unregister(self.listener.sock)
+            self.listener.sock.close()
+        for hook in self.shutdown_hooks:
+            hook()
+        going_away = wire.encode_json(PacketType.GOING_AWAY, {"reason": reason, "reconnect": True,
+                                                              "retry_after": 1.0})
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        self._drain(going_away, deadline)
+
+    def _drain(self, going_away: bytes, deadline: float) -> None:
+        """Wait for blocking handlers to finish and their replies to leave, then close."""
+        busy = [c for c in self.connections.values() if c.busy]
+        if busy and time.monotonic() < deadline:
+            self.reactor.call_later(0.02, self._drain, going_away, deadline)
+            return
+        for conn in list(self.connections.values()):
+            conn.send(going_away)
+            conn.close_after_flush("server shutting down", deadline=max(0.1, deadline - time.monotonic()))
+        self._wait_closed(deadline)
+
+    def _wait_closed(self, deadline: float) -> None:
+        if self.connections and time.monotonic() < deadline:
+            self.reactor.call_later(0.02, self._wait_closed, deadline)
+            return
+        for conn in list(self.connections.values()):
+            conn.close("shutdown deadline")
+        self.reactor.stop()
+
+    def _release(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.reactor.close()
+        self.storage.close()
+        log.info("stopped")
+        self.stopped.set()

@@ -1,0 +1,159 @@
+"""Server configuration: one dataclass, filled from an INI file, then MEETING_* environment
+variables, then command-line flags (each overriding the one before).
+
+Every field is documented in docs/OPERATIONS.md. Unknown keys and bad values stop the start
+with a ConfigError that names the key.
+"""
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_CONFIG_FILE = Path("/etc/real-time-meeting/server.ini")
+ENV_PREFIX = "MEETING_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """A configuration key is unknown or has a bad value."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8600
+    db: str = "sqlite:///data/meeting.db"
+    data_dir: str = "data"
+    workers: int = 8
+    log_level: str = "INFO"
+    heartbeat_interval: float = 10.0
+    heartbeat_timeout: float = 30.0
+    max_connections: int = 10000
+    login_deadline: float = 30.0
+    max_unauthenticated_per_address: int = 64
+    output_high_water: int = 4 * 1024 * 1024
+    output_low_water: int = 1024 * 1024
+    output_hard_limit: int = 64 * 1024 * 1024
+    scrypt_n: int = 2 ** 17
+    scrypt_r: int = 8
+    scrypt_p: int = 1
+    session_ttl: float = 30 * 24 * 3600.0
+    login_failures_per_account: int = 5
+    login_failures_per_address: int = 20
+    login_failure_window: float = 300.0
+    messages_per_minute: int = 600
+    friend_requests_per_minute: int = 30
+    rooms_per_minute: int = 10
+    spool_dir: str = ""
+    spool_quota: int = 10 * 1024 ** 3
+    spool_expiry: float = 7 * 24 * 3600.0
+    max_file_size: int = 2 * 1024 ** 3
+    room_max_members: int = 16
+    room_grace: float = 30.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_handshake_timeout: float = 10.0
+    admin_socket: str = ""
+    shutdown_timeout: float = 10.0
+
+    def validate(self) -> None:
+        def need(ok: bool, key: str, why: str) -> None:
+            if not ok:
+                raise ConfigError(f"bad value for '{key}': {why}")
+
+        need(0 <= self.port <= 65535, "port", "must be 0-65535")
+        need(self.workers >= 1, "workers", "must be at least 1")
+        need(self.log_level.upper() in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+        need(self.heartbeat_interval > 0, "heartbeat_interval", "must be positive")
+        need(self.heartbeat_timeout > self.heartbeat_interval, "heartbeat_timeout",
+             "must be longer than heartbeat_interval")
+        need(self.max_connections >= 1, "max_connections", "must be at least 1")
+        need(self.login_deadline > 0, "login_deadline", "must be positive")
+        need(0 < self.output_low_water < self.output_high_water < self.output_hard_limit, "output_high_water",
+             "need 0 < output_low_water < output_high_water < output_hard_limit")
+        need(self.scrypt_n >= 2 and self.scrypt_n & (self.scrypt_n - 1) == 0, "scrypt_n", "must be a power of two")
+        need(self.scrypt_r >= 1 and self.scrypt_p >= 1, "scrypt_r", "scrypt_r and scrypt_p must be at least 1")
+        need(self.db.startswith(("sqlite://", "mysql://", "mysql+pymysql://")), "db",
+             "must be sqlite:///path or mysql://user:pass@host:port/db")
+        need(self.room_max_members >= 2, "room_max_members", "must be at least 2")
+        need(bool(self.tls_cert) == bool(self.tls_key), "tls_cert", "tls_cert and tls_key go together")
+        self.log_level = self.log_level.upper()
+
+    @property
+    def spool_path(self) -> Path:
+        return Path(self.spool_dir) if self.spool_dir else Path(self.data_dir) / "spool"
+
+    @property
+    def admin_socket_path(self) -> Path:
+        return Path(self.admin_socket) if self.admin_socket else Path(self.data_dir) / "admin.sock"
+
+
+_FIELDS = {f.name: f for f in fields(ServerConfig)}
+
+
+def _convert(key: str, raw: Any) -> Any:
+    kind = _FIELDS[key].type
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    try:
+        if kind == "int":
+            return int(text.replace("_", ""), 0)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+    except ValueError:
+        raise ConfigError(f"bad value for '{key}': {raw!r} is not a valid {kind}") from None
+    return text
+
+
+def _apply(config: ServerConfig, values: Mapping[str, Any], origin: str) -> None:
+    for key, raw in values.items():
+        if raw is None:
+            continue
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown configuration key '{key}' in {origin}")
+        setattr(config, key, _convert(key, raw))
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> ServerConfig:
+    """Build the configuration: defaults < INI file < environment < overrides (flags)."""
+    config = ServerConfig()
+    env = os.environ if env is None else env
+    file_path = Path(path) if path else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+    if file_path is not None:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(file_path, encoding="utf-8") as fh:
+                parser.read_file(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file_path}: {exc.strerror}") from None
+        except configparser.Error as exc:
+            raise ConfigError(f"cannot parse config file {file_path}: {exc}") from None
+        unknown_sections = [s for s in parser.sections() if s != "server"]
+        if unknown_sections:
+            raise ConfigError(f"unknown section [{unknown_sections[0]}] in {file_path}: use [server]")
+        if parser.has_section("server"):
+            _apply(config, dict(parser.items("server")), str(file_path))
+    from_env = {}
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
+            from_env[name[len(ENV_PREFIX):].lower()] = value
+    _apply(config, from_env, "the environment (MEETING_*)")
+    _apply(config, overrides or {}, "the command line")
+    config.validate()
+    return config
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(ServerConfig)]

@@ -1,0 +1,255 @@
+"""One client connection, owned by the reactor thread.
+
+It reads into a frame decoder, queues decoded frames for the mediator (which handles them in
+arrival order), and keeps an output queue with high/low water marks: write interest is on
+only while there is output, reading pauses while the peer does not read its own replies.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import selectors
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING, Callable
+
+from common.frame import Frame, FrameDecoder, ProtocolError
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger("server.connection")
+
+READ_CHUNK = 256 * 1024
+READ_BUDGET = 4 * 1024 * 1024     # bytes read per wake-up before yielding to other peers
+MAX_INBOX = 64                    # frames waiting behind a busy handler before reading pauses
+MAX_VIOLATIONS = 20               # protocol errors before the peer is dropped
+
+
+class Connection:
+    def __init__(self, server: "Server", sock: socket.socket, address: tuple) -> None:
+        self.server = server
+        self.sock = sock
+        self.id = server.next_connection_id()
+        self.peer = f"{address[0]}:{address[1]}"
+        self.address = address[0]
+        self.decoder = FrameDecoder()
+        self.inbox: collections.deque[Frame] = collections.deque()
+        self.busy = False
+        self.out: collections.deque[memoryview] = collections.deque()
+        self.out_size = 0
+        self.user_id: int | None = None
+        self.nickname = ""
+        self.token_hash: str | None = None
+        self.kicked = False
+        self.hello_version = 0
+        self.closed = False
+        self.closing = False
+        self.close_reason = ""
+        self.created = time.monotonic()
+        self.last_recv = self.created
+        self.violations = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.frames_in = 0
+        self.frames_out = 0
+        self.handshaking = isinstance(sock, ssl.SSLSocket)
+        self._events = 0
+        self._above_high_water = False
+        self.drain_callbacks: list[Callable[["Connection"], None]] = []
+        self.close_callbacks: list[Callable[["Connection"], None]] = []
+        self._update_interest()
+
+    # -- logging ------------------------------------------------------------------------------
+    @property
+    def who(self) -> str:
+        user = f"user={self.user_id}" if self.user_id is not None else "user=-"
+        return f"peer={self.peer} {user}"
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.who}>"
+
+    # -- selector interest ----------------------------------------------------------------------
+    @property
+    def reading_paused(self) -> bool:
+        return (self.closing or len(self.inbox) >= MAX_INBOX
+                or self.out_size > self.server.config.output_high_water)
+
+    def _update_interest(self) -> None:
+        if self.closed:
+            return
+        events = 0
+        if self.handshaking:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._handshake_wants_write else 0)
+        else:
+            if not self.reading_paused:
+                events |= selectors.EVENT_READ
+            if self.out:
+                events |= selectors.EVENT_WRITE
+        if events == self._events:
+            return
+        selector = self.server.reactor.selector
+        if self._events == 0:
+            selector.register(self.sock, events, self)
+        elif events == 0:
+            selector.unregister(self.sock)
+        else:
+            selector.modify(self.sock, events, self)
+        self._events = events
+
+    _handshake_wants_write = False
+
+    def _do_handshake(self) -> None:
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._handshake_wants_write = False
+        except ssl.SSLWantWriteError:
+            self._handshake_wants_write = True
+        except (ssl.SSLError, OSError) as exc:
+            self.close(f"TLS handshake failed: {exc.__class__.__name__}: {exc}")
+            return
+        else:
+            self.handshaking = False
+            log.debug("%s TLS established (%s)", self.who, self.sock.version())
+        self._update_interest()
+
+    # -- reading ------------------------------------------------------------------------------------
+    def on_readable(self) -> None:
+        if self.handshaking:
+            self._do_handshake()
+            if self.handshaking or self.closed:
+                return
+        budget = READ_BUDGET
+        while budget > 0 and not self.closed:
+            try:
+                data = self.sock.recv(READ_CHUNK)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                break
+            except ssl.SSLWantWriteError:
+                break
+            except (ConnectionError, OSError, ssl.SSLError) as exc:
+                self.close(f"read error: {exc.__class__.__name__}")
+                return
+            if not data:
+                self.close("closed by peer")
+                return
+            budget -= len(data)
+            self.bytes_in += len(data)
+            self.last_recv = time.monotonic()
+            try:
+                frames = self.decoder.feed(data)
+            except ProtocolError as exc:
+                self.close(f"protocol error: {exc}")
+                return
+            if frames:
+                self.frames_in += len(frames)
+                self.inbox.extend(frames)
+                self.server.mediator.pump(self)
+            if self.reading_paused:
+                break
+            if not isinstance(self.sock, ssl.SSLSocket) and len(data) < READ_CHUNK:
+                break
+        self._update_interest()
+
+    def handled(self) -> None:
+        """The mediator finished a frame: reading may resume."""
+        self._update_interest()
+
+    def violation(self, reason: str) -> None:
+        self.violations += 1
+        log.info("%s protocol violation %d: %s", self.who, self.violations, reason)
+        if self.violations >= MAX_VIOLATIONS:
+            self.close(f"too many protocol violations (last: {reason})")
+
+    # -- writing ------------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the peer (reactor thread only). Never drops: a peer that lets its
+        queue pass the hard limit is disconnected instead."""
+        if self.closed:
+            return
+        self.out.append(memoryview(data))
+        self.out_size += len(data)
+        self.frames_out += 1
+        if self.out_size > self.server.config.output_hard_limit:
+            self.close(f"slow reader: {self.out_size} bytes queued")
+            return
+        if len(self.out) == 1 and not self.handshaking:
+            self._flush()
+        if self.out_size > self.server.config.output_high_water:
+            self._above_high_water = True
+        self._update_interest()
+
+    @property
+    def congested(self) -> bool:
+        return self.out_size > self.server.config.output_high_water
+
+    def on_writable(self) -> None:
+        if self.handshaking:
+            self._do_handshake()
+            return
+        self._flush()
+        self._update_interest()
+
+    def _flush(self) -> None:
+        while self.out:
+            head = self.out[0]
+            try:
+                sent = self.sock.send(head)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                break
+            except (ConnectionError, OSError, ssl.SSLError) as exc:
+                self.close(f"write error: {exc.__class__.__name__}")
+                return
+            self.bytes_out += sent
+            self.out_size -= sent
+            if sent == len(head):
+                self.out.popleft()
+            else:
+                self.out[0] = head[sent:]
+                break
+        if self._above_high_water and self.out_size <= self.server.config.output_low_water:
+            self._above_high_water = False
+            for callback in list(self.drain_callbacks):
+                callback(self)
+        if self.closing and not self.out:
+            self.close(self.close_reason)
+
+    # -- closing ------------------------------------------------------------------------------------
+    def close_after_flush(self, reason: str, deadline: float = 5.0) -> None:
+        """Stop reading, send what is queued, then close (or close at the deadline)."""
+        if self.closed or self.closing:
+            return
+        self.closing = True
+        self.close_reason = reason
+        if not self.out:
+            self.close(reason)
+            return
+        self.server.reactor.call_later(deadline, self.close, reason + " (flush deadline)")
+        self._update_interest()
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._events:
+            try:
+                self.server.reactor.selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+            self._events = 0
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        log.info("%s closed: %s", self.who, reason)
+        self.inbox.clear()
+        self.out.clear()
+        self.out_size = 0
+        for callback in self.close_callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("%s error in a close callback", self.who)
+        self.server.connection_closed(self, reason)

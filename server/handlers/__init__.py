@@ -1,0 +1,12 @@
+"""Handlers, one module per domain. Each module's ``install(server)`` registers its packets."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..app import Server
+
+
+def install_all(server: "Server") -> None:
+    from . import session
+    session.install(server)

@@ -1,0 +1,179 @@
+"""HELLO, HEARTBEAT, REGISTER, LOGIN, RESUME, LOGOUT; kicking a session replaced elsewhere."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from common import frame as wire
+from common import limits
+from common.errors import ApiError, ErrorCode
+from common.fields import get_int, get_str
+from common.packets import PacketType
+from common.validation import check_password, normalize_nickname, normalize_phone
+
+from ..mediator import Request
+from ..passwords import dummy_verify, hash_password, verify_password
+from ..storage import DuplicateError, User
+from ..throttle import SlidingWindow
+
+if TYPE_CHECKING:
+    from ..app import Server
+    from ..connection import Connection
+
+log = logging.getLogger("server.session")
+
+SERVER_NAME = "real-time-meeting/0.1"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def install(server: "Server") -> None:
+    config = server.config
+    failures_by_account = SlidingWindow(config.login_failures_per_account, config.login_failure_window)
+    failures_by_address = SlidingWindow(config.login_failures_per_address, config.login_failure_window)
+    handler = server.mediator.handler
+
+    def require_hello(req: Request) -> None:
+        if not req.conn.hello_version:
+            raise ApiError(ErrorCode.BAD_REQUEST, "send HELLO first")
+        if req.conn.user_id is not None:
+            raise ApiError(ErrorCode.ALREADY_LOGGED_IN)
+
+    @handler(PacketType.HELLO, auth=False)
+    def hello(req: Request) -> dict:
+        version = get_int(req.body, "version", lo=0, hi=2**31)
+        if version != limits.PROTOCOL_VERSION:
+            raise ApiError(ErrorCode.UNSUPPORTED_VERSION,
+                           f"protocol version {version} is not supported; this server speaks "
+                           f"{limits.PROTOCOL_VERSION}")
+        req.conn.hello_version = version
+        return {
+            "version": limits.PROTOCOL_VERSION,
+            "server": SERVER_NAME,
+            "heartbeat_interval": config.heartbeat_interval,
+            "heartbeat_timeout": config.heartbeat_timeout,
+            "limits": {
+                "max_control_body": limits.MAX_CONTROL_BODY,
+                "max_file_chunk": limits.MAX_FILE_CHUNK,
+                "max_media_payload": limits.MAX_MEDIA_PAYLOAD,
+                "max_chat_bytes": limits.MAX_CHAT_BYTES,
+                "max_avatar_bytes": limits.MAX_AVATAR_BYTES,
+                "max_file_size": config.max_file_size,
+                "room_max_members": config.room_max_members,
+            },
+        }
+
+    @handler(PacketType.HEARTBEAT, auth=False)
+    def heartbeat(req: Request) -> dict:
+        return {"time": now_ms()}
+
+    @handler(PacketType.REGISTER, blocking=True, auth=False)
+    def register(req: Request) -> dict:
+        require_hello(req)
+        phone = normalize_phone(get_str(req.body, "phone", max_len=64))
+        password = check_password(get_str(req.body, "password", max_len=1024))
+        nickname = normalize_nickname(get_str(req.body, "nickname", max_len=256))
+        wait = failures_by_address.retry_after(("register", req.conn.address))
+        if wait:
+            raise ApiError(ErrorCode.RATE_LIMITED, retry_after=round(wait, 1))
+        password_hash = hash_password(password, server.scrypt)
+        try:
+            user = server.storage.create_user(phone, password_hash, nickname, now_ms())
+        except DuplicateError:
+            failures_by_address.add(("register", req.conn.address))
+            raise ApiError(ErrorCode.PHONE_TAKEN) from None
+        log.info("%s registered user %d", req.conn.who, user.id)
+        return {"user": user.public()}
+
+    @handler(PacketType.LOGIN, blocking=True, auth=False)
+    def login(req: Request) -> dict:
+        require_hello(req)
+        phone = normalize_phone(get_str(req.body, "phone", max_len=64))
+        password = get_str(req.body, "password", max_len=1024)
+        wait = max(failures_by_account.retry_after(phone), failures_by_address.retry_after(req.conn.address))
+        if wait:
+            raise ApiError(ErrorCode.TOO_MANY_ATTEMPTS,
+                           f"too many failed logins, try again in {int(wait) + 1} s", retry_after=round(wait, 1))
+        found = server.storage.get_credentials(phone)
+        if found is None:
+            dummy_verify(server.scrypt)
+        if found is None or not verify_password(password, found[1]):
+            failures_by_account.add(phone)
+            failures_by_address.add(req.conn.address)
+            log.info("%s failed login for a phone number ending %s", req.conn.who, phone[-2:])
+            raise ApiError(ErrorCode.WRONG_CREDENTIALS)
+        user = found[0]
+        failures_by_account.clear(phone)
+        token = secrets.token_urlsafe(32)
+        hashed = token_hash(token)
+        server.storage.create_session(hashed, user.id, req.conn.address, now_ms(),
+                                      now_ms() + int(config.session_ttl * 1000))
+        req.on_reactor(start_session, server, req.conn, user, hashed, False)
+        return session_reply(user, token)
+
+    @handler(PacketType.RESUME, blocking=True, auth=False)
+    def resume(req: Request) -> dict:
+        require_hello(req)
+        token = get_str(req.body, "token", max_len=256)
+        wait = failures_by_address.retry_after(req.conn.address)
+        if wait:
+            raise ApiError(ErrorCode.TOO_MANY_ATTEMPTS, retry_after=round(wait, 1))
+        hashed = token_hash(token)
+        user_id = server.storage.session_user(hashed, now_ms())
+        user = server.storage.get_user(user_id) if user_id is not None else None
+        if user is None:
+            failures_by_address.add(req.conn.address)
+            raise ApiError(ErrorCode.INVALID_TOKEN)
+        req.on_reactor(start_session, server, req.conn, user, hashed, True)
+        return session_reply(user, token)
+
+    @handler(PacketType.LOGOUT, blocking=True)
+    def logout(req: Request) -> dict:
+        if req.conn.token_hash:
+            server.storage.delete_session(req.conn.token_hash)
+        req.on_reactor(req.conn.close_after_flush, "logged out")
+        return {}
+
+    def session_reply(user: User, token: str) -> dict:
+        return {"user": user.public(), "token": token, "server_time": now_ms(),
+                "heartbeat_interval": config.heartbeat_interval}
+
+
+def start_session(server: "Server", conn: "Connection", user: User, hashed: str, resumed: bool) -> None:
+    """Reactor thread: bind the user to this connection, kicking any older session."""
+    if conn.closed:
+        return
+    conn.user_id = user.id
+    conn.nickname = user.nickname
+    conn.token_hash = hashed
+    server.authenticated(conn)
+    old = server.sessions.bind(user.id, conn)
+    if old is not None:
+        kick(server, old, conn)
+    log.info("%s logged in (%s)", conn.who, "token" if resumed else "password")
+    for hook in server.session_started:
+        try:
+            hook(conn, old is not None)
+        except Exception:
+            log.exception("%s error in a session-start hook", conn.who)
+
+
+def kick(server: "Server", old: "Connection", new: "Connection") -> None:
+    old.kicked = True
+    old.send(wire.encode_json(PacketType.KICKED, {
+        "reason": "your account logged in from another place",
+        "address": new.address,
+        "time": now_ms(),
+    }))
+    if old.token_hash and old.token_hash != new.token_hash:
+        server.pool.submit(server.storage.delete_session, old.token_hash)
+    old.close_after_flush(f"kicked: the account logged in from {new.address}")

@@ -1,0 +1,151 @@
+"""The mediator: maps packet types to handlers and runs them in arrival order per connection.
+
+A handler is registered with ``@mediator.handler(PacketType.X, blocking=..., auth=...)``.
+Inline handlers (pure routing) run on the reactor thread; blocking ones (database, hashing,
+disk) run on the worker pool while the connection's later frames wait their turn. Whatever a
+handler returns (a dict) is sent back as RESULT with the request's id; an ApiError becomes an
+ERROR with its code; any other exception is logged and becomes INTERNAL.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from common import frame as wire
+from common.errors import ApiError, ErrorCode
+from common.frame import ProtocolError
+from common.packets import BINARY_TYPES, PacketType, type_name
+
+if TYPE_CHECKING:
+    from .app import Server
+    from .connection import Connection
+
+log = logging.getLogger("server.mediator")
+
+PRE_LOGIN_TYPES = frozenset({PacketType.HELLO, PacketType.REGISTER, PacketType.LOGIN,
+                             PacketType.RESUME, PacketType.HEARTBEAT})
+
+
+@dataclass
+class Request:
+    """One incoming packet with everything a handler may use."""
+
+    server: "Server"
+    conn: "Connection"
+    type: int
+    request_id: int
+    body: Any  # dict for JSON packets, bytes for binary ones
+    raw: bytes
+
+    @property
+    def user_id(self) -> int:
+        assert self.conn.user_id is not None
+        return self.conn.user_id
+
+    def on_reactor(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` on the reactor thread; it runs before this request's reply is sent."""
+        if self.server.reactor.in_reactor_thread():
+            fn(*args)
+        else:
+            self.server.reactor.call_soon_threadsafe(fn, *args)
+
+    def send(self, packet_type: int, body: dict | None = None) -> None:
+        """Send an event to this request's own connection (thread-safe)."""
+        self.on_reactor(self.conn.send, wire.encode_json(packet_type, body))
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    fn: Callable[[Request], Any]
+    blocking: bool
+    auth: bool
+
+
+class Mediator:
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+        self.handlers: dict[int, HandlerSpec] = {}
+
+    def handler(self, packet_type: PacketType, *, blocking: bool = False, auth: bool = True
+                ) -> Callable[[Callable[[Request], Any]], Callable[[Request], Any]]:
+        def register(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+            if packet_type in self.handlers:
+                raise ValueError(f"two handlers for {packet_type.name}")
+            if not auth and packet_type not in PRE_LOGIN_TYPES:
+                raise ValueError(f"{packet_type.name} cannot be allowed before login")
+            self.handlers[packet_type] = HandlerSpec(fn, blocking, auth)
+            return fn
+        return register
+
+    # -- dispatch ------------------------------------------------------------------------------
+    def pump(self, conn: "Connection") -> None:
+        """Handle queued frames in order until one needs the pool (reactor thread)."""
+        while conn.inbox and not conn.busy and not conn.closed:
+            self._dispatch(conn, conn.inbox.popleft())
+        conn.handled()
+
+    def _dispatch(self, conn: "Connection", frame: wire.Frame) -> None:
+        spec = self.handlers.get(frame.type)
+        if spec is None:
+            self._error(conn, frame.request_id, ApiError(ErrorCode.UNKNOWN_TYPE,
+                                                         f"unknown packet type {frame.type}"))
+            conn.violation(f"unknown packet type {frame.type}")
+            return
+        if spec.auth and conn.user_id is None:
+            self._error(conn, frame.request_id, ApiError(ErrorCode.NOT_AUTHENTICATED))
+            conn.violation(f"{type_name(frame.type)} before login")
+            return
+        if frame.type in BINARY_TYPES:
+            body: Any = frame.body
+        else:
+            try:
+                body = wire.decode_json(frame.body)
+            except ProtocolError as exc:
+                self._error(conn, frame.request_id, ApiError(ErrorCode.BAD_REQUEST, str(exc)))
+                conn.violation(str(exc))
+                return
+        request = Request(self.server, conn, frame.type, frame.request_id, body, frame.body)
+        if not spec.blocking:
+            self._complete(request, *_call(spec.fn, request))
+            return
+        conn.busy = True
+        self.server.stats.pool_submitted += 1
+        future = self.server.pool.submit(_call, spec.fn, request)
+        future.add_done_callback(
+            lambda fut: self.server.reactor.call_soon_threadsafe(self._finish_blocking, request, fut))
+
+    def _finish_blocking(self, request: Request, future: Future) -> None:
+        conn = request.conn
+        conn.busy = False
+        self.server.stats.pool_completed += 1
+        self._complete(request, *future.result())
+        self.pump(conn)
+
+    def _complete(self, request: Request, result: Any, error: ApiError | None) -> None:
+        conn = request.conn
+        if conn.closed:
+            return
+        if error is not None:
+            self._error(conn, request.request_id, error)
+            if error.code == ErrorCode.BAD_REQUEST:
+                conn.violation(f"{type_name(request.type)}: {error.message}")
+        elif result is not None:
+            conn.send(wire.encode_json(PacketType.RESULT, result, request.request_id))
+
+    @staticmethod
+    def _error(conn: "Connection", request_id: int, error: ApiError) -> None:
+        if not conn.closed:
+            conn.send(wire.encode_json(PacketType.ERROR, error.to_body(), request_id))
+
+
+def _call(fn: Callable[[Request], Any], request: Request) -> tuple[Any, ApiError | None]:
+    """Run a handler; never raises (runs on the pool or the reactor)."""
+    try:
+        return fn(request), None
+    except ApiError as exc:
+        return None, exc
+    except Exception:
+        log.exception("%s handler for %s failed", request.conn.who, type_name(request.type))
+        return None, ApiError(ErrorCode.INTERNAL)

@@ -1,0 +1,64 @@
+"""The routing seam: handlers say "deliver this to user X / to room R", never which socket.
+
+``LocalRouter`` delivers inside this process. A Redis pub/sub router with the same methods
+would let several server processes share users and rooms without changing any handler.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from common import frame as wire
+
+if TYPE_CHECKING:
+    from .reactor import Reactor
+    from .sessions import Sessions
+
+
+class LocalRouter:
+    def __init__(self, reactor: "Reactor", sessions: "Sessions") -> None:
+        self.reactor = reactor
+        self.sessions = sessions
+        # room id -> user ids; the rooms module installs its own lookup
+        self.room_members: Callable[[int], Iterable[int]] = lambda room_id: ()
+
+    def _on_reactor(self, fn: Callable, *args) -> None:
+        if self.reactor.in_reactor_thread():
+            fn(*args)
+        else:
+            self.reactor.call_soon_threadsafe(fn, *args)
+
+    def to_user(self, user_id: int, data: bytes) -> None:
+        """Deliver an encoded frame to the user's live session, if any (thread-safe)."""
+        self._on_reactor(self._deliver, user_id, data)
+
+    def to_users(self, user_ids: Iterable[int], data: bytes) -> None:
+        self._on_reactor(self._deliver_many, list(user_ids), data)
+
+    def to_room(self, room_id: int, data: bytes, exclude: int | None = None) -> None:
+        self._on_reactor(self._deliver_room, room_id, data, exclude)
+
+    def event_to_user(self, user_id: int, packet_type: int, body: dict) -> None:
+        self.to_user(user_id, wire.encode_json(packet_type, body))
+
+    def event_to_users(self, user_ids: Iterable[int], packet_type: int, body: dict) -> None:
+        self.to_users(user_ids, wire.encode_json(packet_type, body))
+
+    def is_online(self, user_id: int) -> bool:
+        return self.sessions.is_online(user_id)
+
+    def online_among(self, user_ids: Iterable[int]) -> set[int]:
+        return self.sessions.online_among(user_ids)
+
+    def _deliver(self, user_id: int, data: bytes) -> None:
+        conn = self.sessions.get(user_id)
+        if conn is not None and not conn.closed:
+            conn.send(data)
+
+    def _deliver_many(self, user_ids: list[int], data: bytes) -> None:
+        for user_id in user_ids:
+            self._deliver(user_id, data)
+
+    def _deliver_room(self, room_id: int, data: bytes, exclude: int | None) -> None:
+        for user_id in self.room_members(room_id):
+            if user_id != exclude:
+                self._deliver(user_id, data)

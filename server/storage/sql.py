@@ -1,0 +1,198 @@
+"""The SQL core shared by both backends: per-thread connections, transactions, schema.
+
+Queries are written once with ``?`` placeholders (always parameterised, never formatted);
+the MySQL dialect turns them into PyMySQL's ``%s`` style.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class StorageError(Exception):
+    """The database cannot be used (wrong schema version, unreachable, bad URL)."""
+
+
+class DuplicateError(StorageError):
+    """A unique key was violated."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    connect: Callable[[], Any]
+    is_duplicate: Callable[[BaseException], bool]
+    is_disconnect: Callable[[BaseException], bool]
+    schema_sql: str
+    insert_ignore: str  # "INSERT OR IGNORE" or "INSERT IGNORE"
+    placeholder: str  # "?" or "%s"
+
+
+class Database:
+    """Owns one connection per thread and runs transactions on it."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+        self._sql_cache: dict[str, str] = {}
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.dialect.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def sql(self, query: str) -> str:
+        cached = self._sql_cache.get(query)
+        if cached is None:
+            cached = query.replace("?", self.dialect.placeholder)
+            if query.startswith("INSERT IGNORE"):
+                cached = self.dialect.insert_ignore + cached[len("INSERT IGNORE"):]
+            self._sql_cache[query] = cached
+        return cached
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator["Cursor"]:
+        """One transaction on this thread's connection; commits on success, rolls back on error.
+
+        A connection lost before any statement ran is replaced once, transparently.
+        """
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                cur = conn.cursor()
+            except Exception as exc:
+                if attempt == 1 and self.dialect.is_disconnect(exc):
+                    self._drop_connection()
+                    continue
+                raise
+            wrapped = Cursor(self, cur)
+            try:
+                yield wrapped
+                conn.commit()
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                if self.dialect.is_disconnect(exc):
+                    log.warning("database connection lost (%s); it will be reopened", exc)
+                    self._drop_connection()
+                if self.dialect.is_duplicate(exc):
+                    raise DuplicateError(str(exc)) from exc
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    cur.close()
+            return
+
+    def run(self, fn: Callable[["Cursor"], Any]) -> Any:
+        """Run ``fn`` in a transaction, retrying once if the connection was lost mid-way."""
+        try:
+            with self.tx() as cur:
+                return fn(cur)
+        except Exception as exc:
+            if not self.dialect.is_disconnect(exc):
+                raise
+        with self.tx() as cur:
+            return fn(cur)
+
+    def init_schema(self) -> None:
+        statements = [s.strip() for s in _strip_comments(self.dialect.schema_sql).split(";") if s.strip()]
+        with self.tx() as cur:
+            for statement in statements:
+                cur.raw(statement)
+
+    def schema_version(self) -> int | None:
+        try:
+            with self.tx() as cur:
+                row = cur.one("SELECT value FROM meta WHERE name = ?", ("schema_version",))
+        except DuplicateError:
+            raise
+        except Exception:
+            return None
+        return int(row[0]) if row else None
+
+    def check_schema(self) -> None:
+        version = self.schema_version()
+        if version is None:
+            raise StorageError("the database has no schema: run `meeting-server init-db` first")
+        if version != SCHEMA_VERSION:
+            raise StorageError(f"database schema version {version}, this server needs {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
+
+
+class Cursor:
+    """A thin wrapper that rewrites placeholders for the dialect."""
+
+    def __init__(self, db: Database, cur: Any) -> None:
+        self._db = db
+        self._cur = cur
+
+    def execute(self, query: str, params: tuple = ()) -> "Cursor":
+        self._cur.execute(self._db.sql(query), params)
+        return self
+
+    def raw(self, statement: str) -> None:
+        self._cur.execute(statement)
+
+    def one(self, query: str, params: tuple = ()) -> tuple | None:
+        self.execute(query, params)
+        return self._cur.fetchone()
+
+    def all(self, query: str, params: tuple = ()) -> list[tuple]:
+        self.execute(query, params)
+        return list(self._cur.fetchall())
+
+    @property
+    def lastrowid(self) -> int:
+        return int(self._cur.lastrowid)
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+
+def _strip_comments(sql: str) -> str:
+    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+
+
+def read_schema(name: str) -> str:
+    """The schema files: schema.sql lives at the top of the repository, its twin in this package."""
+    if name == "sqlite":
+        return resources.files("server.storage").joinpath("schema_sqlite.sql").read_text("utf-8")
+    for candidate in (Path(__file__).resolve().parents[2] / "schema.sql",
+                      Path(sys.prefix) / "share" / "real-time-meeting" / "schema.sql"):
+        if candidate.exists():
+            return candidate.read_text("utf-8")
+    raise StorageError("schema.sql not found next to the sources nor in the installed data files")

@@ -1,0 +1,148 @@
+"""Shared test helpers: a real server on an ephemeral port, clients with event recorders."""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from client.events import EventRecorder
+from client.kernel import ClientKernel
+from common import frame as wire
+from common.packets import PacketType
+from server.app import Server
+from server.config import ServerConfig
+from server.storage import Storage, open_storage
+
+DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
+_phones = itertools.count(int(uuid.uuid4().int % 10**6) * 1000)
+
+
+def unique_phone() -> str:
+    return f"1{next(_phones):010d}"
+
+
+def test_config(tmp_path, **overrides) -> ServerConfig:
+    config = ServerConfig(host="127.0.0.1", port=0, db=f"sqlite:///{tmp_path}/test.db", data_dir=str(tmp_path),
+                          workers=4, scrypt_n=2 ** 10, heartbeat_interval=1.0, heartbeat_timeout=5.0)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    config.validate()
+    return config
+
+
+def mysql_server_url() -> str:
+    return os.environ.get("MEETING_TEST_MYSQL_URL", DEFAULT_MYSQL_URL)
+
+
+def make_mysql_database() -> tuple[str, callable]:
+    """A fresh database on the MySQL server for one test; returns its URL and a dropper.
+
+    Without a reachable server the test is skipped locally but fails in CI (CI=true)."""
+    import pymysql
+    from urllib.parse import urlsplit
+
+    base = mysql_server_url()
+    parts = urlsplit(base)
+    try:
+        admin = pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
+                                password=parts.password or "", connect_timeout=5, autocommit=True)
+    except pymysql.err.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the MySQL server at {base}: {exc}")
+        pytest.skip(f"no MySQL server at {base}: {exc}")
+    name = f"rtm_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    netloc = parts.netloc
+    url = f"mysql://{netloc}/{name}"
+
+    def drop() -> None:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+    return url, drop
+
+
+def fresh_storage(backend: str, tmp_path) -> tuple[Storage, callable]:
+    if backend == "sqlite":
+        storage = open_storage(f"sqlite:///{tmp_path}/store.db")
+        storage.init_schema()
+        return storage, storage.close
+    url, drop = make_mysql_database()
+    storage = open_storage(url)
+    storage.init_schema()
+
+    def cleanup() -> None:
+        storage.close()
+        drop()
+    return storage, cleanup
+
+
+@dataclass
+class RunningServer:
+    server: Server
+    config: ServerConfig
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.server.stopped.is_set():
+            self.server.request_shutdown("test finished")
+            assert self.server.stopped.wait(timeout), "server did not stop in time"
+
+
+def start_server(config: ServerConfig, storage: Storage | None = None) -> RunningServer:
+    storage = storage or open_storage(config.db)
+    if storage.db.schema_version() is None:
+        storage.init_schema()
+    server = Server(config, storage)
+    server.start_in_thread()
+    return RunningServer(server, config)
+
+
+class TestClient:
+    """A ClientKernel plus the events it emitted."""
+
+    def __init__(self, port: int, **kwargs) -> None:
+        self.kernel = ClientKernel("127.0.0.1", port, request_timeout=10.0, **kwargs)
+        self.events = EventRecorder()
+        self.kernel.add_listener(self.events)
+        self.phone = unique_phone()
+        self.password = "correct horse battery"
+
+    def register_and_login(self, nickname: str = "tester") -> dict:
+        self.kernel.register(self.phone, self.password, nickname)
+        return self.kernel.login(self.phone, self.password)
+
+    def close(self) -> None:
+        self.kernel.close()
+
+
+def raw_connect(port: int, timeout: float = 5.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return sock
+
+
+def raw_request(sock: socket.socket, ptype: int, body: dict | None = None, request_id: int = 1,
+                timeout: float = 5.0) -> wire.Frame:
+    """Send one JSON frame on a raw socket and read frames until the reply to it arrives."""
+    sock.settimeout(timeout)
+    sock.sendall(wire.encode_json(ptype, body or {}, request_id))
+    decoder = wire.FrameDecoder()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        for frame in decoder.feed(data):
+            if frame.request_id == request_id:
+                return frame
+
+
+HELLO = {"version": 1, "client": "raw-test"}
+RESULT = PacketType.RESULT
