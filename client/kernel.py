@@ -259,10 +259,8 @@ class ClientKernel:
     def on_disconnected(self, reason: str) -> None:
         self._hello_done = False
         self._fail_pending(reason)
-        was = self.state
         self.state = "reconnecting" if self._want_session and self.reconnect_enabled else "offline"
-        if was != "offline":
-            self.emit("disconnected", reason=reason, will_reconnect=self.state == "reconnecting")
+        self.emit("disconnected", reason=reason, will_reconnect=self.state == "reconnecting")
         if self.state == "reconnecting":
             self._schedule_reconnect(first=True, at_least=self._reconnect_floor)
             self._reconnect_floor = 0.0
@@ -288,6 +286,7 @@ class ClientKernel:
         def done(fut: Future) -> None:
             if not fut.exception():
                 self.last_rtt = time.monotonic() - sent
+                self.emit("heartbeat", rtt=self.last_rtt)
         future.add_done_callback(done)
 
     def _schedule_reconnect(self, first: bool = False, at_least: float = 0.0) -> None:

@@ -14,7 +14,10 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Callable
 
-from common.frame import Frame, FrameDecoder, ProtocolError
+from common import frame as wire
+from common.errors import ApiError, ErrorCode
+from common.frame import Frame, FrameDecoder, FrameTooLarge, ProtocolError
+from common.packets import PacketType
 
 if TYPE_CHECKING:
     from .app import Server
@@ -24,6 +27,7 @@ log = logging.getLogger("server.connection")
 READ_CHUNK = 256 * 1024
 READ_BUDGET = 4 * 1024 * 1024     # bytes read per wake-up before yielding to other peers
 MAX_INBOX = 64                    # frames waiting behind a busy handler before reading pauses
+MAX_INBOX_BEFORE_LOGIN = 4        # the same before login: an anonymous peer cannot queue much
 MAX_VIOLATIONS = 20               # protocol errors before the peer is dropped
 
 
@@ -34,7 +38,7 @@ class Connection:
         self.id = server.next_connection_id()
         self.peer = f"{address[0]}:{address[1]}"
         self.address = address[0]
-        self.decoder = FrameDecoder()
+        self.decoder = FrameDecoder(self._max_body)
         self.inbox: collections.deque[Frame] = collections.deque()
         self.busy = False
         self.out: collections.deque[memoryview] = collections.deque()
@@ -70,10 +74,14 @@ class Connection:
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.who}>"
 
+    def _max_body(self, packet_type: int) -> int:
+        return self.server.frame_limits.max_body(packet_type, self.user_id is not None)
+
     # -- selector interest ----------------------------------------------------------------------
     @property
     def reading_paused(self) -> bool:
-        return (self.closing or len(self.inbox) >= MAX_INBOX
+        inbox_limit = MAX_INBOX if self.user_id is not None else MAX_INBOX_BEFORE_LOGIN
+        return (self.closing or len(self.inbox) >= inbox_limit
                 or self.out_size > self.server.config.output_high_water)
 
     def _update_interest(self) -> None:
@@ -140,6 +148,11 @@ class Connection:
             self.last_recv = time.monotonic()
             try:
                 frames = self.decoder.feed(data)
+            except FrameTooLarge as exc:
+                self.send(wire.encode_json(PacketType.ERROR, ApiError(
+                    ErrorCode.TOO_LARGE, str(exc), type=exc.packet_type, limit=exc.limit).to_body()))
+                self.close_after_flush(f"protocol error: {exc}", deadline=1.0)
+                return
             except ProtocolError as exc:
                 self.close(f"protocol error: {exc}")
                 return
@@ -190,6 +203,8 @@ class Connection:
             self._do_handshake()
             return
         self._flush()
+        if self.inbox and not self.busy and not self.closed and not self.congested:
+            self.server.mediator.pump(self)
         self._update_interest()
 
     def _flush(self) -> None:

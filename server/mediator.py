@@ -81,12 +81,17 @@ class Mediator:
 
     # -- dispatch ------------------------------------------------------------------------------
     def pump(self, conn: "Connection") -> None:
-        """Handle queued frames in order until one needs the pool (reactor thread)."""
-        while conn.inbox and not conn.busy and not conn.closed:
+        """Handle queued frames in order until one needs the pool, or until the peer's own
+        output backs up (it is not reading its replies: slow it down). Reactor thread."""
+        while conn.inbox and not conn.busy and not conn.closed and not conn.congested:
             self._dispatch(conn, conn.inbox.popleft())
         conn.handled()
 
     def _dispatch(self, conn: "Connection", frame: wire.Frame) -> None:
+        if conn.user_id is None and frame.type not in PRE_LOGIN_TYPES:
+            self._error(conn, frame.request_id, ApiError(ErrorCode.NOT_AUTHENTICATED))
+            conn.violation(f"{type_name(frame.type)} before login")
+            return
         spec = self.handlers.get(frame.type)
         if spec is None:
             self._error(conn, frame.request_id, ApiError(ErrorCode.UNKNOWN_TYPE,
@@ -95,7 +100,6 @@ class Mediator:
             return
         if spec.auth and conn.user_id is None:
             self._error(conn, frame.request_id, ApiError(ErrorCode.NOT_AUTHENTICATED))
-            conn.violation(f"{type_name(frame.type)} before login")
             return
         if frame.type in BINARY_TYPES:
             body: Any = frame.body

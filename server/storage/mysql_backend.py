@@ -45,6 +45,7 @@ def mysql_dialect(url: str) -> Dialect:
         schema_sql=read_schema("mysql"),
         insert_ignore="INSERT IGNORE",
         placeholder="%s",
+        ping=lambda conn: conn.ping(reconnect=False),
     )
 
 

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,13 +37,15 @@ class Dialect:
     schema_sql: str
     insert_ignore: str  # "INSERT OR IGNORE" or "INSERT IGNORE"
     placeholder: str  # "?" or "%s"
+    ping: Callable[[Any], None] | None = None  # checks (and reopens) an idle server connection
 
 
 class Database:
     """Owns one connection per thread and runs transactions on it."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, ping_after: float = 1.0) -> None:
         self.dialect = dialect
+        self.ping_after = ping_after  # idle seconds after which a server connection is pinged first
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
@@ -50,11 +53,22 @@ class Database:
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
+        now = time.monotonic()
         if conn is None:
             conn = self.dialect.connect()
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
+        elif self.dialect.ping is not None and now - getattr(self._local, "used", now) >= self.ping_after:
+            try:
+                self.dialect.ping(conn)
+            except Exception as exc:
+                if not self.dialect.is_disconnect(exc):
+                    raise
+                log.warning("database connection lost while idle (%s); reopening", exc)
+                self._drop_connection()
+                return self._connection()
+        self._local.used = now
         return conn
 
     def _drop_connection(self) -> None:

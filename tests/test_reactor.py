@@ -1,0 +1,165 @@
+"""The reactor and connections: many clients, partial frames, slow readers, ordering, timers."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from common import frame as wire
+from common.packets import PacketType
+from server.reactor import Reactor
+from tests.helpers import HELLO, raw_connect, raw_request
+
+
+def read_frames(sock: socket.socket, count: int, timeout: float = 20.0) -> list[wire.Frame]:
+    sock.settimeout(timeout)
+    decoder = wire.FrameDecoder()
+    frames: list[wire.Frame] = []
+    while len(frames) < count:
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        frames.extend(decoder.feed(data))
+    return frames
+
+
+def test_many_clients_at_once(server):
+    socks = [raw_connect(server.port) for _ in range(300)]
+    for i, sock in enumerate(socks):
+        sock.sendall(wire.encode_json(PacketType.HELLO, HELLO, request_id=i + 1))
+    for i, sock in enumerate(socks):
+        [reply] = read_frames(sock, 1)
+        assert reply.type == PacketType.RESULT and reply.request_id == i + 1
+    assert len(server.server.connections) >= 300
+    for sock in socks:
+        sock.close()
+
+
+def test_frames_sent_byte_by_byte_are_decoded(server):
+    sock = raw_connect(server.port)
+    data = wire.encode_json(PacketType.HELLO, HELLO, request_id=5) + wire.encode_json(PacketType.HEARTBEAT, {}, 6)
+    for i in range(len(data)):
+        sock.send(data[i:i + 1])
+    frames = read_frames(sock, 2)
+    assert [f.request_id for f in frames] == [5, 6]
+    sock.close()
+
+
+def test_replies_keep_arrival_order_across_blocking_and_inline_handlers(server):
+    sock = raw_connect(server.port)
+    stream = [wire.encode_json(PacketType.HELLO, HELLO, 1)]
+    for i in range(10):
+        # REGISTER runs on the worker pool (password hashing), HEARTBEAT inline on the reactor
+        stream.append(wire.encode_json(PacketType.REGISTER, {"phone": f"1770000{i:04d}", "password": "password123",
+                                                             "nickname": "n"}, 100 + 2 * i))
+        stream.append(wire.encode_json(PacketType.HEARTBEAT, {}, 101 + 2 * i))
+    sock.sendall(b"".join(stream))
+    frames = read_frames(sock, 21)
+    assert [f.request_id for f in frames] == [1] + list(range(100, 120))
+    assert all(f.type == PacketType.RESULT for f in frames)
+    sock.close()
+
+
+def test_a_peer_that_does_not_read_is_paused_not_buffered(server_factory):
+    running = server_factory(output_high_water=64 * 1024, output_low_water=16 * 1024,
+                             output_hard_limit=4 * 1024 * 1024)
+    sock = raw_connect(running.port)
+    assert raw_request(sock, PacketType.HELLO, HELLO).type == PacketType.RESULT
+    count = 150_000   # ~6 MB of replies: more than the kernel's socket buffers hold
+    requests = b"".join(wire.encode_json(PacketType.HEARTBEAT, {}, 10 + i) for i in range(count))
+    sender = threading.Thread(target=sock.sendall, args=(requests,), daemon=True)
+    sender.start()
+    conn = next(iter(running.server.connections.values()))
+    peak = 0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:    # watch the server's queue while nobody reads
+        peak = max(peak, conn.out_size)
+        time.sleep(0.01)
+    assert peak <= 64 * 1024 + 64 * 1024, f"queued {peak} bytes for a peer that does not read"
+    assert not conn.closed
+    frames = read_frames(sock, count, timeout=30)
+    sender.join(10)
+    assert [f.request_id for f in frames] == list(range(10, 10 + count))
+    sock.close()
+
+
+def test_other_clients_are_served_while_one_does_not_read(server_factory):
+    running = server_factory(output_high_water=64 * 1024, output_low_water=16 * 1024,
+                             output_hard_limit=4 * 1024 * 1024)
+    lazy = raw_connect(running.port)
+    lazy.sendall(wire.encode_json(PacketType.HELLO, HELLO, 1))
+    threading.Thread(target=lambda: lazy.sendall(
+        b"".join(wire.encode_json(PacketType.HEARTBEAT, {}, 2 + i) for i in range(50_000))), daemon=True).start()
+    good = raw_connect(running.port)
+    assert raw_request(good, PacketType.HELLO, HELLO).type == PacketType.RESULT
+    for rid in range(2, 50):
+        started = time.perf_counter()
+        assert raw_request(good, PacketType.HEARTBEAT, {}, request_id=rid).type == PacketType.RESULT
+        assert time.perf_counter() - started < 0.5
+    good.close()
+    lazy.close()
+
+
+def test_graceful_shutdown_tells_clients_and_stops(server_factory):
+    running = server_factory()
+    sock = raw_connect(running.port)
+    assert raw_request(sock, PacketType.HELLO, HELLO).type == PacketType.RESULT
+    running.server.request_shutdown("maintenance")
+    frames = read_frames(sock, 1, timeout=5)
+    assert frames[0].type == PacketType.GOING_AWAY
+    body = frames[0].json()
+    assert body["reason"] == "maintenance" and body["reconnect"] is True
+    assert running.server.stopped.wait(10)
+    assert sock.recv(10) == b""
+    sock.close()
+
+
+def run_reactor(reactor: Reactor) -> threading.Thread:
+    thread = threading.Thread(target=reactor.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_timers_run_in_order_and_can_be_cancelled():
+    reactor = Reactor()
+    fired: list[str] = []
+    done = threading.Event()
+
+    def setup() -> None:
+        reactor.call_later(0.06, fired.append, "c")
+        reactor.call_later(0.02, fired.append, "a")
+        reactor.call_later(0.04, fired.append, "b")
+        reactor.call_later(0.03, fired.append, "cancelled").cancel()
+        reactor.call_later(0.1, done.set)
+    thread = run_reactor(reactor)
+    reactor.call_soon_threadsafe(setup)
+    assert done.wait(5)
+    reactor.stop()
+    thread.join(5)
+    reactor.close()
+    assert fired == ["a", "b", "c"]
+
+
+def test_calls_from_other_threads_run_on_the_reactor_thread():
+    reactor = Reactor()
+    thread = run_reactor(reactor)
+    seen: list[int] = []
+    done = threading.Event()
+
+    def record(n: int) -> None:
+        assert reactor.in_reactor_thread()
+        seen.append(n)
+        if len(seen) == 400:
+            done.set()
+    workers = [threading.Thread(target=lambda k=k: [reactor.call_soon_threadsafe(record, k * 100 + i)
+                                                     for i in range(100)]) for k in range(4)]
+    for w in workers:
+        w.start()
+    assert done.wait(5)
+    reactor.stop()
+    thread.join(5)
+    reactor.close()
+    assert sorted(seen) == sorted(k * 100 + i for k in range(4) for i in range(100))
+    for k in range(4):   # each thread's calls keep their order
+        mine = [n for n in seen if n // 100 == k]
+        assert mine == sorted(mine)
