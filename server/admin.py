@@ -1,11 +1,310 @@
-"""Admin status (issue 7 completes it): figures from the running server over a local socket."""
+"""Admin status: live figures from the running server over a local unix socket.
+
+The socket (``config.admin_socket_path``, by default ``<data_dir>/admin.sock``) is created with
+mode 0600 (bound under a temporary name, chmod-ed, then renamed into place, so there is no
+moment when others could open it), and a peer whose uid (SO_PEERCRED) is neither the server's
+nor root is refused as well. The reactor serves it like any other socket.
+
+The exchange is one line each way: the client sends ``status\\n``, the server answers one
+JSON object and a newline, then closes. ``meeting-server status`` is the client.
+"""
 from __future__ import annotations
 
+import json
+import logging
+import os
+import selectors
+import socket
+import struct
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, TextIO
 
 from .config import ServerConfig
 
+if TYPE_CHECKING:
+    from .app import Server
 
-def print_status(config: ServerConfig) -> int:
-    print("meeting-server status: the admin socket is not built yet", file=sys.stderr)
-    return 1
+log = logging.getLogger("server.admin")
+
+MAX_REQUEST = 1024
+CLIENT_TIMEOUT = 5.0
+DISABLED = "off"
+
+
+class AdminError(Exception):
+    """The admin socket cannot be reached or answered nonsense."""
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+class AdminServer:
+    """The listening admin socket (a reactor Selectable)."""
+
+    def __init__(self, server: "Server", path: Path) -> None:
+        self.server = server
+        self.path = path
+        self.sock: socket.socket | None = None
+        self._inode: int | None = None
+
+    def open(self) -> bool:
+        """Bind and register with the reactor; False (logged) if the socket cannot be served."""
+        path = self.path
+        if len(os.fsencode(path)) >= 108:
+            log.warning("admin socket path %s is too long for a unix socket: status disabled", path)
+            return False
+        if path.exists() and _is_live(path):
+            log.warning("admin socket %s is in use by another server: status disabled for this one", path)
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{id(self)}")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            temporary.unlink(missing_ok=True)
+            sock.bind(str(temporary))
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, path)
+            sock.listen(16)
+        except OSError as exc:
+            sock.close()
+            temporary.unlink(missing_ok=True)
+            log.warning("cannot open the admin socket %s: %s", path, exc)
+            return False
+        sock.setblocking(False)
+        self.sock = sock
+        self._inode = path.stat().st_ino
+        self.server.reactor.selector.register(sock, selectors.EVENT_READ, self)
+        log.info("admin status on %s", path)
+        return True
+
+    def on_readable(self) -> None:
+        assert self.sock is not None
+        for _ in range(16):
+            try:
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("admin accept failed: %s", exc)
+                return
+            uid = _peer_uid(sock)
+            if uid not in (os.getuid(), 0):
+                log.warning("admin socket: refused a client running as uid %d", uid)
+                sock.close()
+                continue
+            AdminSession(self.server, sock)
+
+    def on_writable(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Stop serving and remove the socket file if it is still ours."""
+        if self.sock is None:
+            return
+        try:
+            self.server.reactor.selector.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.close()
+        self.sock = None
+        try:
+            if self.path.stat().st_ino == self._inode:
+                self.path.unlink()
+        except OSError:
+            pass
+
+
+class AdminSession:
+    """One admin client: read a command line, write the answer, close."""
+
+    def __init__(self, server: "Server", sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.inbuf = b""
+        self.out = b""
+        sock.setblocking(False)
+        self.timer = server.reactor.call_later(CLIENT_TIMEOUT, self.close)
+        server.reactor.selector.register(sock, selectors.EVENT_READ, self)
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(MAX_REQUEST)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        self.inbuf += data
+        if b"\n" not in self.inbuf and data and len(self.inbuf) < MAX_REQUEST:
+            return
+        command = self.inbuf.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+        if command == "status":
+            answer: dict[str, Any] = {"ok": True, "status": self.server.status()}
+        else:
+            answer = {"ok": False, "error": f"unknown command {command[:40]!r}; try 'status'"}
+        self.out = json.dumps(answer, default=str).encode("utf-8") + b"\n"
+        self.server.reactor.selector.modify(self.sock, selectors.EVENT_WRITE, self)
+        self.on_writable()
+
+    def on_writable(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        self.out = self.out[sent:]
+        if not self.out:
+            self.close()
+
+    def close(self) -> None:
+        if self.sock.fileno() == -1:
+            return
+        self.timer.cancel()
+        try:
+            self.server.reactor.selector.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.close()
+
+
+def open_admin(server: "Server") -> AdminServer | None:
+    """Serve the admin socket unless ``admin_socket = off``; None when it is not served."""
+    if server.config.admin_socket == DISABLED:
+        return None
+    admin = AdminServer(server, server.config.admin_socket_path)
+    return admin if admin.open() else None
+
+
+def _is_live(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+# -- the client side: `meeting-server status` ------------------------------------------------------
+def query_status(path: str | os.PathLike, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
+    """Ask a running server for its figures; raises AdminError with a readable reason."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(os.fspath(path))
+        except FileNotFoundError:
+            raise AdminError(f"no admin socket at {path}: is the server running with this configuration?") from None
+        except PermissionError:
+            raise AdminError(f"permission denied on {path}: run as the server's user (or root)") from None
+        except ConnectionRefusedError:
+            raise AdminError(f"nobody listens on {path}: the server is not running") from None
+        sock.sendall(b"status\n")
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    except socket.timeout:
+        raise AdminError(f"no answer from {path} within {timeout:g} s (is the server stuck?)") from None
+    except OSError as exc:
+        raise AdminError(f"admin socket {path}: {exc}") from None
+    finally:
+        sock.close()
+    try:
+        answer = json.loads(b"".join(chunks))
+    except ValueError:
+        raise AdminError(f"the server at {path} sent an unreadable answer") from None
+    if not answer.get("ok"):
+        raise AdminError(answer.get("error", "the server refused the command"))
+    return answer["status"]
+
+
+_LABELS = [
+    ("uptime_s", "uptime (s)"),
+    ("connections", "connections"),
+    ("users_online", "users online"),
+    ("rooms", "rooms"),
+    ("room_members", "room members"),
+    ("pool_queue", "pool queue depth"),
+    ("bytes_in", "bytes in"),
+    ("bytes_out", "bytes out"),
+    ("frames_in", "frames in"),
+    ("frames_out", "frames out"),
+    ("media_frames_in", "media frames in"),
+    ("media_frames_out", "media frames out"),
+    ("media_frames_dropped", "media frames dropped"),
+    ("accepted", "connections accepted"),
+    ("refused", "connections refused"),
+    ("pool_submitted", "pool jobs submitted"),
+    ("pool_completed", "pool jobs completed"),
+]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(item) for item in value)
+    return str(value)
+
+
+def _add(lines: list[str], label: str, value: Any, indent: str = "") -> None:
+    if isinstance(value, Mapping):
+        lines.append(f"{indent}{label}:")
+        for key, sub in value.items():
+            _add(lines, str(key).replace("_", " "), sub, indent + "  ")
+    elif isinstance(value, (list, tuple)) and any(isinstance(item, Mapping) for item in value):
+        lines.append(f"{indent}{label}: {len(value)}")
+        for item in value:
+            fields = item.items() if isinstance(item, Mapping) else [("", item)]
+            lines.append(f"{indent}  - " + ", ".join(f"{k}={_fmt(v)}" if k else _fmt(v) for k, v in fields))
+    else:
+        lines.append(f"{indent}{label + ':':<{LABEL_WIDTH - len(indent)}} {_fmt(value)}")
+
+
+LABEL_WIDTH = 24
+
+
+def format_status(figures: Mapping[str, Any]) -> str:
+    """Human-readable status: the known figures first, then whatever domain modules added."""
+    lines: list[str] = []
+    for key, label in _LABELS:
+        if key in figures:
+            _add(lines, label, figures[key])
+    known = {key for key, _ in _LABELS}
+    for key, value in figures.items():
+        if key not in known:
+            _add(lines, key.replace("_", " "), value)
+    return "\n".join(lines)
+
+
+def print_status(config: ServerConfig, as_json: bool = False, out: TextIO | None = None) -> int:
+    """`meeting-server status`: 0 when the figures were printed, 1 otherwise."""
+    out = out or sys.stdout
+    if config.admin_socket == DISABLED:
+        print("meeting-server status: the admin socket is disabled (admin_socket = off)", file=sys.stderr)
+        return 1
+    try:
+        figures = query_status(config.admin_socket_path)
+    except AdminError as exc:
+        print(f"meeting-server status: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        json.dump(figures, out, indent=2, sort_keys=True, default=str)
+        out.write("\n")
+    else:
+        out.write(format_status(figures) + "\n")
+    return 0

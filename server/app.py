@@ -76,6 +76,8 @@ class Server:
         self.started = time.time()
         self.ssl_context: ssl.SSLContext | None = None
         self.listener: Listener | None = None
+        self.admin = None   # server.admin.AdminServer once listening
+        self.daemon = None  # server.daemon.Daemon once listening
         self.port = 0
         self.stopping = False
         self.stopped = threading.Event()
@@ -104,6 +106,11 @@ class Server:
         self.listener = Listener(self, sock)
         self.reactor.selector.register(sock, 1, self.listener)
         self.reactor.call_every(SWEEP_INTERVAL, self._sweep)
+        from .admin import open_admin
+        from .daemon import Daemon
+        self.admin = open_admin(self)
+        self.daemon = Daemon(self)
+        self.reactor.call_soon(self.daemon.start)  # READY=1 once the reactor serves
         mode = "TLS" if self.ssl_context else "plain TCP (no encryption: use TLS outside loopback)"
         log.info("listening on %s:%d (%s), database %s, %d workers", self.config.host, self.port, mode,
                  self.storage.backend, self.config.workers)
@@ -254,6 +261,8 @@ class Server:
         self.reactor.stop()
 
     def _release(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
         self.pool.shutdown(wait=True)
         self.reactor.close()
         self.storage.close()

@@ -5,46 +5,91 @@ import argparse
 import logging
 import signal
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-from .config import ConfigError, load_config
+from .config import ConfigError, apply_reload, field_names, load_config
 from .logsetup import setup_logging
 from .storage import StorageError, open_storage
 
 log = logging.getLogger("server")
 
+# Descriptors the server needs besides one per connection: listener, admin socket, wake-up
+# pair, database, spool files being written.
+FD_MARGIN = 256
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meeting-server", description="Real-Time Meeting server")
+    parser = argparse.ArgumentParser(prog="meeting-server", description="Real-Time Meeting server",
+                                     epilog="Every configuration key can also come from the INI file "
+                                            "([server] section) or a MEETING_<KEY> environment variable; "
+                                            "flags win over the environment, which wins over the file. "
+                                            "See docs/OPERATIONS.md.")
     parser.add_argument("command", nargs="?", default="serve", choices=("serve", "init-db", "status"),
                         help="serve (default), init-db (create the schema), status (live figures)")
-    parser.add_argument("--config", help="INI file (default /etc/real-time-meeting/server.ini if present)")
+    parser.add_argument("--config", help="INI file (default $MEETING_CONFIG, else "
+                                         "/etc/real-time-meeting/server.ini if present)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default 8600; 0 picks a free one)")
     parser.add_argument("--db", help="sqlite:///path/to/file.db (default) or mysql://user:pass@host:port/db")
     parser.add_argument("--workers", type=int, help="worker threads for blocking work (default 8)")
     parser.add_argument("--data-dir", dest="data_dir", help="directory for the SQLite file, spool and admin socket")
     parser.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-file", dest="log_file", help="log to this file (reopened on SIGHUP) instead of stderr")
     parser.add_argument("--tls-cert", dest="tls_cert", help="PEM certificate chain: serve TLS")
     parser.add_argument("--tls-key", dest="tls_key", help="PEM private key for --tls-cert")
+    parser.add_argument("--admin-socket", dest="admin_socket",
+                        help="unix socket for `status` (default <data-dir>/admin.sock; 'off' disables it)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="set any configuration key (repeatable), e.g. --set heartbeat_timeout=60")
     parser.add_argument("--init-db", dest="init_db", action="store_true",
                         help="with serve: create the schema first if it is missing")
+    parser.add_argument("--json", action="store_true", help="with status: print JSON")
     return parser
+
+
+FLAG_KEYS = ("host", "port", "db", "workers", "data_dir", "log_level", "log_file", "tls_cert", "tls_key",
+             "admin_socket")
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Configuration keys given on the command line (named flags win over --set)."""
+    overrides: dict[str, Any] = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: use KEY=VALUE")
+        if key not in field_names():
+            raise ConfigError(f"unknown configuration key '{key}' in the command line (--set)")
+        overrides[key] = value
+    for key in FLAG_KEYS:
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    return overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("host", "port", "db", "workers", "data_dir", "log_level",
-                                               "tls_cert", "tls_key")}
     try:
+        overrides = flag_overrides(args)
         config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
         print(f"meeting-server: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
     if args.command == "status":
         from .admin import print_status
-        return print_status(config)
+        return print_status(config, as_json=args.json)
+    try:
+        setup_logging(config.log_level, config.log_file)
+    except OSError as exc:
+        print(f"meeting-server: cannot open the log file: {exc}", file=sys.stderr)
+        return 2
+    from .daemon import raise_fd_limit
+    limit = raise_fd_limit(config.max_connections + FD_MARGIN)
+    if limit < config.max_connections + FD_MARGIN:
+        log.warning("open-files limit is %d: fewer than max_connections=%d can be held "
+                    "(raise LimitNOFILE)", limit, config.max_connections)
     try:
         storage = open_storage(config.db)
         embedded_first_run = storage.backend == "sqlite" and storage.db.schema_version() is None
@@ -60,13 +105,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StorageError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
-    install_signal_handlers(server)
+    install_signal_handlers(server, lambda: load_config(args.config, overrides=overrides))
     server.serve_forever()
     return 0
 
 
-def install_signal_handlers(server) -> None:
+def reload(server, load) -> None:
+    """SIGHUP on the reactor thread: re-read the file and environment, apply what can change
+    at run time, reopen the log."""
+    daemon = server.daemon
+    if daemon is not None:
+        daemon.reloading()
+    try:
+        new = load()
+    except ConfigError as exc:
+        log.error("reload refused, keeping the running configuration: %s", exc)
+    else:
+        applied, need_restart = apply_reload(server.config, new)
+        try:
+            setup_logging(server.config.log_level, server.config.log_file)
+        except OSError as exc:
+            setup_logging(server.config.log_level)
+            log.error("cannot reopen the log file %s, logging to stderr: %s", server.config.log_file, exc)
+        log.info("reloaded: %s", ", ".join(f"{k}={getattr(server.config, k)}" for k in applied) or "nothing changed")
+        if need_restart:
+            log.warning("changed but only applied after a restart: %s", ", ".join(need_restart))
+    if daemon is not None:
+        daemon.reloaded()
+
+
+def install_signal_handlers(server, load) -> None:
     def on_stop(signum, _frame) -> None:
         server.request_shutdown(f"received {signal.Signals(signum).name}")
+
+    def on_hup(_signum, _frame) -> None:
+        server.reactor.call_soon_threadsafe(reload, server, load)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 DEFAULT_CONFIG_FILE = Path("/etc/real-time-meeting/server.ini")
 ENV_PREFIX = "MEETING_"
+ENV_TEST_PREFIX = "MEETING_TEST_"   # the test suite's own settings, not server keys
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -30,6 +31,7 @@ class ServerConfig:
     data_dir: str = "data"
     workers: int = 8
     log_level: str = "INFO"
+    log_file: str = ""
     heartbeat_interval: float = 10.0
     heartbeat_timeout: float = 30.0
     max_connections: int = 10000
@@ -48,12 +50,15 @@ class ServerConfig:
     messages_per_minute: int = 600
     friend_requests_per_minute: int = 30
     rooms_per_minute: int = 10
+    max_control_body: int = 64 * 1024
     spool_dir: str = ""
     spool_quota: int = 10 * 1024 ** 3
     spool_expiry: float = 7 * 24 * 3600.0
     max_file_size: int = 2 * 1024 ** 3
     room_max_members: int = 16
     room_grace: float = 30.0
+    media_video_budget: int = 512 * 1024
+    media_audio_budget: int = 2 * 1024 * 1024
     tls_cert: str = ""
     tls_key: str = ""
     tls_handshake_timeout: float = 10.0
@@ -79,8 +84,23 @@ class ServerConfig:
         need(self.scrypt_r >= 1 and self.scrypt_p >= 1, "scrypt_r", "scrypt_r and scrypt_p must be at least 1")
         need(self.db.startswith(("sqlite://", "mysql://", "mysql+pymysql://")), "db",
              "must be sqlite:///path or mysql://user:pass@host:port/db")
+        need(min(self.messages_per_minute, self.friend_requests_per_minute, self.rooms_per_minute) >= 0,
+             "messages_per_minute", "per-minute limits must be 0 (unlimited) or more")
+        need(4096 <= self.max_control_body <= 64 * 1024, "max_control_body", "must be 4096-65536 bytes")
         need(self.room_max_members >= 2, "room_max_members", "must be at least 2")
+        need(0 < self.media_video_budget <= self.media_audio_budget < self.output_high_water, "media_video_budget",
+             "need 0 < media_video_budget <= media_audio_budget < output_high_water")
         need(bool(self.tls_cert) == bool(self.tls_key), "tls_cert", "tls_cert and tls_key go together")
+        for key in ("tls_cert", "tls_key"):
+            need(not getattr(self, key) or os.path.isfile(getattr(self, key)), key,
+                 f"no such file: {getattr(self, key)}")
+        for key in ("session_ttl", "login_failure_window",
+                    "spool_expiry", "room_grace", "tls_handshake_timeout", "shutdown_timeout"):
+            need(getattr(self, key) > 0, key, "must be positive")
+        for key in ("max_unauthenticated_per_address", "login_failures_per_account", "login_failures_per_address",
+                    "max_file_size"):
+            need(getattr(self, key) >= 1, key, "must be at least 1")
+        need(self.spool_quota >= 0, "spool_quota", "must not be negative")
         self.log_level = self.log_level.upper()
 
     @property
@@ -130,6 +150,7 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
     """Build the configuration: defaults < INI file < environment < overrides (flags)."""
     config = ServerConfig()
     env = os.environ if env is None else env
+    path = path or env.get(ENV_PREFIX + "CONFIG")
     file_path = Path(path) if path else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
     if file_path is not None:
         parser = configparser.ConfigParser(interpolation=None)
@@ -147,12 +168,36 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
             _apply(config, dict(parser.items("server")), str(file_path))
     from_env = {}
     for name, value in env.items():
-        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG" and not name.startswith(ENV_TEST_PREFIX):
             from_env[name[len(ENV_PREFIX):].lower()] = value
     _apply(config, from_env, "the environment (MEETING_*)")
     _apply(config, overrides or {}, "the command line")
     config.validate()
     return config
+
+
+# Keys read at the moment they are used, so a SIGHUP reload takes effect at once. Any other
+# key that changed in the file is reported as needing a restart.
+RELOADABLE = frozenset({
+    "log_level", "log_file", "heartbeat_interval", "heartbeat_timeout", "login_deadline",
+    "max_connections", "max_unauthenticated_per_address", "output_high_water", "output_low_water",
+    "output_hard_limit", "shutdown_timeout",
+})
+
+
+def apply_reload(current: ServerConfig, new: ServerConfig) -> tuple[list[str], list[str]]:
+    """Copy the reloadable keys that changed from ``new`` into ``current`` (in place, so every
+    holder of the config sees them); returns (applied keys, keys that need a restart)."""
+    applied, need_restart = [], []
+    for name in field_names():
+        if getattr(current, name) == getattr(new, name):
+            continue
+        if name in RELOADABLE:
+            setattr(current, name, getattr(new, name))
+            applied.append(name)
+        else:
+            need_restart.append(name)
+    return applied, need_restart
 
 
 def field_names() -> list[str]:
