@@ -9,7 +9,18 @@ from typing import Callable
 
 
 class FingerprintMismatch(Exception):
-    pass
+    """The server's certificate is not the pinned one: maybe not the server you meant."""
+
+
+def normalize_fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint as lowercase hex; colons, spaces and a 'sha256:' prefix allowed."""
+    pin = text.strip().lower()
+    if pin.startswith("sha256:"):
+        pin = pin[len("sha256:"):]
+    pin = pin.replace(":", "").replace(" ", "")
+    if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
+        raise ValueError(f"not a SHA-256 fingerprint (64 hex digits): {text!r}")
+    return pin
 
 
 @dataclass(frozen=True)
@@ -19,7 +30,7 @@ class TlsOptions:
 
     def build(self) -> tuple[ssl.SSLContext, Callable[[bytes], None] | None]:
         if self.fingerprint:
-            pin = self.fingerprint.replace(":", "").lower()
+            pin = normalize_fingerprint(self.fingerprint)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.check_hostname = False
@@ -29,7 +40,9 @@ class TlsOptions:
                 got = hashlib.sha256(der or b"").hexdigest()
                 if not hmac.compare_digest(got, pin):
                     raise FingerprintMismatch(
-                        f"the server's certificate fingerprint {got} does not match the pinned {pin}")
+                        f"the server's certificate does not match the pinned fingerprint: it is "
+                        f"SHA-256 {got}, the pin is {pin}; this may not be the server you meant "
+                        f"(or its certificate was replaced): connection refused")
             return context, check
         context = ssl.create_default_context(cafile=self.ca_file)
         context.minimum_version = ssl.TLSVersion.TLSv1_2

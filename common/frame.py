@@ -27,6 +27,16 @@ class ProtocolError(Exception):
     """The byte stream or a body cannot be understood; the connection should be dropped."""
 
 
+class FrameTooLarge(ProtocolError):
+    """A header claims a body longer than its type allows (the peer can be told why)."""
+
+    def __init__(self, packet_type: int, length: int, limit: int) -> None:
+        super().__init__(f"{packets.type_name(packet_type)} frame claims {length} bytes, limit is {limit}")
+        self.packet_type = packet_type
+        self.length = length
+        self.limit = limit
+
+
 class Frame(NamedTuple):
     type: int
     request_id: int
@@ -88,8 +98,7 @@ class FrameDecoder:
                     raise ProtocolError(f"bad magic {bytes(magic)!r}")
                 limit = self._max_body(ptype)
                 if length > limit:
-                    raise ProtocolError(
-                        f"{packets.type_name(ptype)} frame claims {length} bytes, limit is {limit}")
+                    raise FrameTooLarge(ptype, length, limit)
                 if end - pos - HEADER.size < length:
                     break
                 start = pos + HEADER.size

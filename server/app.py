@@ -19,6 +19,7 @@ from .config import ServerConfig
 from .connection import Connection
 from .mediator import Mediator
 from .passwords import ScryptParams
+from .ratelimit import FrameLimits, RateLimits
 from .reactor import Reactor
 from .router import LocalRouter
 from .sessions import Sessions
@@ -68,6 +69,8 @@ class Server:
         self.sessions = Sessions()
         self.router = LocalRouter(self.reactor, self.sessions)
         self.mediator = Mediator(self)
+        self.rate_limits = RateLimits(config)
+        self.frame_limits = FrameLimits(config, self.mediator.handlers.__contains__)
         self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worker")
         self.scrypt = ScryptParams(config.scrypt_n, config.scrypt_r, config.scrypt_p)
         self.stats = Stats()
@@ -181,7 +184,9 @@ class Server:
         for conn in list(self.connections.values()):
             if conn.closed:
                 continue
-            if now - conn.last_recv > timeout:
+            if conn.handshaking and now - conn.created > self.config.tls_handshake_timeout:
+                conn.close(f"TLS handshake not finished within {self.config.tls_handshake_timeout:g} s")
+            elif now - conn.last_recv > timeout:
                 conn.close(f"heartbeat timeout ({timeout:g} s silent)")
             elif conn.user_id is None and now - conn.created > deadline and not conn.busy:
                 conn.send(wire.encode_json(PacketType.ERROR, ApiError(ErrorCode.LOGIN_DEADLINE).to_body()))

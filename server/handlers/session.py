@@ -62,7 +62,7 @@ def install(server: "Server") -> None:
             "heartbeat_interval": config.heartbeat_interval,
             "heartbeat_timeout": config.heartbeat_timeout,
             "limits": {
-                "max_control_body": limits.MAX_CONTROL_BODY,
+                "max_control_body": server.frame_limits.max_control_body,
                 "max_file_chunk": limits.MAX_FILE_CHUNK,
                 "max_media_payload": limits.MAX_MEDIA_PAYLOAD,
                 "max_chat_bytes": limits.MAX_CHAT_BYTES,

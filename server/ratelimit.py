@@ -1,0 +1,117 @@
+"""Per-user rate limits and per-packet-type frame size limits.
+
+Rate limits are token buckets keyed by user id: a user may spend a minute's allowance at once,
+then earns it back steadily. A user over the limit gets RATE_LIMITED with ``retry_after``
+(seconds); nobody else is affected. Handlers spend a token with one line, e.g.
+``server.rate_limits.message(req.user_id)`` before storing a chat message.
+
+Frame limits are checked on each frame header before its body is buffered (see
+``common.frame.FrameDecoder``). They are tighter than the protocol's: before login a peer may
+only send small frames, and types the server has no handler for get a tiny allowance.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Callable
+
+from common import limits, packets
+from common.errors import ApiError, ErrorCode
+from common.packets import BINARY_TYPES
+
+from .mediator import PRE_LOGIN_TYPES
+
+if TYPE_CHECKING:
+    from .config import ServerConfig
+
+PRUNE_ABOVE = 4096   # buckets kept before full (idle) ones are forgotten
+
+# Bodies of the packets a peer may send before logging in (phone, password, token, version).
+PRE_LOGIN_BODY = 4 * 1024
+# Types without a handler are answered UNKNOWN_TYPE; their body is never needed.
+UNHANDLED_BODY = 1024
+
+
+class TokenBucket:
+    """``per_minute`` tokens per key, refilled continuously; thread-safe. 0 means unlimited."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self._clock = clock
+        self._buckets: dict[object, tuple[float, float]] = {}  # key -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, key: object) -> float:
+        """Spend one token; 0.0 if allowed, else the seconds until one is available."""
+        if self.per_minute <= 0:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + (now - at) * self.rate)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                return (1.0 - tokens) / self.rate
+            self._buckets[key] = (tokens - 1.0, now)
+            if len(self._buckets) > PRUNE_ABOVE:
+                self._prune(now)
+            return 0.0
+
+    def _prune(self, now: float) -> None:
+        full = [k for k, (tokens, at) in self._buckets.items()
+                if tokens + (now - at) * self.rate >= self.per_minute]
+        for key in full:
+            del self._buckets[key]
+
+
+class RateLimits:
+    """The per-user limits of ServerConfig: messages, friend requests and room creations."""
+
+    def __init__(self, config: "ServerConfig", clock: Callable[[], float] = time.monotonic) -> None:
+        self.messages = TokenBucket(config.messages_per_minute, clock)
+        self.friend_requests = TokenBucket(config.friend_requests_per_minute, clock)
+        self.rooms = TokenBucket(config.rooms_per_minute, clock)
+
+    def message(self, user_id: int) -> None:
+        """A chat message (one-to-one or in a room); raises RATE_LIMITED when over the limit."""
+        _spend(self.messages, user_id, "messages")
+
+    def friend_request(self, user_id: int) -> None:
+        _spend(self.friend_requests, user_id, "friend requests")
+
+    def room_create(self, user_id: int) -> None:
+        _spend(self.rooms, user_id, "meeting rooms created")
+
+
+def _spend(bucket: TokenBucket, user_id: int, what: str) -> None:
+    wait = bucket.take(user_id)
+    if wait:
+        raise ApiError(ErrorCode.RATE_LIMITED,
+                       f"too many {what} (limit {bucket.per_minute} per minute), "
+                       f"try again in {wait:.1f} s",
+                       retry_after=round(wait + 0.05, 1), limit=bucket.per_minute)
+
+
+class FrameLimits:
+    """The largest body the server buffers for a packet type, depending on login state."""
+
+    def __init__(self, config: "ServerConfig", handled: Callable[[int], bool]) -> None:
+        self.max_control_body = min(config.max_control_body, limits.MAX_CONTROL_BODY)
+        self._handled = handled
+
+    def max_body(self, packet_type: int, authenticated: bool) -> int:
+        if packet_type in PRE_LOGIN_TYPES:
+            return PRE_LOGIN_BODY
+        if not self._handled(packet_type):
+            return UNHANDLED_BODY
+        if packet_type in BINARY_TYPES:
+            limit = packets.max_body(packet_type)
+        else:
+            limit = self.max_control_body
+        if not authenticated:
+            # Nothing but the session packets is accepted before login; a correct client
+            # never sends a bulky frame before its login reply.
+            limit = min(limit, self.max_control_body)
+        return limit
+
