@@ -1,0 +1,156 @@
+"""The desktop application: one Tk root, the login view, then the main window.
+
+The app owns the kernel of the current session. It switches views on login, logout, a kick
+(login elsewhere) or an expired session, and remembers the last server and phone number.
+"""
+from __future__ import annotations
+
+import logging
+import tkinter as tk
+from pathlib import Path
+
+from client.kernel import ClientKernel
+from client.link import ConnectError
+from common.errors import ApiError, ErrorCode
+
+from .bridge import UiBridge
+from .login import LoginView
+from .settings import Settings
+from .widgets import Dialog, apply_theme, describe_error
+
+log = logging.getLogger("client.ui")
+
+_FIELD_OF_ERROR = {
+    ErrorCode.INVALID_PHONE: "phone", ErrorCode.PHONE_TAKEN: "phone",
+    ErrorCode.INVALID_PASSWORD: "password", ErrorCode.INVALID_NICKNAME: "nickname",
+}
+
+
+class App:
+    def __init__(self, root: tk.Tk, server: str | None = None, settings_path: Path | None = None) -> None:
+        self.root = root
+        self.settings_path = settings_path
+        self.settings = Settings.load(settings_path)
+        if server:
+            self.settings.server = server
+        apply_theme(root)
+        root.title("Real-Time Meeting")
+        root.minsize(380, 420)
+        self.bridge = UiBridge(root)
+        self.kernel: ClientKernel | None = None
+        self.view: tk.Widget | None = None
+        self.login_view: LoginView | None = None
+        self.main_window = None
+        self.dialog: Dialog | None = None
+        self.bridge.subscribe("kicked", self._on_kicked)
+        self.bridge.subscribe("session_expired", self._on_session_expired)
+        root.protocol("WM_DELETE_WINDOW", self.quit)
+        self.show_login()
+
+    # -- views ------------------------------------------------------------------------------------
+    def _replace_view(self, view: tk.Widget, geometry: str) -> None:
+        if self.view is not None:
+            self.view.destroy()
+        self.view = view
+        view.pack(fill="both", expand=True)
+        self.root.geometry(geometry)
+
+    def show_login(self, notice: str = "") -> None:
+        if self.main_window is not None:
+            self.main_window.close_children()
+            self.main_window = None
+        self.login_view = LoginView(self.root, self._submit, server=self.settings.server,
+                                    phone=self.settings.phone, notice=notice)
+        self._replace_view(self.login_view, "720x560")
+        self.root.title("Real-Time Meeting — log in")
+
+    def show_main(self) -> None:
+        from .main_window import MainWindow
+        assert self.kernel is not None
+        self.login_view = None
+        self.main_window = MainWindow(self.root, self)
+        self._replace_view(self.main_window, "420x720")
+        self.root.title(f"Real-Time Meeting — {self.kernel.user.get('nickname', '')}")
+
+    # -- login ------------------------------------------------------------------------------------
+    def _submit(self, mode: str, address: tuple[str, int], phone: str, password: str, nickname: str) -> None:
+        self._drop_kernel()
+        kernel = ClientKernel(address[0], address[1], request_timeout=10.0)
+        kernel.add_listener(lambda event: self.bridge.listener(event) if self.kernel is kernel else None)
+        self.kernel = kernel
+
+        def work() -> dict:
+            kernel.connect()
+            if mode == "register":
+                kernel.register(phone, password, nickname)
+            return kernel.login(phone, password)
+
+        def done(_user: dict) -> None:
+            if self.kernel is not kernel:
+                return
+            self.settings.server = f"{address[0]}:{address[1]}" if ":" not in address[0] else f"[{address[0]}]:{address[1]}"
+            self.settings.phone = phone
+            self.settings.save(self.settings_path)
+            self.show_main()
+
+        def failed(exc: BaseException) -> None:
+            if self.kernel is kernel:
+                self._drop_kernel()
+            if self.login_view is None:
+                return
+            field = "server" if isinstance(exc, ConnectError) else None
+            if isinstance(exc, ApiError):
+                field = _FIELD_OF_ERROR.get(exc.code)
+            self.login_view.show_error(describe_error(exc), field)
+        self.bridge.call(work, on_done=done, on_error=failed)
+
+    def _drop_kernel(self) -> None:
+        kernel, self.kernel = self.kernel, None
+        if kernel is not None:
+            self.bridge.call(kernel.close)
+
+    def logout(self) -> None:
+        kernel, self.kernel = self.kernel, None
+        if kernel is not None:
+            def work() -> None:
+                kernel.logout()
+                kernel.close()
+            self.bridge.call(work)
+        self.show_login("You have logged out.")
+
+    # -- session ends ------------------------------------------------------------------------------
+    def _end_session(self, title: str, text: str) -> None:
+        self._drop_kernel()
+        if self.main_window is not None:
+            self.main_window.close_children()
+        self.dialog = Dialog(self.root, title, text, [("Log in again", lambda: self.show_login(text),
+                                                        "Accent.TButton")], icon="warning")
+
+    def _on_kicked(self, event) -> None:
+        where = event.data.get("address") or "another device"
+        self._end_session("Logged in elsewhere",
+                          f"Your account was just logged in from {where}, so this window was signed out.")
+
+    def _on_session_expired(self, event) -> None:
+        self._end_session("Session expired", "Your session has expired. Please log in again.")
+
+    def quit(self) -> None:
+        if self.main_window is not None:
+            self.main_window.close_children()
+        kernel, self.kernel = self.kernel, None
+        self.bridge.close()
+        if kernel is not None:
+            kernel.close()
+        self.root.destroy()
+
+
+def run(server: str | None = None) -> int:
+    """Open the desktop window; returns the process exit code."""
+    try:
+        root = tk.Tk(className="RealTimeMeeting")
+    except tk.TclError as exc:
+        print(f"meeting-client: cannot open a window ({exc}); is DISPLAY set?")
+        return 2
+    App(root, server=server)
+    root.mainloop()
+    return 0

@@ -1,0 +1,110 @@
+"""The one door between the client core's threads and Tk.
+
+Tk may only be touched from the main thread. The kernel emits events on its network and task
+threads; blocking calls (login, sending a message, creating a room) must not freeze the window.
+Both go through a queue that the Tk thread drains with ``after()``:
+
+* ``listener`` is added to the kernel and queues every event;
+* ``call(fn, ...)`` runs a blocking function on a small worker pool and queues its outcome;
+* ``post(fn, ...)`` queues a function to run on the Tk thread (from any thread).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import tkinter as tk
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+from client.events import Event
+
+log = logging.getLogger("client.ui")
+
+Handler = Callable[[Event], None]
+
+
+class UiBridge:
+    def __init__(self, root: tk.Misc, poll_ms: int = 15) -> None:
+        self.root = root
+        self.poll_ms = poll_ms
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._handlers: dict[str, list[Handler]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ui-work")
+        self._tk_thread = threading.current_thread()
+        self._closed = False
+        self._after = root.after(poll_ms, self._drain)
+
+    # -- any thread ----------------------------------------------------------------------------
+    def listener(self, event: Event) -> None:
+        """Add this to ``kernel.add_listener``; it only enqueues."""
+        self._queue.put(("event", event))
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._queue.put(("call", fn, args))
+
+    def call(self, fn: Callable[..., Any], *args: Any,
+             on_done: Callable[[Any], None] | None = None,
+             on_error: Callable[[BaseException], None] | None = None) -> Future:
+        """Run ``fn(*args)`` off the Tk thread; ``on_done(result)`` / ``on_error(exc)`` run on Tk."""
+        future = self._pool.submit(fn, *args)
+
+        def finished(fut: Future) -> None:
+            if fut.cancelled():
+                return
+            error = fut.exception()
+            if error is not None:
+                if on_error is not None:
+                    self.post(on_error, error)
+                else:
+                    log.warning("background call %s failed: %s", getattr(fn, "__name__", fn), error)
+            elif on_done is not None:
+                self.post(on_done, fut.result())
+        future.add_done_callback(finished)
+        return future
+
+    # -- Tk thread ------------------------------------------------------------------------------
+    def subscribe(self, kind: str, handler: Handler) -> Handler:
+        """Call ``handler(event)`` on the Tk thread for every event of ``kind`` ("*" = all)."""
+        self._handlers.setdefault(kind, []).append(handler)
+        return handler
+
+    def unsubscribe(self, kind: str, handler: Handler) -> None:
+        handlers = self._handlers.get(kind, [])
+        if handler in handlers:
+            handlers.remove(handler)
+
+    def dispatch(self, event: Event) -> None:
+        for handler in list(self._handlers.get(event.kind, ())) + list(self._handlers.get("*", ())):
+            try:
+                handler(event)
+            except tk.TclError as exc:      # a window closed between the event and its handling
+                log.debug("handler for %s hit a closed widget: %s", event.kind, exc)
+            except Exception:
+                log.exception("UI handler for %s failed", event.kind)
+
+    def _drain(self, budget: int = 500) -> None:
+        for _ in range(budget):
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item[0] == "event":
+                self.dispatch(item[1])
+            else:
+                try:
+                    item[1](*item[2])
+                except tk.TclError as exc:
+                    log.debug("posted call hit a closed widget: %s", exc)
+                except Exception:
+                    log.exception("posted UI call %s failed", getattr(item[1], "__name__", item[1]))
+        if not self._closed:
+            self._after = self.root.after(self.poll_ms, self._drain)
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self.root.after_cancel(self._after)
+        except tk.TclError:
+            pass
+        self._pool.shutdown(wait=False, cancel_futures=True)

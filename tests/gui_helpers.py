@@ -1,0 +1,127 @@
+"""GUI test helpers: a private Xvfb display, pumping the Tk loop, screenshots.
+
+Xvfb picks a free display number itself (``-displayfd``) and is stopped by its PID.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import time
+import tkinter as tk
+from typing import Callable
+
+import pytest
+
+
+class Xvfb:
+    def __init__(self, width: int = 1280, height: int = 900) -> None:
+        self.width, self.height = width, height
+        self.proc: subprocess.Popen | None = None
+        self.display = ""
+
+    def start(self, timeout: float = 10.0) -> str:
+        read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen(
+            ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{self.width}x{self.height}x24",
+             "-nolisten", "tcp", "-noreset"],
+            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(write_fd)
+        deadline = time.monotonic() + timeout
+        data = b""
+        try:
+            while not data.endswith(b"\n"):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("Xvfb did not start")
+                chunk = os.read(read_fd, 16)
+                if not chunk:
+                    raise RuntimeError("Xvfb exited before telling its display number")
+                data += chunk
+        finally:
+            os.close(read_fd)
+        self.display = f":{int(data.strip())}"
+        return self.display
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def xdisplay():
+    """A private X display for the whole GUI session; DISPLAY points at it."""
+    if shutil.which("Xvfb") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Xvfb for the GUI tests")
+        pytest.skip("Xvfb is not installed")
+    xvfb = Xvfb()
+    display = xvfb.start()
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    yield display
+    xvfb.stop()
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+
+
+def pump(root: tk.Misc, seconds: float) -> None:
+    """Run the Tk loop for a while (the test thread is the Tk thread)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        root.update()
+        time.sleep(0.005)
+
+
+def pump_until(root: tk.Misc, predicate: Callable[[], object], timeout: float = 10.0,
+               what: str = "condition") -> object:
+    """Run the Tk loop until ``predicate()`` is truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        root.update()
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def screenshot(widget: tk.Misc):
+    """What the X server shows where ``widget`` is (a PIL image), via ImageMagick's import."""
+    from PIL import Image
+    widget.update()
+    x, y = widget.winfo_rootx(), widget.winfo_rooty()
+    w, h = widget.winfo_width(), widget.winfo_height()
+    png = subprocess.run(["import", "-display", os.environ["DISPLAY"], "-window", "root",
+                          "-crop", f"{w}x{h}+{x}+{y}", "png:-"], check=True, capture_output=True,
+                         timeout=20).stdout
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def find_toplevels(root: tk.Misc, cls: type) -> list:
+    return [w for w in root.winfo_children() if isinstance(w, cls)]
+
+
+def label_texts(widget: tk.Misc) -> list[str]:
+    """Every label/button text under ``widget`` (what a user can read)."""
+    texts = []
+    stack = [widget]
+    while stack:
+        w = stack.pop()
+        try:
+            text = w.cget("text")
+            if text:
+                texts.append(str(text))
+        except tk.TclError:
+            pass
+        stack.extend(w.winfo_children())
+    return texts
