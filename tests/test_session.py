@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -208,3 +209,15 @@ def test_connecting_to_nothing_is_a_clear_error():
     with pytest.raises(ConnectError, match="cannot reach"):
         kernel.connect()
     kernel.close()
+
+
+def test_a_request_without_an_answer_times_out(running, client_factory):
+    client = client_factory(running.port)
+    client.register_and_login("A")
+    blocked = threading.Event()
+    running.server.reactor.call_soon_threadsafe(lambda: (blocked.set(), time.sleep(1.5)))
+    assert blocked.wait(5)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="HEARTBEAT"):
+        client.kernel.request(PacketType.HEARTBEAT, {}, timeout=0.3)
+    assert time.monotonic() - started < 1.0
