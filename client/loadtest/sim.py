@@ -1,0 +1,208 @@
+"""One simulated client: raw frames from ``common/`` over one TCP connection.
+
+Thousands of these share one event loop per process. The loop is asyncio's, which on Linux is
+a ``selectors`` (epoll) loop; its ``Protocol`` callbacks cost one small object per connection
+and no thread, and coroutines let each scenario read top to bottom. Replies are matched by
+request id, server events go to per-type handlers.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import Any, Callable
+
+from common import frame as wire
+from common import limits
+from common.errors import ApiError, ErrorCode
+from common.frame import Frame, FrameDecoder, ProtocolError
+from common.packets import PacketType
+
+from .metrics import Metrics
+
+PASSWORD = "load-test-password"
+CLIENT_NAME = "meeting-loadtest/0.1"
+
+
+class ConnectionLost(Exception):
+    """The server closed the connection (or it broke) while a request waited."""
+
+
+class RequestTimeout(Exception):
+    def __init__(self, packet_type: int) -> None:
+        super().__init__(f"no reply to {PacketType(packet_type).name}")
+        self.packet_type = packet_type
+
+
+def error_kind(exc: BaseException) -> str:
+    """A short, countable name for what went wrong."""
+    if isinstance(exc, ApiError):
+        return f"ERROR {exc.code.name}"
+    if isinstance(exc, RequestTimeout):
+        return f"timeout {PacketType(exc.packet_type).name}"
+    if isinstance(exc, ConnectionLost):
+        return f"connection lost: {exc}"
+    if isinstance(exc, OSError):
+        return f"connect: {exc.__class__.__name__}"
+    return exc.__class__.__name__
+
+
+class SimClient(asyncio.Protocol):
+    def __init__(self, metrics: Metrics, phone: str, nickname: str) -> None:
+        self.metrics = metrics
+        self.phone = phone
+        self.nickname = nickname
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder()
+        self.pending: dict[int, asyncio.Future] = {}
+        self.handlers: dict[int, Callable[[Frame], None]] = {}
+        self.binary_handlers: dict[int, Callable[[bytes], None]] = {}
+        self.user: dict[str, Any] = {}
+        self.closed = self.loop.create_future()
+        self.close_reason = ""
+        self.expect_close = False
+        self.heartbeat_interval = 10.0
+        self._ids = itertools.count(1)
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolError as exc:
+            self.metrics.error(f"protocol error from server: {exc}")
+            self.close()
+            return
+        for frame in frames:
+            if frame.request_id and frame.type in (PacketType.RESULT, PacketType.ERROR):
+                future = self.pending.pop(frame.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(frame)
+                continue
+            handler = self.handlers.get(frame.type)
+            if handler is not None:
+                handler(frame)
+            elif frame.type == PacketType.ERROR:  # unsolicited: a refusal before closing
+                self.close_reason = reply_error_name(frame)
+            elif frame.type == PacketType.GOING_AWAY:
+                self.close_reason = "GOING_AWAY"
+            elif frame.type == PacketType.KICKED:
+                self.metrics.error("KICKED")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self.close_reason or (f"{exc.__class__.__name__}" if exc else "closed by server")
+        if not self.expect_close and not self.pending:
+            # (with requests waiting, whoever awaits them reports the loss)
+            self.metrics.error(f"connection lost: {reason}")
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost(reason))
+        self.pending.clear()
+        self._writable.set()
+        if not self.closed.done():
+            self.closed.set_result(reason)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- sending ---------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None and not self.closed.done()
+
+    async def writable(self) -> None:
+        """Wait while the kernel and transport buffers are full (flow control)."""
+        await self._writable.wait()
+
+    def send_frame(self, data: bytes) -> None:
+        if self.connected:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def send(self, packet_type: int, body: dict | None = None) -> None:
+        self.send_frame(wire.encode_json(packet_type, body or {}))
+
+    def request_future(self, packet_type: int, body: dict | bytes | None = None,
+                       timeout: float = 30.0) -> asyncio.Future:
+        """Send a request; the future resolves to the reply Frame (RESULT or ERROR)."""
+        future = self.loop.create_future()
+        if not self.connected:
+            future.set_exception(ConnectionLost(self.close_reason or "not connected"))
+            return future
+        request_id = next(self._ids) % wire.MAX_REQUEST_ID + 1
+        self.pending[request_id] = future
+        if isinstance(body, bytes):
+            self.transport.write(wire.encode_frame(packet_type, body, request_id))  # type: ignore[union-attr]
+        else:
+            self.transport.write(wire.encode_json(packet_type, body or {}, request_id))  # type: ignore[union-attr]
+        timer = self.loop.call_later(timeout, self._expire, request_id, packet_type)
+        future.add_done_callback(lambda _f: timer.cancel())
+        return future
+
+    def _expire(self, request_id: int, packet_type: int) -> None:
+        future = self.pending.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_exception(RequestTimeout(packet_type))
+
+    async def request(self, packet_type: int, body: dict | bytes | None = None, timeout: float = 30.0) -> dict:
+        """Send and await the reply body; raises ApiError, ConnectionLost or RequestTimeout."""
+        frame = await self.request_future(packet_type, body, timeout)
+        return reply_body(frame)
+
+    # -- session ---------------------------------------------------------------------------------
+    async def connect(self, host: str, port: int, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(self.loop.create_connection(lambda: self, host, port), timeout)
+
+    async def hello(self) -> dict:
+        info = await self.request(PacketType.HELLO, {"version": limits.PROTOCOL_VERSION, "client": CLIENT_NAME})
+        self.heartbeat_interval = float(info.get("heartbeat_interval", self.heartbeat_interval))
+        return info
+
+    async def register_and_login(self) -> dict:
+        """REGISTER (an existing account is fine: reruns reuse phones) then LOGIN."""
+        try:
+            await self.request(PacketType.REGISTER, {"phone": self.phone, "password": PASSWORD,
+                                                     "nickname": self.nickname})
+        except ApiError as exc:
+            if exc.code != ErrorCode.PHONE_TAKEN:
+                raise
+        reply = await self.request(PacketType.LOGIN, {"phone": self.phone, "password": PASSWORD})
+        self.user = reply["user"]
+        return reply
+
+    async def heartbeat(self, name: str = "heartbeat_rtt") -> None:
+        started = time.monotonic()
+        await self.request(PacketType.HEARTBEAT, {})
+        self.metrics.latency(name, started)
+
+    def close(self) -> None:
+        self.expect_close = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.expect_close = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def reply_error_name(frame: Frame) -> str:
+    try:
+        return f"ERROR {ApiError.from_body(json.loads(frame.body)).code.name}"
+    except ValueError:
+        return "ERROR (unreadable)"
+
+
+def reply_body(frame: Frame) -> dict:
+    body = json.loads(frame.body) if frame.body else {}
+    if frame.type == PacketType.ERROR:
+        raise ApiError.from_body(body)
+    return body
