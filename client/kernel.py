@@ -71,6 +71,8 @@ class ClientKernel:
         self._closed = False
         self.on_packet(PacketType.KICKED, self._on_kicked)
         self.on_packet(PacketType.GOING_AWAY, self._on_going_away)
+        from .rooms import RoomsClient
+        self.rooms = RoomsClient(self)
 
     # -- events ---------------------------------------------------------------------------------
     def add_listener(self, listener: Callable[[Event], None]) -> None:

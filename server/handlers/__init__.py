@@ -10,3 +10,6 @@ if TYPE_CHECKING:
 def install_all(server: "Server") -> None:
     from . import session
     session.install(server)
+    from . import media, rooms
+    rooms.install(server)
+    media.install(server)   # after rooms: the relay follows room membership

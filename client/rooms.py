@@ -1,0 +1,236 @@
+"""Meetings in the client core: rooms (create, join, host controls, chat) and the media seam.
+
+``kernel.rooms`` is what the media pipeline, the bots, the UI and the tests use:
+
+* ``publish(...)`` hands one encoded frame to the network thread (thread-safe, never blocks)
+  and numbers it within its stream;
+* ``add_media_listener(fn)`` gets every received MEDIA_FRAME on the network thread;
+* ``add_keyframe_listener(fn)`` hears when a keyframe of this client's own stream is needed:
+  the server asked for one, or ``publish`` dropped video locally (the frames after a dropped
+  one cannot be decoded, so video is held back until the next keyframe).
+
+``room`` is None or the room as the server last described it (see ROOM_MEMBERS_EVENT in
+docs/PROTOCOL.md). Events through ``kernel.emit``: ``room_members`` (room), ``room_chat``
+(user_id, nickname, text, time), ``room_removed`` (reason, message), ``room_mute`` (by, all),
+``room_closed`` (message), ``room_left``.
+
+After a reconnect the server gives a member the place back by itself (within its grace
+period); the client then checks by joining again, so a place that was lost (the meeting
+ended, or the grace period ran out and the room was locked) ends in ``room_closed`` or
+``room_removed`` instead of a meeting that silently shows nobody.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Callable
+
+from common import frame as wire
+from common import limits
+from common.errors import ApiError, ErrorCode
+from common.media import FLAG_KEYFRAME, MEDIA_HEADER, Codec, MediaHeader, MediaKind, unpack_media
+from common.packets import PacketType
+
+if TYPE_CHECKING:
+    from .kernel import ClientKernel
+
+log = logging.getLogger("client.rooms")
+
+# Video is dropped locally (and a keyframe asked of the encoder) once this much is waiting
+# to be sent: about two seconds of 640x480 video at 500 kbit/s.
+VIDEO_SEND_BUDGET = 128 * 1024
+
+MediaListener = Callable[[MediaHeader, bytes], None]
+KeyframeListener = Callable[[MediaKind], None]
+
+
+class RoomsClient:
+    def __init__(self, kernel: "ClientKernel") -> None:
+        self.kernel = kernel
+        self.room: dict | None = None
+        self._password = ""
+        self._lock = threading.Lock()
+        self._seq: dict[int, int] = {}
+        self._held: set[int] = set()        # video kinds dropped locally until the next keyframe
+        self._media_listeners: list[MediaListener] = []
+        self._keyframe_listeners: list[KeyframeListener] = []
+        kernel.on_packet(PacketType.ROOM_MEMBERS_EVENT, self._on_members)
+        kernel.on_packet(PacketType.ROOM_CHAT_EVENT, self._on_chat)
+        kernel.on_packet(PacketType.ROOM_REMOVED_EVENT, self._on_removed)
+        kernel.on_packet(PacketType.ROOM_MUTE_EVENT, self._on_mute)
+        kernel.on_packet(PacketType.KEYFRAME_REQUEST_EVENT, self._on_keyframe_request)
+        kernel.on_binary(PacketType.MEDIA_FRAME, self._on_media)
+        kernel.session_hooks.append(self._after_session)
+
+    # -- rooms (blocking requests) ---------------------------------------------------------------
+    def create(self, title: str = "", password: str = "") -> dict:
+        reply = self.kernel.request(PacketType.ROOM_CREATE, {"title": title, "password": password})
+        return self._entered(reply["room"], password)
+
+    def join(self, number: str, password: str = "") -> dict:
+        reply = self.kernel.request(PacketType.ROOM_JOIN, {"number": str(number), "password": password})
+        return self._entered(reply["room"], password)
+
+    def leave(self) -> None:
+        try:
+            self.kernel.request(PacketType.ROOM_LEAVE, {})
+        except ApiError as exc:
+            if exc.code != ErrorCode.NOT_IN_ROOM:
+                raise
+        self._forget()
+        self.kernel.emit("room_left")
+
+    def kick(self, user_id: int) -> None:
+        self.kernel.request(PacketType.ROOM_KICK, {"user_id": user_id})
+
+    def mute(self, user_id: int | None = None) -> None:
+        """Ask one member (or, with None, everyone else) to mute their microphone."""
+        self.kernel.request(PacketType.ROOM_MUTE, {"user_id": user_id})
+
+    def lock(self, locked: bool) -> None:
+        self._set_room(self.kernel.request(PacketType.ROOM_LOCK, {"locked": locked})["room"])
+
+    def chat(self, text: str) -> int:
+        """Send a message to the room; returns the server's time stamp (ms)."""
+        return int(self.kernel.request(PacketType.ROOM_CHAT, {"text": text})["time"])
+
+    def set_media_state(self, camera: bool, microphone: bool, screen: bool) -> None:
+        reply = self.kernel.request(PacketType.MEDIA_STATE,
+                                    {"camera": camera, "microphone": microphone, "screen": screen})
+        self._set_room(reply["room"])
+
+    def request_keyframe(self, user_id: int, kind: MediaKind) -> None:
+        """Ask for a keyframe of another member's stream (also the way to report loss)."""
+        self.kernel.send(PacketType.KEYFRAME_REQUEST, {"user_id": user_id, "kind": int(kind)})
+
+    def subscribe(self, user_id: int, kind: MediaKind, paused: bool) -> None:
+        """Pause (or resume) receiving one member's stream."""
+        self.kernel.request(PacketType.MEDIA_SUBSCRIBE, {"user_id": user_id, "kind": int(kind), "paused": paused})
+
+    def stats(self) -> dict:
+        """The relay's per-stream counters for this room (MEDIA_STATS)."""
+        return self.kernel.request(PacketType.MEDIA_STATS, {})
+
+    # -- media ---------------------------------------------------------------------------------------
+    def publish(self, kind: MediaKind, codec: Codec, payload: bytes, keyframe: bool, capture_us: int) -> bool:
+        """Queue one encoded frame (any thread, never blocks). False when the frame was not
+        sent: not in a room, not connected, or video dropped because the link is congested."""
+        if len(payload) > limits.MAX_MEDIA_PAYLOAD:
+            raise ValueError(f"a media frame carries at most {limits.MAX_MEDIA_PAYLOAD} bytes")
+        if self.room is None:
+            return False
+        hold = False
+        with self._lock:
+            if kind != MediaKind.MICROPHONE:
+                if keyframe:
+                    self._held.discard(kind)
+                hold = kind in self._held or self.kernel.link.out_size > VIDEO_SEND_BUDGET
+                newly_held = hold and kind not in self._held
+                if hold:
+                    self._held.add(kind)
+            if not hold:
+                return self._send_locked(kind, codec, payload, keyframe, capture_us)
+        if newly_held:
+            self._notify_keyframe(kind)     # outside the lock: a listener may publish at once
+        return False
+
+    def _send_locked(self, kind: MediaKind, codec: Codec, payload: bytes, keyframe: bool, capture_us: int) -> bool:
+        seq = self._seq.get(kind, 0)
+        header = MEDIA_HEADER.pack(0, kind, codec, FLAG_KEYFRAME if keyframe else 0, seq, capture_us)
+        frame = wire.HEADER.pack(wire.MAGIC, PacketType.MEDIA_FRAME, len(header) + len(payload), 0)
+        if not self.kernel.link.send(b"".join((frame, header, payload))):
+            return False
+        self._seq[kind] = (seq + 1) & 0xFFFFFFFF
+        return True
+
+    def add_media_listener(self, fn: MediaListener) -> None:
+        self._media_listeners.append(fn)
+
+    def add_keyframe_listener(self, fn: KeyframeListener) -> None:
+        self._keyframe_listeners.append(fn)
+
+    # -- network thread ------------------------------------------------------------------------------
+    def _on_media(self, body: bytes) -> None:
+        try:
+            header, payload = unpack_media(body)
+        except wire.ProtocolError as exc:
+            log.warning("bad MEDIA_FRAME from the server: %s", exc)
+            return
+        data = bytes(payload)
+        for listener in list(self._media_listeners):
+            try:
+                listener(header, data)
+            except Exception:
+                log.exception("media listener failed")
+
+    def _on_keyframe_request(self, body: dict) -> None:
+        try:
+            kind = MediaKind(body.get("kind"))
+        except ValueError:
+            return
+        self._notify_keyframe(kind)
+
+    def _notify_keyframe(self, kind: MediaKind) -> None:
+        for listener in list(self._keyframe_listeners):
+            try:
+                listener(kind)
+            except Exception:
+                log.exception("keyframe listener failed")
+
+    def _on_members(self, body: dict) -> None:
+        room = body.get("room")
+        if isinstance(room, dict):
+            self._set_room(room)
+
+    def _on_chat(self, body: dict) -> None:
+        self.kernel.emit("room_chat", user_id=body.get("user_id"), nickname=body.get("nickname", ""),
+                         text=body.get("text", ""), time=body.get("time", 0))
+
+    def _on_removed(self, body: dict) -> None:
+        if self.room is not None and body.get("number") not in (None, self.room.get("number")):
+            return
+        self._forget()
+        reason = str(body.get("reason", ""))
+        message = str(body.get("message", ""))
+        if reason == "closed":
+            self.kernel.emit("room_closed", message=message)
+        else:
+            self.kernel.emit("room_removed", reason=reason, message=message)
+
+    def _on_mute(self, body: dict) -> None:
+        self.kernel.emit("room_mute", by=body.get("by"), all=bool(body.get("all")))
+
+    # -- state ---------------------------------------------------------------------------------------
+    def _entered(self, room: dict, password: str) -> dict:
+        self._password = password
+        with self._lock:
+            self._seq.clear()
+            self._held.clear()
+        self._set_room(room)
+        return room
+
+    def _set_room(self, room: dict) -> None:
+        self.room = room
+        self.kernel.emit("room_members", room=room)
+
+    def _forget(self) -> None:
+        self.room = None
+        self._password = ""
+
+    def _after_session(self, resumed: bool) -> None:
+        """Task thread, after a reconnect: make sure the place in the room is still ours."""
+        room = self.room
+        if not resumed or room is None:
+            return
+        try:
+            self.join(room["number"], self._password)
+        except ApiError as exc:
+            if exc.code == ErrorCode.ALREADY_IN_ROOM and exc.details.get("number") == room["number"]:
+                return                      # the server kept the place
+            if self.room is None or self.room.get("number") != room["number"]:
+                return                      # the user left or joined another room meanwhile
+            self._forget()
+            if exc.code == ErrorCode.NO_SUCH_ROOM:
+                self.kernel.emit("room_closed", message="the meeting ended while you were away")
+            else:
+                self.kernel.emit("room_removed", reason="rejoin_failed", message=exc.message)

@@ -1,0 +1,318 @@
+"""Meeting rooms: live membership kept in memory on the reactor thread.
+
+A room is a live thing: it exists while somebody is in it and is gone when the last member
+leaves, so nothing here touches the database. Everything runs on the reactor thread (inline
+handlers and session hooks), which makes the state free of locks.
+
+Rules worth knowing:
+
+* The number is 9 random digits from ``secrets`` (not sequential), so rooms cannot be found by
+  counting; a password can be added on top.
+* Members are kept in join order; when the host leaves, the earliest remaining member who is
+  connected becomes host (the earliest of all if nobody is connected).
+* A member whose connection drops keeps the place for ``room_grace`` seconds (shown as
+  ``away``); a session that comes back within that time (RESUME, or a login elsewhere that
+  replaces the old session) takes the place back without asking. Places kept count toward
+  ``room_max_members``.
+* The relay (server/relay.py) follows membership through the hook lists ``on_connected``,
+  ``on_gone``, ``on_media_state`` and ``on_closed``.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from common import frame as wire
+from common.errors import ApiError, ErrorCode
+from common.packets import PacketType
+
+if TYPE_CHECKING:
+    from .app import Server
+    from .connection import Connection
+    from .reactor import Timer
+
+log = logging.getLogger("server.rooms")
+
+NUMBER_DIGITS = 9
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_room_number(taken: dict[str, Any]) -> str:
+    """Nine random digits (no leading zero) that no live room uses."""
+    while True:
+        number = str(secrets.randbelow(9 * 10 ** (NUMBER_DIGITS - 1)) + 10 ** (NUMBER_DIGITS - 1))
+        if number not in taken:
+            return number
+
+
+@dataclass(eq=False)
+class Member:
+    user_id: int
+    nickname: str
+    conn: "Connection | None"
+    camera: bool = False
+    microphone: bool = False
+    screen: bool = False
+    grace: "Timer | None" = None
+
+    def public(self, host_id: int) -> dict[str, Any]:
+        return {"user_id": self.user_id, "nickname": self.nickname, "camera": self.camera,
+                "microphone": self.microphone, "screen": self.screen, "host": self.user_id == host_id,
+                "away": self.conn is None}
+
+
+@dataclass(eq=False)
+class Room:
+    number: str
+    title: str
+    password: str
+    host_id: int
+    locked: bool = False
+    members: dict[int, Member] = field(default_factory=dict)   # in join order
+
+    @property
+    def room_id(self) -> int:
+        """The router's key for this room."""
+        return int(self.number)
+
+    def connected_ids(self) -> list[int]:
+        return [m.user_id for m in self.members.values() if m.conn is not None]
+
+    def public(self) -> dict[str, Any]:
+        return {"number": self.number, "title": self.title, "host_id": self.host_id, "locked": self.locked,
+                "has_password": bool(self.password),
+                "members": [m.public(self.host_id) for m in self.members.values()]}
+
+
+RoomHook = Callable[[Room], None]
+MemberHook = Callable[[Room, Member], None]
+
+
+class RoomRegistry:
+    """Every live room. Reactor thread only."""
+
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+        self.rooms: dict[str, Room] = {}
+        self.by_user: dict[int, Room] = {}
+        self.on_connected: list[MemberHook] = []          # joined, or came back on a new connection
+        self.on_gone: list[MemberHook] = []               # left, removed, or the grace period ran out
+        self.on_media_state: list[MemberHook] = []        # camera/microphone/screen changed
+        self.on_closed: list[RoomHook] = []               # the last member is gone
+        server.router.room_members = self._router_members
+        server.session_started.append(self._session_started)
+        server.session_ended.append(self._session_ended)
+        server.shutdown_hooks.append(self._shutdown)
+        server.status_providers.append(self.status)
+
+    # -- lookups -----------------------------------------------------------------------------------
+    def room_of(self, user_id: int) -> Room | None:
+        return self.by_user.get(user_id)
+
+    def require_room(self, user_id: int) -> Room:
+        room = self.by_user.get(user_id)
+        if room is None:
+            raise ApiError(ErrorCode.NOT_IN_ROOM)
+        return room
+
+    def require_host(self, user_id: int) -> Room:
+        room = self.require_room(user_id)
+        if room.host_id != user_id:
+            raise ApiError(ErrorCode.NOT_HOST)
+        return room
+
+    def _router_members(self, room_id: int) -> list[int]:
+        room = self.rooms.get(str(room_id))
+        return room.connected_ids() if room is not None else []
+
+    def status(self) -> dict[str, Any]:
+        return {"rooms": len(self.rooms), "room_members": len(self.by_user)}
+
+    # -- joining and leaving -----------------------------------------------------------------------
+    def create(self, conn: "Connection", title: str, password: str) -> Room:
+        user_id = self._user(conn)
+        self._not_in_a_room(user_id)
+        room = Room(new_room_number(self.rooms), title, password, host_id=user_id)
+        self.rooms[room.number] = room
+        log.info("%s created room %s%s", conn.who, room.number, " with a password" if password else "")
+        self._add(room, conn)
+        return room
+
+    def join(self, conn: "Connection", number: str, password: str) -> Room:
+        user_id = self._user(conn)
+        self._not_in_a_room(user_id)
+        room = self.rooms.get(number)
+        if room is None:
+            raise ApiError(ErrorCode.NO_SUCH_ROOM)
+        if room.password and not hmac.compare_digest(room.password.encode(), password.encode()):
+            raise ApiError(ErrorCode.WRONG_ROOM_PASSWORD)
+        if room.locked:
+            raise ApiError(ErrorCode.ROOM_LOCKED)
+        if len(room.members) >= self.server.config.room_max_members:
+            raise ApiError(ErrorCode.ROOM_FULL, limit=self.server.config.room_max_members)
+        log.info("%s joined room %s", conn.who, room.number)
+        self._add(room, conn)
+        return room
+
+    def leave(self, user_id: int) -> None:
+        room = self.require_room(user_id)
+        log.info("user=%d left room %s", user_id, room.number)
+        self._remove(room, user_id)
+
+    def _user(self, conn: "Connection") -> int:
+        assert conn.user_id is not None
+        return conn.user_id
+
+    def _not_in_a_room(self, user_id: int) -> None:
+        room = self.by_user.get(user_id)
+        if room is not None:
+            raise ApiError(ErrorCode.ALREADY_IN_ROOM, number=room.number)
+
+    def _add(self, room: Room, conn: "Connection") -> None:
+        user_id = self._user(conn)
+        member = Member(user_id, conn.nickname, conn)
+        room.members[user_id] = member
+        self.by_user[user_id] = room
+        self.broadcast_members(room)
+        for hook in self.on_connected:
+            hook(room, member)
+
+    def _remove(self, room: Room, user_id: int) -> None:
+        member = room.members.pop(user_id)
+        if member.grace is not None:
+            member.grace.cancel()
+        self.by_user.pop(user_id, None)
+        for hook in self.on_gone:
+            hook(room, member)
+        if not room.members:
+            self._close(room)
+            return
+        if room.host_id == user_id:
+            connected = [m for m in room.members.values() if m.conn is not None]
+            room.host_id = (connected or list(room.members.values()))[0].user_id
+            log.info("room %s: host passed from user=%d to user=%d", room.number, user_id, room.host_id)
+        self.broadcast_members(room)
+
+    def _close(self, room: Room) -> None:
+        self.rooms.pop(room.number, None)
+        log.info("room %s closed", room.number)
+        for hook in self.on_closed:
+            hook(room)
+
+    # -- host controls -----------------------------------------------------------------------------
+    def _target(self, room: Room, user_id: int) -> Member:
+        member = room.members.get(user_id)
+        if member is None:
+            raise ApiError(ErrorCode.NO_SUCH_MEMBER)
+        return member
+
+    def kick(self, host_id: int, target_id: int) -> None:
+        room = self.require_host(host_id)
+        if target_id == host_id:
+            raise ApiError(ErrorCode.BAD_REQUEST, "the host cannot remove themselves: leave instead")
+        self._target(room, target_id)
+        log.info("user=%d removed user=%d from room %s", host_id, target_id, room.number)
+        self.server.router.event_to_user(target_id, PacketType.ROOM_REMOVED_EVENT, {
+            "number": room.number, "reason": "kicked", "by": host_id,
+            "message": "the host removed you from the meeting"})
+        self._remove(room, target_id)
+
+    def mute(self, host_id: int, target_id: int | None) -> None:
+        room = self.require_host(host_id)
+        event = {"number": room.number, "by": host_id, "all": target_id is None}
+        if target_id is None:
+            targets = [uid for uid in room.members if uid != host_id]
+        else:
+            targets = [self._target(room, target_id).user_id]
+        self.server.router.event_to_users(targets, PacketType.ROOM_MUTE_EVENT, event)
+
+    def lock(self, host_id: int, locked: bool) -> Room:
+        room = self.require_host(host_id)
+        if room.locked != locked:
+            room.locked = locked
+            log.info("user=%d %s room %s", host_id, "locked" if locked else "unlocked", room.number)
+            self.broadcast_members(room)
+        return room
+
+    # -- members' own actions --------------------------------------------------------------------
+    def chat(self, conn: "Connection", text: str) -> int:
+        user_id = self._user(conn)
+        room = self.require_room(user_id)
+        sent = now_ms()
+        self.server.router.to_room(room.room_id, wire.encode_json(PacketType.ROOM_CHAT_EVENT, {
+            "number": room.number, "user_id": user_id, "nickname": conn.nickname, "text": text, "time": sent}))
+        return sent
+
+    def set_media_state(self, user_id: int, camera: bool, microphone: bool, screen: bool) -> Room:
+        room = self.require_room(user_id)
+        member = room.members[user_id]
+        if (member.camera, member.microphone, member.screen) != (camera, microphone, screen):
+            member.camera, member.microphone, member.screen = camera, microphone, screen
+            for hook in self.on_media_state:
+                hook(room, member)
+            self.broadcast_members(room)
+        return room
+
+    def broadcast_members(self, room: Room) -> None:
+        self.server.router.to_room(room.room_id, wire.encode_json(PacketType.ROOM_MEMBERS_EVENT,
+                                                                  {"room": room.public()}))
+
+    # -- sessions coming and going -----------------------------------------------------------------
+    def _session_started(self, conn: "Connection", replaced: bool) -> None:
+        """A session of a member (re)started: RESUME within the grace period, or a login
+        elsewhere that replaced the old session. The member gets the place back."""
+        room = self.by_user.get(self._user(conn))
+        if room is None:
+            return
+        member = room.members[conn.user_id]
+        if member.grace is not None:
+            member.grace.cancel()
+            member.grace = None
+        member.conn = conn
+        member.nickname = conn.nickname
+        log.info("%s is back in room %s%s", conn.who, room.number, " (session replaced)" if replaced else "")
+        self.broadcast_members(room)
+        for hook in self.on_connected:
+            hook(room, member)
+
+    def _session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
+        user_id = self._user(conn)
+        room = self.by_user.get(user_id)
+        if room is None:
+            return
+        member = room.members[user_id]
+        if member.conn is not conn:
+            return                     # a newer session already holds the place
+        if not went_offline:
+            member.conn = self.server.sessions.get(user_id)   # replaced, not dropped
+            return
+        member.conn = None
+        grace = self.server.config.room_grace
+        member.grace = self.server.reactor.call_later(grace, self._grace_over, room, member)
+        log.info("%s dropped out of room %s (%s); place kept for %g s", conn.who, room.number, reason, grace)
+        self.broadcast_members(room)
+
+    def _grace_over(self, room: Room, member: Member) -> None:
+        member.grace = None
+        if room.members.get(member.user_id) is member and member.conn is None:
+            log.info("user=%d did not come back to room %s in time: removed", member.user_id, room.number)
+            self._remove(room, member.user_id)
+
+    def _shutdown(self) -> None:
+        """The server is stopping: tell every member the meeting is over."""
+        for room in list(self.rooms.values()):
+            self.server.router.to_room(room.room_id, wire.encode_json(PacketType.ROOM_REMOVED_EVENT, {
+                "number": room.number, "reason": "closed", "message": "the server is shutting down"}))
+            for member in list(room.members.values()):
+                if member.grace is not None:
+                    member.grace.cancel()
+            room.members.clear()
+            self._close(room)
+        self.by_user.clear()
