@@ -1,0 +1,396 @@
+"""Hostile input and limits.
+
+The fuzz test sends well-framed packets of every type (and some that are not well formed) with
+random JSON bodies from hypothesis: wrong types, unknown keys, huge numbers, long and oversized
+strings, deep nesting, random binary bodies. Whatever arrives, no exception may escape a
+handler (no traceback, no INTERNAL error), each connection gets errors or is closed, and the
+server keeps serving a normal client afterwards. Every packet type a handler is registered for
+is covered automatically, so each domain is fuzzed as soon as it lands.
+
+The limit tests check each configurable limit and its error code: unauthenticated connections
+per address, the login deadline, frame size per packet type, and the per-user rate limits.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from common import frame as wire
+from common.errors import ErrorCode
+from common.packets import BINARY_TYPES, PacketType
+from server.ratelimit import PRE_LOGIN_BODY, TokenBucket
+from tests.helpers import HELLO, raw_connect, raw_request, unique_phone
+
+PASSWORD = "correct horse battery"
+BATCH = 50
+SLICE = 5
+EXAMPLES = 220          # 50 packets each: 11,000 generated packets per run
+
+# Field names the handlers read, so random bodies reach past the first field check.
+KEYS = ["phone", "password", "nickname", "token", "version", "client", "to", "user_id", "friend_id",
+        "text", "body", "id", "ids", "message_id", "client_msg_id", "before", "limit", "accept",
+        "greeting", "signature", "builtin", "request_id", "from", "peer", "name", "size", "sha256",
+        "transfer_id", "offset", "number", "password", "title", "room", "locked", "camera",
+        "microphone", "screen", "kind", "paused", "typing", "up_to", "query", "reason", "target"]
+
+HUGE_INTS = st.sampled_from([-1, 0, 1, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63 - 1, 2**63, 2**64,
+                             -(2**63) - 1, 10**30, 10**400])
+SCALARS = st.one_of(
+    st.none(), st.booleans(), HUGE_INTS, st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+    st.sampled_from(["", "0", "123456789", "13800000000", "'; DROP TABLE users; --", "../../etc/passwd",
+                     "\x00", "\ud7ff\U0001F600", "a" * 300, "%s%s%n", "\\\\'\"", "NaN"]),
+)
+JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4),
+    st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), inner, max_size=4)),
+    max_leaves=12)
+BODIES = st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=10)), JSON_VALUES, max_size=6)
+
+ALL_TYPES = [int(t) for t in PacketType]
+TYPES = st.one_of(st.sampled_from(ALL_TYPES), st.integers(0, 0xFFFF))
+
+
+def _json_bytes(body: dict) -> bytes:
+    return json.dumps(body, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def packets(draw) -> bytes:
+    """One framed packet; the header's length always matches the body (framing stays in sync)."""
+    ptype = draw(TYPES)
+    # Oversized frames end the connection, so they are a small share of the mix.
+    style = draw(st.sampled_from(["json"] * 16 + ["deep", "raw", "not-object", "binary"] * 2 + ["long-field"]))
+    if style == "json":
+        body = _json_bytes(draw(BODIES))
+    elif style == "deep":
+        depth = draw(st.sampled_from([50, 200, 1000, 1500, 20000]))
+        body = b'{"x":' + b"[" * depth + b"]" * depth + b"}"
+    elif style == "raw":
+        body = draw(st.binary(max_size=200))
+    elif style == "not-object":
+        body = _json_bytes(draw(JSON_VALUES))
+    elif style == "long-field":
+        key = draw(st.sampled_from(KEYS))
+        body = _json_bytes({key: "x" * draw(st.integers(1000, 70000))})
+    else:
+        body = draw(st.binary(min_size=0, max_size=900))
+    if ptype in BINARY_TYPES and style == "json":
+        body = draw(st.binary(max_size=300))
+    request_id = draw(st.integers(0, wire.MAX_REQUEST_ID))
+    return wire.HEADER.pack(wire.MAGIC, ptype, len(body), request_id) + body
+
+
+class LogWatch(logging.Handler):
+    """Collects server log records that mean a handler let an exception escape."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.bad: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.bad.append(self.format(record) if record.exc_info else record.getMessage())
+
+
+@pytest.fixture
+def log_watch():
+    watch = LogWatch()
+    watch.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(watch)
+    yield watch
+    root.removeHandler(watch)
+
+
+class RawSession:
+    """A raw socket that logs in with the protocol itself and reconnects when dropped."""
+
+    def __init__(self, port: int, phone: str, authenticate: bool) -> None:
+        self.port = port
+        self.phone = phone
+        self.authenticate = authenticate
+        self.sock: socket.socket | None = None
+        self.closed_by_server = 0
+        self.internal_errors: list[dict] = []
+        self.replies = 0
+
+    def ensure(self) -> socket.socket:
+        if self.sock is None:
+            sock = raw_connect(self.port)
+            assert raw_request(sock, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
+            if self.authenticate:
+                reply = raw_request(sock, PacketType.LOGIN, {"phone": self.phone, "password": PASSWORD}, 2)
+                assert reply.type == PacketType.RESULT, reply.json()
+            self.sock = sock
+        return self.sock
+
+    def send_batch(self, batch: list[bytes]) -> None:
+        """Send the batch in slices of SLICE packets (the server drops a peer after 20
+        protocol violations), reconnecting whenever the server closed the connection."""
+        for start in range(0, len(batch), SLICE):
+            self._send_slice(batch[start:start + SLICE])
+
+    def _send_slice(self, batch: list[bytes]) -> None:
+        """Send packets, then a heartbeat; read until its answer or the server closes."""
+        sock = self.ensure()
+        sentinel = 0xFFFFFFF0
+        data = b"".join(batch) + wire.encode_json(PacketType.HEARTBEAT, {}, sentinel)
+        try:
+            sock.sendall(data)
+        except OSError:
+            self._dropped()
+            return
+        decoder = wire.FrameDecoder()
+        sock.settimeout(10)
+        while True:
+            try:
+                chunk = sock.recv(262144)
+            except (ConnectionResetError, BrokenPipeError):
+                chunk = b""
+            if not chunk:
+                self._dropped()
+                return
+            for frame in decoder.feed(chunk):
+                if frame.type == PacketType.ERROR:
+                    body = frame.json()
+                    if body.get("code") == ErrorCode.INTERNAL:
+                        self.internal_errors.append(body)
+                if frame.type in (PacketType.RESULT, PacketType.ERROR):
+                    self.replies += 1
+                if frame.request_id == sentinel and frame.type == PacketType.RESULT:
+                    return
+
+    def _dropped(self) -> None:
+        self.closed_by_server += 1
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
+def register_raw(port: int, phone: str, nickname: str) -> None:
+    sock = raw_connect(port)
+    try:
+        assert raw_request(sock, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
+        reply = raw_request(sock, PacketType.REGISTER, {"phone": phone, "password": PASSWORD, "nickname": nickname}, 2)
+        assert reply.type == PacketType.RESULT, reply.json()
+    finally:
+        sock.close()
+
+
+def test_random_packets_of_every_type_never_break_the_server(server_factory, client_factory, log_watch):
+    srv = server_factory(login_failures_per_address=10**6, login_failures_per_account=10**6,
+                         max_unauthenticated_per_address=10**4, messages_per_minute=10**6,
+                         friend_requests_per_minute=10**6, rooms_per_minute=10**6)
+    phone = unique_phone()
+    register_raw(srv.port, phone, "fuzzer")
+    sessions = [RawSession(srv.port, phone, authenticate=True), RawSession(srv.port, phone, authenticate=False)]
+    sent = [0]
+    started = time.monotonic()
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck))
+    @given(batch=st.lists(packets(), min_size=BATCH, max_size=BATCH), anonymous=st.integers(0, 4))
+    def run(batch: list[bytes], anonymous: int) -> None:
+        # One batch in five is sent before login, the rest as a logged-in user.
+        session = sessions[1] if anonymous == 0 else sessions[0]
+        session.send_batch(batch)
+        sent[0] += len(batch)
+        assert not log_watch.bad, log_watch.bad[:3]
+        assert not session.internal_errors, session.internal_errors[:3]
+
+    try:
+        run()
+    finally:
+        for session in sessions:
+            session.close()
+    elapsed = time.monotonic() - started
+    assert sent[0] >= 10_000, f"only {sent[0]} packets were generated"
+    replies = sum(s.replies for s in sessions)
+    assert replies > sent[0] // 2, f"only {replies} replies to {sent[0]} packets: the server stopped answering"
+    assert not log_watch.bad, log_watch.bad[:3]
+    # The server still serves a normal client, and did not leak connections.
+    client = client_factory(srv.port)
+    client.register_and_login("after the storm")
+    assert client.kernel.request(PacketType.HEARTBEAT, {})["time"] > 0
+    print(f"hostile suite: {sent[0]} packets, {replies} replies in {elapsed:.1f} s, "
+          f"{sum(s.closed_by_server for s in sessions)} connections closed by the server")
+
+
+def test_truncated_frames_and_garbage_are_dropped_without_harm(server, client_factory, log_watch):
+    client = client_factory(server.port)
+    client.register_and_login("bystander")
+    truncated = raw_connect(server.port)
+    truncated.sendall(wire.HEADER.pack(wire.MAGIC, PacketType.LOGIN, 500, 1) + b'{"phone": "1')
+    truncated.close()
+    garbage = raw_connect(server.port)
+    garbage.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    garbage.settimeout(5)
+    assert garbage.recv(100) == b""
+    garbage.close()
+    assert client.kernel.request(PacketType.HEARTBEAT, {})["time"] > 0
+    assert not log_watch.bad
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+def _read_error_then_close(sock: socket.socket, timeout: float = 5.0) -> dict | None:
+    """The ERROR the server sent before closing (None if it sent none), once it closed."""
+    sock.settimeout(timeout)
+    decoder = wire.FrameDecoder()
+    error = None
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return error
+        for frame in decoder.feed(chunk):
+            if frame.type == PacketType.ERROR:
+                error = frame.json()
+
+
+def _connect_from(port: int, source: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+
+
+def test_unauthenticated_connections_per_address_are_capped(server_factory):
+    srv = server_factory(max_unauthenticated_per_address=3)
+    phone = unique_phone()
+    register_raw(srv.port, phone, "capped")
+    held = [_connect_from(srv.port, "127.0.0.1") for _ in range(3)]
+    for i, sock in enumerate(held):
+        assert raw_request(sock, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
+    refused = _connect_from(srv.port, "127.0.0.1")
+    error = _read_error_then_close(refused)
+    assert error is not None and error["code"] == ErrorCode.TOO_MANY_CONNECTIONS
+    # Another address is not affected.
+    other = _connect_from(srv.port, "127.0.0.2")
+    assert raw_request(other, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
+    # Logging in frees the slot: the address may open one more.
+    assert raw_request(held[0], PacketType.LOGIN, {"phone": phone, "password": PASSWORD}, 2).type == PacketType.RESULT
+    again = _connect_from(srv.port, "127.0.0.1")
+    assert raw_request(again, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
+    # Closing an anonymous connection frees its slot too.
+    held[1].close()
+    deadline = time.monotonic() + 5
+    while srv.server.unauthenticated_by_address.get("127.0.0.1", 0) >= 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    late = _connect_from(srv.port, "127.0.0.1")
+    assert raw_request(late, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
+    for sock in held + [refused, other, again, late]:
+        sock.close()
+
+
+def test_login_deadline_closes_an_idle_anonymous_connection(server_factory):
+    srv = server_factory(login_deadline=1.0)
+    sock = raw_connect(srv.port)
+    assert raw_request(sock, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
+    started = time.monotonic()
+    error = _read_error_then_close(sock, timeout=6)
+    assert error is not None and error["code"] == ErrorCode.LOGIN_DEADLINE
+    assert time.monotonic() - started < 4
+    sock.close()
+
+
+@pytest.mark.parametrize("ptype,length,logged_in", [
+    (PacketType.HEARTBEAT, PRE_LOGIN_BODY + 1, False),
+    (PacketType.LOGIN, PRE_LOGIN_BODY + 1, False),
+    (PacketType.MEDIA_FRAME, 200_000, False),       # bulky frames wait for a login
+    (PacketType.RESULT, 2000, True),                # a type the server never handles
+    (PacketType.HEARTBEAT, 10_000, True),
+])
+def test_frame_size_is_limited_per_packet_type(server, ptype, length, logged_in):
+    sock = raw_connect(server.port)
+    assert raw_request(sock, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
+    if logged_in:
+        phone = unique_phone()
+        assert raw_request(sock, PacketType.REGISTER, {"phone": phone, "password": PASSWORD,
+                                                       "nickname": "big"}, 2).type == PacketType.RESULT
+        assert raw_request(sock, PacketType.LOGIN, {"phone": phone, "password": PASSWORD}, 3).type == PacketType.RESULT
+    # Only the header is sent: the server refuses on the claimed length, before any body.
+    sock.sendall(wire.HEADER.pack(wire.MAGIC, ptype, length, 9))
+    error = _read_error_then_close(sock)
+    assert error is not None and error["code"] == ErrorCode.TOO_LARGE, error
+    assert error["details"]["type"] == ptype and error["details"]["limit"] < length
+    sock.close()
+
+
+def test_max_control_body_is_configurable(server_factory):
+    srv = server_factory(max_control_body=8192)
+    sock = raw_connect(srv.port)
+    hello = raw_request(sock, PacketType.HELLO, HELLO, 1).json()
+    assert hello["limits"]["max_control_body"] == 8192
+    sock.close()
+
+
+def test_token_bucket_refuses_over_the_limit_and_refills():
+    now = [1000.0]
+    bucket = TokenBucket(6, clock=lambda: now[0])          # 6 per minute: one every 10 s
+    assert [bucket.take("a") for _ in range(6)] == [0.0] * 6
+    wait = bucket.take("a")
+    assert 9.9 <= wait <= 10.0
+    assert bucket.take("b") == 0.0, "another key has its own allowance"
+    now[0] += 10.0
+    assert bucket.take("a") == 0.0
+    assert bucket.take("a") > 0
+    assert TokenBucket(0).take("x") == 0.0, "0 means unlimited"
+
+
+def test_rate_limit_error_carries_retry_after(server_factory):
+    from common.errors import ApiError
+    from server.ratelimit import RateLimits
+    from tests.helpers import test_config
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        limits = RateLimits(test_config(tmp, friend_requests_per_minute=2))
+    limits.friend_request(1)
+    limits.friend_request(1)
+    with pytest.raises(ApiError) as info:
+        limits.friend_request(1)
+    assert info.value.code == ErrorCode.RATE_LIMITED
+    assert 0 < info.value.details["retry_after"] <= 31
+    limits.friend_request(2)
+
+
+def test_a_flood_from_one_peer_does_not_stall_another(server, client_factory):
+    """A peer pipelining thousands of requests; a second client's heartbeats stay quick."""
+    client = client_factory(server.port)
+    client.register_and_login("calm")
+    flood = raw_connect(server.port)
+    stop = threading.Event()
+
+    def pour() -> None:
+        data = wire.encode_json(PacketType.HELLO, HELLO, 5) * 200
+        try:
+            while not stop.is_set():
+                flood.sendall(data)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=pour, daemon=True)
+    thread.start()
+    try:
+        worst = 0.0
+        for _ in range(20):
+            started = time.monotonic()
+            client.kernel.request(PacketType.HEARTBEAT, {}, timeout=5)
+            worst = max(worst, time.monotonic() - started)
+        assert worst < 1.0, f"a heartbeat took {worst:.2f} s during the flood"
+    finally:
+        stop.set()
+        flood.close()
+        thread.join(5)
