@@ -50,11 +50,15 @@ class ServerConfig:
     messages_per_minute: int = 600
     friend_requests_per_minute: int = 30
     rooms_per_minute: int = 10
+    chat_batch_max: int = 256
     max_control_body: int = 64 * 1024
     spool_dir: str = ""
     spool_quota: int = 10 * 1024 ** 3
     spool_expiry: float = 7 * 24 * 3600.0
     max_file_size: int = 2 * 1024 ** 3
+    file_window: int = 2 * 1024 ** 2
+    file_idle_timeout: float = 600.0
+    spool_sweep_interval: float = 60.0
     room_max_members: int = 16
     room_grace: float = 30.0
     media_video_budget: int = 512 * 1024
@@ -153,7 +157,7 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
     path = path or env.get(ENV_PREFIX + "CONFIG")
     file_path = Path(path) if path else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
     if file_path is not None:
-        parser = configparser.ConfigParser(interpolation=None)
+        parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
         try:
             with open(file_path, encoding="utf-8") as fh:
                 parser.read_file(fh)
@@ -181,7 +185,8 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
 RELOADABLE = frozenset({
     "log_level", "log_file", "heartbeat_interval", "heartbeat_timeout", "login_deadline",
     "max_connections", "max_unauthenticated_per_address", "output_high_water", "output_low_water",
-    "output_hard_limit", "shutdown_timeout",
+    "output_hard_limit", "shutdown_timeout", "session_ttl", "spool_expiry", "file_idle_timeout", "room_grace",
+    "media_video_budget", "media_audio_budget",
 })
 
 

@@ -122,7 +122,8 @@ def run(settings: Settings, admin_socket: str | None = None, progress_stream: Te
                 results[message["proc"]] = message
             elif kind == "failed":
                 failures.append(f"process {message['proc']}: {message['error']}")
-        all_steady = len(reports) == len(workers) and all(r["phase"] == "steady" for r in reports.values())
+        all_steady = (len(reports) == len(workers) and not results
+                      and all(r["phase"] == "steady" for r in reports.values()))
         if admin_socket and all_steady and time.monotonic() >= next_poll:
             next_poll = time.monotonic() + ADMIN_POLL
             server_peak = _admin(admin_socket) or server_peak

@@ -51,12 +51,26 @@ class Worker:
         self.index = index
         self.metrics = Metrics(t0)
         self.report = report
-        self.phase = "starting"
+        self._phase = "starting"
         self.target = 0
         self.stop = asyncio.Event()
         self.clients: list[SimClient] = []
         self.steady: list[float] = []   # [start, end] of the steady phase (monotonic)
         self.random = random.Random(settings.run_id * 1000 + index)
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, value: str) -> None:
+        """Phase changes reach the parent at once (it samples the server while all are steady)."""
+        self._phase = value
+        self._send_progress()
+
+    def _send_progress(self) -> None:
+        self.report({"type": "progress", "proc": self.index, "phase": self._phase, "target": self.target,
+                     **self.metrics.snapshot()})
 
     # -- shares and identities ------------------------------------------------------------------
     def share(self, total: int) -> int:
@@ -149,8 +163,7 @@ class Worker:
     # -- running ----------------------------------------------------------------------------------------
     async def _progress(self) -> None:
         while True:
-            self.report({"type": "progress", "proc": self.index, "phase": self.phase, "target": self.target,
-                         **self.metrics.snapshot()})
+            self._send_progress()
             await asyncio.sleep(PROGRESS_INTERVAL)
 
     async def run(self) -> None:
