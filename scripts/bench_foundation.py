@@ -53,10 +53,9 @@ def prepare_users(db_url: str, count: int, params: ScryptParams) -> list[str]:
 
 def start_server(data_dir: str, db_url: str, extra_env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     env = dict(os.environ, **extra_env)
+    log = open(Path(data_dir) / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--db", db_url, "--data-dir", data_dir,
-                             "--log-level", "WARNING"], env=env, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
-    # WARNING level hides the "listening" line: find the port from the process's sockets instead
+                             "--log-level", "INFO"], env=env, stderr=log, cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         listening = [c.laddr.port for c in psutil.Process(proc.pid).net_connections("tcp")
@@ -64,7 +63,7 @@ def start_server(data_dir: str, db_url: str, extra_env: dict[str, str]) -> tuple
         if listening:
             return proc, listening[0]
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read()}")
+            raise RuntimeError(f"server exited: {(Path(data_dir) / 'server.log').read_text()}")
         time.sleep(0.05)
     raise RuntimeError("server did not start listening")
 
@@ -154,6 +153,9 @@ def bench_idle(clients: int, idle_seconds: float) -> None:
                   f"p99 {percentile(rtts, 99) * 1000:.2f} ms, max {max(rtts) * 1000:.2f} ms")
             for client in conns:
                 client.sock.close()
+        except BaseException:
+            print("server log tail:\n" + "".join(open(Path(tmp) / "server.log").readlines()[-15:]), file=sys.stderr)
+            raise
         finally:
             proc.terminate()
             proc.wait(30)
@@ -168,15 +170,16 @@ def bench_logins(logins: int) -> None:
         try:
             probe = RawClient(port)
             probe.request(PacketType.HELLO, {"version": 1, "client": "bench"})
+            probe.request(PacketType.LOGIN, {"phone": phones[0], "password": PASSWORD})
             selector = selectors.DefaultSelector()
             selector.register(probe.sock, selectors.EVENT_READ, probe)
             others = [RawClient(port) for _ in range(logins)]
             for client in others:
                 client.request(PacketType.HELLO, {"version": 1, "client": "bench"})
                 selector.register(client.sock, selectors.EVENT_READ, client)
-            time.sleep(0.5)
-            for key, _ in selector.select(0.1):
-                key.data.read()
+            while len(probe.rtts) < 2 or sum(len(c.rtts) for c in others) < logins:   # HELLOs and the probe's login
+                for key, _ in selector.select(1.0):
+                    key.data.read()
             probe.rtts.clear()
             started = time.monotonic()
             for client, phone in zip(others, phones[1:]):
@@ -198,7 +201,7 @@ def bench_logins(logins: int) -> None:
                 for key, _ in selector.select(0.005):
                     for frame in key.data.read():
                         if key.data is not probe and frame.type in (PacketType.RESULT, PacketType.ERROR) \
-                                and frame.request_id == 2:
+                                and frame.request_id == 2:   # the LOGIN
                             done += 1
             elapsed = time.monotonic() - started
             rtts = probe.rtts
@@ -206,6 +209,9 @@ def bench_logins(logins: int) -> None:
                   f"all answered in {elapsed:.1f} s ({logins / elapsed:.1f} logins/s)")
             print(f"  heartbeats during them {len(rtts)}: p50 {percentile(rtts, 50) * 1000:.2f} ms, "
                   f"p99 {percentile(rtts, 99) * 1000:.2f} ms, max {max(rtts) * 1000:.2f} ms")
+        except BaseException:
+            print("server log tail:\n" + "".join(open(Path(tmp) / "server.log").readlines()[-15:]), file=sys.stderr)
+            raise
         finally:
             proc.terminate()
             proc.wait(30)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -28,6 +29,7 @@ from .storage import Storage, open_storage
 log = logging.getLogger("server")
 
 SWEEP_INTERVAL = 1.0
+WORKER_NICENESS = 10
 
 
 @dataclass
@@ -39,6 +41,16 @@ class Stats:
     media_frames_in: int = 0
     media_frames_out: int = 0
     media_frames_dropped: int = 0
+
+
+def lower_thread_priority() -> None:
+    """Workers run at a lower priority than the reactor thread, so CPU-bound work (password
+    hashing) never delays the reactor's replies by more than a scheduler tick (Linux nices
+    threads individually)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except (AttributeError, OSError):
+        pass
 
 
 class Listener:
@@ -71,8 +83,11 @@ class Server:
         self.mediator = Mediator(self)
         self.rate_limits = RateLimits(config)
         self.frame_limits = FrameLimits(config, self.mediator.handlers.__contains__)
-        self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worker")
+        self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worker",
+                                       initializer=lower_thread_priority)
         self.scrypt = ScryptParams(config.scrypt_n, config.scrypt_r, config.scrypt_p)
+        # Password hashing is CPU- and memory-bound: at most one hash per core at a time.
+        self.hash_slots = threading.BoundedSemaphore(os.cpu_count() or 1)
         self.stats = Stats()
         self.connections: dict[int, Connection] = {}
         self.unauthenticated_by_address: dict[str, int] = {}
@@ -268,7 +283,7 @@ class Server:
     def _release(self) -> None:
         if self.admin is not None:
             self.admin.close()
-        self.pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.reactor.close()
         self.storage.close()
         log.info("stopped")

@@ -62,7 +62,8 @@ def test_replies_keep_arrival_order_across_blocking_and_inline_handlers(server):
 
 def test_a_peer_that_does_not_read_is_paused_not_buffered(server_factory):
     running = server_factory(output_high_water=64 * 1024, output_low_water=16 * 1024,
-                             output_hard_limit=4 * 1024 * 1024)
+                             output_hard_limit=4 * 1024 * 1024,
+                             media_video_budget=16 * 1024, media_audio_budget=32 * 1024)
     sock = raw_connect(running.port)
     assert raw_request(sock, PacketType.HELLO, HELLO).type == PacketType.RESULT
     count = 150_000   # ~6 MB of replies: more than the kernel's socket buffers hold
@@ -85,7 +86,8 @@ def test_a_peer_that_does_not_read_is_paused_not_buffered(server_factory):
 
 def test_other_clients_are_served_while_one_does_not_read(server_factory):
     running = server_factory(output_high_water=64 * 1024, output_low_water=16 * 1024,
-                             output_hard_limit=4 * 1024 * 1024)
+                             output_hard_limit=4 * 1024 * 1024,
+                             media_video_budget=16 * 1024, media_audio_budget=32 * 1024)
     lazy = raw_connect(running.port)
     lazy.sendall(wire.encode_json(PacketType.HELLO, HELLO, 1))
     threading.Thread(target=lambda: lazy.sendall(

@@ -85,7 +85,8 @@ def install(server: "Server") -> None:
         wait = failures_by_address.retry_after(("register", req.conn.address))
         if wait:
             raise ApiError(ErrorCode.RATE_LIMITED, retry_after=round(wait, 1))
-        password_hash = hash_password(password, server.scrypt)
+        with server.hash_slots:
+            password_hash = hash_password(password, server.scrypt)
         try:
             user = server.storage.create_user(phone, password_hash, nickname, now_ms())
         except DuplicateError:
@@ -104,9 +105,11 @@ def install(server: "Server") -> None:
             raise ApiError(ErrorCode.TOO_MANY_ATTEMPTS,
                            f"too many failed logins, try again in {int(wait) + 1} s", retry_after=round(wait, 1))
         found = server.storage.get_credentials(phone)
-        if found is None:
-            dummy_verify(server.scrypt)
-        if found is None or not verify_password(password, found[1]):
+        with server.hash_slots:
+            if found is None:
+                dummy_verify(server.scrypt)
+            verified = found is not None and verify_password(password, found[1])
+        if not verified:
             failures_by_account.add(phone)
             failures_by_address.add(req.conn.address)
             log.info("%s failed login for a phone number ending %s", req.conn.who, phone[-2:])
