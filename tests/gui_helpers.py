@@ -125,3 +125,23 @@ def label_texts(widget: tk.Misc) -> list[str]:
             pass
         stack.extend(w.winfo_children())
     return texts
+
+
+def wait_event(root: tk.Misc, recorder, kind: str, predicate: Callable = lambda e: True,
+               timeout: float = 10.0):
+    """Wait for a bot's event while keeping the window's loop running."""
+    def found():
+        try:
+            return recorder.wait_for(kind, predicate, timeout=0.0)
+        except TimeoutError:
+            return None
+    return pump_until(root, found, timeout, f"a '{kind}' event")
+
+
+def press_key(widget: tk.Misc, key: str, state: int = 0) -> None:
+    """Type one key into ``widget`` as the user would (focus it first: Tk sends key events to
+    the focused window)."""
+    widget.focus_force()
+    widget.update()
+    widget.event_generate(f"<KeyPress-{key}>", state=state) if state else widget.event_generate(f"<{key}>")
+    widget.update()

@@ -37,10 +37,12 @@ class App:
         root.title("Real-Time Meeting")
         root.minsize(380, 420)
         self.bridge = UiBridge(root)
+        self.media_factory = None
         self.kernel: ClientKernel | None = None
         self.view: tk.Widget | None = None
         self.login_view: LoginView | None = None
         self.main_window = None
+        self.meeting = None
         self.dialog: Dialog | None = None
         self.bridge.subscribe("kicked", self._on_kicked)
         self.bridge.subscribe("session_expired", self._on_session_expired)
@@ -71,6 +73,41 @@ class App:
         self.main_window = MainWindow(self.root, self)
         self._replace_view(self.main_window, "420x720")
         self.root.title(f"Real-Time Meeting — {self.kernel.user.get('nickname', '')}")
+
+    # -- meetings -------------------------------------------------------------------------------
+    def start_meeting(self, mode: str) -> None:
+        """Open the create/join dialog; on success open the meeting window."""
+        from .meeting_dialogs import MeetingDialog
+        if self.meeting is not None:
+            self.meeting.lift()
+            return
+        kernel = self.kernel
+
+        def submit(values: dict, dialog: MeetingDialog) -> None:
+            if mode == "create":
+                work = (kernel.rooms.create, values["title"], values["password"])
+            else:
+                work = (kernel.rooms.join, values["number"], values["password"])
+
+            def done(room: dict) -> None:
+                if dialog.winfo_exists():
+                    dialog.destroy()
+                self.open_meeting(room)
+
+            def failed(exc: BaseException) -> None:
+                if dialog.winfo_exists():
+                    dialog.show_error(describe_error(exc))
+            self.bridge.call(*work, on_done=done, on_error=failed)
+        return MeetingDialog(self.root, mode, submit)
+
+    def open_meeting(self, room: dict):
+        from .meeting_window import MeetingWindow
+        self.meeting = MeetingWindow(self.root, self, room, media_factory=self.media_factory)
+        return self.meeting
+
+    def meeting_closed(self, window) -> None:
+        if self.meeting is window:
+            self.meeting = None
 
     # -- login ------------------------------------------------------------------------------------
     def _submit(self, mode: str, address: tuple[str, int], phone: str, password: str, nickname: str) -> None:

@@ -59,6 +59,14 @@ class MainWindow(ttk.Frame):
         self.status.pack(side="bottom", fill="x")
         self.body = ttk.Frame(self, padding=(12, 10, 12, 6))
         self.body.pack(fill="both", expand=True)
+        meetings = ttk.Frame(self.body)
+        meetings.pack(fill="x")
+        self.new_meeting_button = ttk.Button(meetings, text="＋  New meeting", style="Accent.TButton",
+                                             command=lambda: self.app.start_meeting("create"))
+        self.join_meeting_button = ttk.Button(meetings, text="Join meeting",
+                                              command=lambda: self.app.start_meeting("join"))
+        self.new_meeting_button.pack(side="left", fill="x", expand=True)
+        self.join_meeting_button.pack(side="left", fill="x", expand=True, padx=(8, 0))
         self.refresh_me()
         self.show_state()
 
@@ -106,3 +114,5 @@ class MainWindow(ttk.Frame):
 
     def close_children(self) -> None:
         """Close the windows this one opened (chats, meeting, profile)."""
+        if self.app.meeting is not None:
+            self.app.meeting.close()

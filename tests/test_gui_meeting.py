@@ -1,0 +1,102 @@
+"""The real meeting window under Xvfb: create a meeting, two bots join, tiles and member list
+follow, room chat both ways, host actions, leaving."""
+from __future__ import annotations
+
+import tkinter as tk
+
+import pytest
+
+from client.ui.app import App
+from client.ui.meeting_window import MeetingWindow
+from client.ui.widgets import Dialog
+from common.media import MediaKind
+from tests.gui_helpers import find_toplevels, label_texts, press_key, pump_until, wait_event, xdisplay  # noqa: F401
+from tests.helpers import unique_phone
+
+
+@pytest.fixture
+def logged_in_app(xdisplay, tmp_path, monkeypatch, server):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    root = tk.Tk()
+    app = App(root, server=f"127.0.0.1:{server.port}")
+    view = app.login_view
+    view.set_mode("register")
+    for name, value in (("phone", unique_phone()), ("password", "correct horse battery"), ("nickname", "Alice")):
+        view.fields[name].insert(0, value)
+    view.submit()
+    pump_until(root, lambda: app.main_window, 20, "the main window")
+    yield app
+    try:
+        app.quit()
+    except tk.TclError:
+        pass
+
+
+def open_meeting(app: App, title: str = "Weekly sync") -> MeetingWindow:
+    app.main_window.new_meeting_button.invoke()
+    dialog = app.root.winfo_children()[-1]
+    dialog.fields["title"].insert(0, title)
+    dialog.button.invoke()
+    return pump_until(app.root, lambda: app.meeting, 10, "the meeting window")
+
+
+def test_meeting_members_chat_and_host_actions(logged_in_app, server, client_factory):
+    app = logged_in_app
+    meeting = open_meeting(app)
+    number = meeting.room["number"]
+    assert meeting.number_label.cget("text").replace(" ", "").endswith(number)
+    meeting.copy_button.invoke()
+    assert app.root.clipboard_get() == number
+
+    bob, carol = client_factory(server.port), client_factory(server.port)
+    bob.register_and_login("Bob")
+    carol.register_and_login("Carol")
+    bob.kernel.rooms.join(number)
+    carol.kernel.rooms.join(number)
+    pump_until(app.root, lambda: len(meeting.grid_view.tiles) == 3, 10, "three tiles")
+    assert {t.name for t in meeting.grid_view.tiles.values()} == {"Alice", "Bob", "Carol"}
+    assert meeting.tabs.tab(meeting.people_tab, "text") == "People (3)"
+
+    # room chat both ways
+    meeting.tabs.select(meeting.chat_tab)
+    meeting.chat_entry.insert(0, "hello room")
+    press_key(meeting.chat_entry, "Return")
+    wait_event(app.root, bob.events, "room_chat", lambda e: e["text"] == "hello room", 5)
+    bob.kernel.rooms.chat("hi Alice")
+    pump_until(app.root, lambda: "hi Alice" in meeting.chat_text.get("1.0", "end"), 5, "Bob's message")
+    assert "Bob" in meeting.chat_text.get("1.0", "end")
+
+    # the host mutes Bob from his row's menu, then removes Carol after confirming
+    bob_id = bob.kernel.user["id"]
+    meeting.member_rows[bob_id].menu.invoke(0)
+    wait_event(app.root, bob.events, "room_mute", timeout=5)
+    carol_id = carol.kernel.user["id"]
+    meeting.member_rows[carol_id].menu.invoke(1)
+    confirm = pump_until(app.root, lambda: find_toplevels(meeting, Dialog), 5, "the confirmation")[0]
+    assert "Remove Carol" in confirm.text
+    confirm.buttons["Remove"].invoke()
+    wait_event(app.root, carol.events, "room_removed", timeout=5)
+    pump_until(app.root, lambda: len(meeting.grid_view.tiles) == 2, 5, "Carol's tile to go")
+    assert "Carol" not in " ".join(label_texts(meeting.member_list))
+
+    # leaving asks first, then closes the window; Bob becomes host
+    meeting.leave_button.invoke()
+    confirm = pump_until(app.root, lambda: find_toplevels(meeting, Dialog), 5, "the leave confirmation")[0]
+    confirm.buttons["Leave"].invoke()
+    pump_until(app.root, lambda: app.meeting is None, 5, "the window to close")
+    wait_event(app.root, bob.events, "room_members", lambda e: e["room"]["host_id"] == bob_id, 5)
+
+
+def test_join_errors_are_shown_in_the_dialog(logged_in_app):
+    app = logged_in_app
+    app.main_window.join_meeting_button.invoke()
+    dialog = app.root.winfo_children()[-1]
+    dialog.fields["number"].insert(0, "12345")
+    dialog.button.invoke()
+    assert "9 digits" in dialog.error.cget("text")
+    dialog.fields["number"].delete(0, "end")
+    dialog.fields["number"].insert(0, "000 000 001")
+    dialog.button.invoke()
+    pump_until(app.root, lambda: dialog.error.cget("text"), 10, "the join error")
+    assert "no such meeting" in dialog.error.cget("text").lower()
+    assert app.meeting is None
