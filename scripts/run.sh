@@ -10,5 +10,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e '.[client]'
-echo "Server starting; open the client with: $VENV/bin/meeting-client --server 127.0.0.1:8600" >&2
+echo "Server starting; open the client from another terminal with: $VENV/bin/meeting-client (the server logs where it listens)" >&2
 exec "$VENV/bin/meeting-server" "$@"
