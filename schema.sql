@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS messages (
     delivered_at BIGINT NULL,
     read_at BIGINT NULL,
     UNIQUE KEY messages_client_id (sender_id, client_msg_id),
-    KEY messages_undelivered (recipient_id, delivered_at),
+    KEY messages_unread (recipient_id, read_at, id),
     KEY messages_pair (sender_id, recipient_id, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 

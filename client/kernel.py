@@ -71,6 +71,12 @@ class ClientKernel:
         self._closed = False
         self.on_packet(PacketType.KICKED, self._on_kicked)
         self.on_packet(PacketType.GOING_AWAY, self._on_going_away)
+        from .chat import ChatClient
+        from .friends import FriendsClient
+        from .profile import ProfileClient
+        self.friends = FriendsClient(self)
+        self.chat = ChatClient(self)
+        self.profile = ProfileClient(self)
         from .rooms import RoomsClient
         self.rooms = RoomsClient(self)
 

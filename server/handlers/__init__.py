@@ -10,6 +10,10 @@ if TYPE_CHECKING:
 def install_all(server: "Server") -> None:
     from . import session
     session.install(server)
+    from . import chat, friends, profile
+    friends.install(server)   # first: creates server.presence, used by chat
+    profile.install(server)
+    chat.install(server)
     from . import media, rooms
     rooms.install(server)
     media.install(server)   # after rooms: the relay follows room membership

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from .accounts import AccountStore, User
 from .friends import FriendStore
+from .messages import MessageStore
+from .profiles import ProfileStore
 from .sql import Database, DuplicateError, StorageError
 
 
-class Storage(AccountStore, FriendStore):
+class Storage(AccountStore, FriendStore, ProfileStore, MessageStore):
     def __init__(self, db: Database) -> None:
         self.db = db
 

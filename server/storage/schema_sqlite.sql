@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS messages (
     read_at INTEGER NULL,
     UNIQUE (sender_id, client_msg_id)
 );
-CREATE INDEX IF NOT EXISTS messages_undelivered ON messages (recipient_id, delivered_at);
+CREATE INDEX IF NOT EXISTS messages_unread ON messages (recipient_id, read_at, id);
 CREATE INDEX IF NOT EXISTS messages_pair ON messages (sender_id, recipient_id, id);
 
 CREATE TABLE IF NOT EXISTS files (

@@ -1,0 +1,183 @@
+"""Friends in the client core: the friend list with presence, pending requests, and the
+requests a user makes (search, ask, answer, remove).
+
+After every login and resume the lists are fetched again; events keep them current in
+between. The UI listens for: ``friends_changed``, ``friend_requests_changed``,
+``friend_request`` (a new incoming one), ``friend_answer``, ``friend_added``, ``friend_removed``,
+``friend_online``, ``friend_offline``, ``profile_changed``.
+"""
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from common.packets import PacketType
+from common.validation import normalize_phone
+
+from .ordered import request_in_order, wait
+
+if TYPE_CHECKING:
+    from .kernel import ClientKernel
+
+
+class FriendsClient:
+    def __init__(self, kernel: "ClientKernel") -> None:
+        self.kernel = kernel
+        self.friends: dict[int, dict] = {}     # user id -> User + "online"
+        self.incoming: dict[int, dict] = {}    # request id -> request (from others to me)
+        self.outgoing: dict[int, dict] = {}    # request id -> request (from me)
+        self._lock = threading.RLock()
+        self._touched: set[int] = set()        # friends changed by events during a list fetch
+        for packet_type, fn in ((PacketType.FRIEND_REQUEST_EVENT, self._on_request),
+                                (PacketType.FRIEND_ANSWER_EVENT, self._on_answer),
+                                (PacketType.FRIEND_ADDED_EVENT, self._on_added),
+                                (PacketType.FRIEND_REMOVED_EVENT, self._on_removed),
+                                (PacketType.FRIEND_ONLINE, self._on_online),
+                                (PacketType.FRIEND_OFFLINE, self._on_offline),
+                                (PacketType.PROFILE_CHANGED_EVENT, self._on_profile)):
+            kernel.on_packet(packet_type, fn)
+        kernel.session_hooks.append(self._on_session)
+
+    # -- reading state ------------------------------------------------------------------------------
+    def friend_list(self) -> list[dict]:
+        with self._lock:
+            return sorted((dict(f) for f in self.friends.values()), key=lambda f: f["nickname"].lower())
+
+    def is_online(self, user_id: int) -> bool:
+        with self._lock:
+            return bool(self.friends.get(user_id, {}).get("online"))
+
+    # -- requests -------------------------------------------------------------------------------------
+    def search(self, phone: str) -> dict:
+        """{"user": User, "friend": bool}; ApiError USER_NOT_FOUND or INVALID_PHONE."""
+        return self.kernel.request(PacketType.USER_SEARCH, {"phone": normalize_phone(phone)})
+
+    def add(self, user_id: int | None = None, phone: str | None = None, greeting: str = "") -> dict:
+        """Ask for friendship. The reply's status is "pending" or, if they had asked you too,
+        "friends"."""
+        body: dict = {"greeting": greeting}
+        if user_id is not None:
+            body["user_id"] = user_id
+        else:
+            body["phone"] = normalize_phone(phone or "")
+
+        def apply(reply: dict) -> None:
+            if reply.get("status") == "pending":
+                self.outgoing[reply["request"]["id"]] = reply["request"]
+                self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
+                                 outgoing=list(self.outgoing.values()))
+        return wait(self.kernel, request_in_order(self.kernel, self._lock, PacketType.FRIEND_REQUEST, body, apply))
+
+    def answer(self, request_id: int, accept: bool) -> dict:
+        def apply(reply: dict) -> None:
+            self.incoming.pop(request_id, None)
+            self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
+                             outgoing=list(self.outgoing.values()))
+        return wait(self.kernel, request_in_order(self.kernel, self._lock, PacketType.FRIEND_ANSWER,
+                                                  {"request_id": request_id, "accept": accept}, apply))
+
+    def remove(self, user_id: int) -> dict:
+        """Unfriend; both lists update through FRIEND_REMOVED_EVENT. The history stays."""
+        return self.kernel.request(PacketType.FRIEND_REMOVE, {"user_id": user_id})
+
+    def refresh(self) -> None:
+        """Fetch the friend list (with presence) and the pending requests again."""
+        self._fetch_friends()
+        self._fetch_requests()
+
+    # -- fetching ------------------------------------------------------------------------------------
+    def _on_session(self, resumed: bool) -> None:
+        self.refresh()
+
+    def _fetch_friends(self) -> None:
+        seen: set[int] = set()
+        with self._lock:
+            self._touched = set()
+
+        def apply(reply: dict) -> None:
+            for friend in reply.get("friends", []):
+                seen.add(friend["id"])
+                self.friends[friend["id"]] = friend
+            if not reply.get("more"):
+                for gone in set(self.friends) - seen - self._touched:
+                    del self.friends[gone]
+                self.kernel.emit("friends_changed", friends=self.friend_list())
+
+        after = 0
+        while True:
+            reply = wait(self.kernel, request_in_order(self.kernel, self._lock, PacketType.FRIEND_LIST,
+                                                       {"after": after}, apply))
+            if not reply.get("more"):
+                return
+            after = reply["next"]
+
+    def _fetch_requests(self) -> None:
+        fetched: dict[str, dict[int, dict]] = {"incoming": {}, "outgoing": {}}
+        for direction in ("incoming", "outgoing"):
+            after = 0
+            while True:
+                reply = self.kernel.request(PacketType.FRIEND_REQUESTS, {"direction": direction, "after": after})
+                for request in reply.get("requests", []):
+                    fetched[direction][request["id"]] = request
+                if not reply.get("more"):
+                    break
+                after = reply["next"]
+        with self._lock:
+            self.incoming, self.outgoing = fetched["incoming"], fetched["outgoing"]
+            self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
+                             outgoing=list(self.outgoing.values()))
+
+    # -- events (network thread) ------------------------------------------------------------------------
+    def _on_request(self, body: dict) -> None:
+        request = body["request"]
+        with self._lock:
+            self.incoming[request["id"]] = request
+        self.kernel.emit("friend_request", request=request)
+        self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
+                         outgoing=list(self.outgoing.values()))
+
+    def _on_answer(self, body: dict) -> None:
+        with self._lock:
+            self.outgoing.pop(body["request_id"], None)
+        self.kernel.emit("friend_answer", request_id=body["request_id"], accepted=body["accepted"],
+                         user=body["user"])
+        self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
+                         outgoing=list(self.outgoing.values()))
+
+    def _on_added(self, body: dict) -> None:
+        friend = body["friend"]
+        with self._lock:
+            self.friends[friend["id"]] = friend
+            self._touched.add(friend["id"])
+            self.incoming = {k: r for k, r in self.incoming.items() if r["from"] != friend["id"]}
+            self.outgoing = {k: r for k, r in self.outgoing.items() if r["to"] != friend["id"]}
+        self.kernel.emit("friend_added", friend=friend)
+        self.kernel.emit("friends_changed", friends=self.friend_list())
+
+    def _on_removed(self, body: dict) -> None:
+        user_id = body["user_id"]
+        with self._lock:
+            self.friends.pop(user_id, None)
+            self._touched.add(user_id)
+        self.kernel.emit("friend_removed", user_id=user_id)
+        self.kernel.emit("friends_changed", friends=self.friend_list())
+
+    def _set_online(self, user_id: int, online: bool) -> None:
+        with self._lock:
+            if user_id in self.friends:
+                self.friends[user_id]["online"] = online
+
+    def _on_online(self, body: dict) -> None:
+        self._set_online(body["user_id"], True)
+        self.kernel.emit("friend_online", user_id=body["user_id"])
+
+    def _on_offline(self, body: dict) -> None:
+        self._set_online(body["user_id"], False)
+        self.kernel.emit("friend_offline", user_id=body["user_id"])
+
+    def _on_profile(self, body: dict) -> None:
+        user = body["user"]
+        with self._lock:
+            if user["id"] in self.friends:
+                self.friends[user["id"]] = {**user, "online": self.friends[user["id"]].get("online", False)}
+        self.kernel.emit("profile_changed", user=user)

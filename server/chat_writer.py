@@ -1,0 +1,128 @@
+"""Group commit: one thread writes queued jobs in batches, one transaction per batch.
+
+Chat messages and receipts must be durable before they are acknowledged, but one commit (one
+fsync) per message caps throughput. Jobs queue up while a batch commits; the writer then takes
+everything waiting (up to ``max_batch``) into the next transaction, commits once, and hands
+all the results to the reactor with one wake-up.
+
+A job's ``apply(cursor)`` runs inside the batch's transaction. It may raise ApiError for an
+expected refusal (before writing anything): that job fails, the others go on. Any other
+exception rolls the batch back; its jobs are then retried one per transaction so one bad job
+cannot sink its neighbours.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from common.errors import ApiError, ErrorCode
+
+if TYPE_CHECKING:
+    from .reactor import Reactor
+    from .storage.sql import Cursor, Database
+
+log = logging.getLogger("server.chat_writer")
+
+
+@dataclass
+class Job:
+    apply: Callable[["Cursor"], Any]
+    done: Callable[[Any, ApiError | None], None]   # called on the reactor thread after the commit
+
+
+class GroupCommitWriter:
+    def __init__(self, db: "Database", reactor: "Reactor", max_batch: int = 256) -> None:
+        self.db = db
+        self.reactor = reactor
+        self.max_batch = max(1, max_batch)
+        self._queue: collections.deque[Job] = collections.deque()
+        self._finished: collections.deque[tuple[Job, Any, ApiError | None]] = collections.deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.jobs_committed = 0
+        self.batches = 0
+        self.largest_batch = 0
+
+    def submit(self, job: Job) -> None:
+        """Queue a job (any thread). Raises ApiError(SHUTTING_DOWN) once stopping."""
+        with self._cond:
+            if self._stopping:
+                raise ApiError(ErrorCode.SHUTTING_DOWN)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="chat-writer", daemon=True)
+                self._thread.start()
+            self._queue.append(job)
+            self._cond.notify()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Reactor thread, at shutdown: commit what is queued, then deliver the results at once
+        (so acknowledgements leave before the connections close)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.error("the chat writer did not finish within %.0f s", timeout)
+        self._deliver()
+
+    def status(self) -> dict[str, int]:
+        with self._cond:
+            queued = len(self._queue)
+        return {"chat_jobs_committed": self.jobs_committed, "chat_batches": self.batches,
+                "chat_largest_batch": self.largest_batch, "chat_queue": queued}
+
+    # -- the writer thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                count = min(len(self._queue), self.max_batch)
+                batch = [self._queue.popleft() for _ in range(count)]
+            results = self._commit(batch)
+            self.batches += 1
+            self.jobs_committed += len(batch)
+            self.largest_batch = max(self.largest_batch, len(batch))
+            with self._cond:
+                self._finished.extend(results)
+            self.reactor.call_soon_threadsafe(self._deliver)
+
+    def _commit(self, batch: list[Job]) -> list[tuple[Job, Any, ApiError | None]]:
+        try:
+            return self.db.run(lambda cur: [self._apply(job, cur) for job in batch])
+        except Exception:
+            if len(batch) == 1:
+                log.exception("a chat write failed")
+                return [(batch[0], None, ApiError(ErrorCode.INTERNAL))]
+            log.exception("a batch of %d chat writes failed; retrying them one by one", len(batch))
+            results = []
+            for job in batch:
+                results.extend(self._commit([job]))
+            return results
+
+    @staticmethod
+    def _apply(job: Job, cur: "Cursor") -> tuple[Job, Any, ApiError | None]:
+        try:
+            return job, job.apply(cur), None
+        except ApiError as exc:
+            return job, None, exc
+
+    # -- back on the reactor -------------------------------------------------------------------------
+    def _deliver(self) -> None:
+        while True:
+            with self._cond:
+                if not self._finished:
+                    return
+                job, result, error = self._finished.popleft()
+            try:
+                job.done(result, error)
+            except Exception:
+                log.exception("delivering a chat write result failed")

@@ -1,0 +1,166 @@
+"""One-to-one chat: send (acknowledged after commit), live delivery, receipts, unread backlog,
+history pages and the typing indicator.
+
+Sends and receipts go through the group-commit writer; the sender's RESULT and the live
+CHAT_MESSAGE_EVENT leave only after the transaction holding the message committed. The
+handlers only validate and queue, on the reactor thread, so the sends of one connection reach
+the writer (and get their ids) in the order they were sent.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from common import limits
+from common.errors import ApiError, ErrorCode
+from common.fields import get_bool, get_int, get_str
+from common.packets import PacketType
+
+from ..chat_writer import GroupCommitWriter, Job
+from ..mediator import Request
+from ..storage.messages import (Message, can_message_tx, find_sent_tx, insert_message_tx, mark_delivered_tx,
+                                mark_read_tx)
+from .replies import fit_page, send_error, send_result
+
+if TYPE_CHECKING:
+    from ..app import Server
+    from ..storage.sql import Cursor
+
+log = logging.getLogger("server.chat")
+
+CLIENT_MSG_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+MAX_RECEIPT_IDS = 1000
+PAGE_ROWS = 200
+HISTORY_MAX = 100
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def install(server: "Server") -> None:
+    writer = GroupCommitWriter(server.storage.db, server.reactor, server.config.chat_batch_max)
+    server.chat_writer = writer
+    server.shutdown_hooks.append(writer.stop)
+    server.status_providers.append(writer.status)
+    presence = server.presence
+    router = server.router
+    storage = server.storage
+    handler = server.mediator.handler
+
+    @handler(PacketType.CHAT_SEND)
+    def chat_send(req: Request) -> None:
+        recipient = get_int(req.body, "to", lo=1)
+        text = get_str(req.body, "text", max_len=limits.MAX_CONTROL_BODY)
+        if len(text.encode("utf-8", "surrogatepass")) > limits.MAX_CHAT_BYTES:
+            raise ApiError(ErrorCode.MESSAGE_TOO_LONG, limit=limits.MAX_CHAT_BYTES)
+        if not text.strip():
+            raise ApiError(ErrorCode.BAD_REQUEST, "the message is empty")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(ErrorCode.BAD_REQUEST, "the message is not valid Unicode") from None
+        client_msg_id = get_str(req.body, "client_msg_id", max_len=64)
+        if not CLIENT_MSG_ID.fullmatch(client_msg_id):
+            raise ApiError(ErrorCode.BAD_REQUEST, "client_msg_id must be 1-64 of A-Z a-z 0-9 _ . : -")
+        sender, conn, request_id = req.user_id, req.conn, req.request_id
+
+        def apply(cur: "Cursor") -> tuple[Message, bool]:
+            existing = find_sent_tx(cur, sender, client_msg_id)
+            if existing is not None:
+                return existing, False      # a re-send: answer with what was stored
+            if not can_message_tx(cur, sender, recipient):
+                raise ApiError(ErrorCode.NOT_FRIENDS, "you can only send messages to your friends")
+            return insert_message_tx(cur, sender, recipient, client_msg_id, text, now_ms())
+
+        def done(result: Any, error: ApiError | None) -> None:
+            if error is not None:
+                send_error(conn, request_id, error)
+                return
+            message, created = result
+            send_result(conn, request_id, {"id": message.id, "time": message.created_at,
+                                           "client_msg_id": message.client_msg_id, "duplicate": not created})
+            if created or message.delivered_at is None:
+                # A repeat may follow a commit whose live delivery never happened; clients
+                # drop a message id they already have.
+                router.event_to_user(message.recipient_id, PacketType.CHAT_MESSAGE_EVENT,
+                                     {"message": message.to_wire()})
+        writer.submit(Job(apply, done))
+
+    @handler(PacketType.CHAT_DELIVERED)
+    def chat_delivered(req: Request) -> None:
+        ids = req.body.get("ids")
+        if (not isinstance(ids, list) or not 1 <= len(ids) <= MAX_RECEIPT_IDS
+                or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2 ** 63 for i in ids)):
+            raise ApiError(ErrorCode.BAD_REQUEST, f"ids must be a list of 1-{MAX_RECEIPT_IDS} message ids")
+        reader, conn, request_id = req.user_id, req.conn, req.request_id
+
+        def apply(cur: "Cursor") -> tuple[int, list[tuple[int, int]]]:
+            at = now_ms()
+            return at, mark_delivered_tx(cur, reader, sorted(set(ids)), at)
+
+        def done(result: Any, error: ApiError | None) -> None:
+            if error is not None:
+                send_error(conn, request_id, error)
+                return
+            at, marked = result
+            by_sender: dict[int, list[int]] = {}
+            for message_id, sender in marked:
+                by_sender.setdefault(sender, []).append(message_id)
+            for sender, message_ids in by_sender.items():
+                router.event_to_user(sender, PacketType.CHAT_STATUS_EVENT,
+                                     {"status": "delivered", "peer": reader, "ids": message_ids, "at": at})
+            send_result(conn, request_id, {"delivered": len(marked)})
+        writer.submit(Job(apply, done))
+
+    @handler(PacketType.CHAT_READ)
+    def chat_read(req: Request) -> None:
+        peer = get_int(req.body, "user_id", lo=1)
+        up_to = get_int(req.body, "up_to", lo=1)
+        reader, conn, request_id = req.user_id, req.conn, req.request_id
+
+        def apply(cur: "Cursor") -> tuple[int, int]:
+            at = now_ms()
+            return at, mark_read_tx(cur, reader, peer, up_to, at)
+
+        def done(result: Any, error: ApiError | None) -> None:
+            if error is not None:
+                send_error(conn, request_id, error)
+                return
+            at, count = result
+            if count:
+                router.event_to_user(peer, PacketType.CHAT_STATUS_EVENT,
+                                     {"status": "read", "peer": reader, "up_to": up_to, "at": at})
+            send_result(conn, request_id, {"read": count, "at": at})
+        writer.submit(Job(apply, done))
+
+    @handler(PacketType.CHAT_UNREAD, blocking=True)
+    def chat_unread(req: Request) -> dict:
+        after = get_int(req.body, "after", 0)
+        rows = storage.unread_page(req.user_id, after, PAGE_ROWS)
+        page, cut = fit_page(rows, Message.to_wire)
+        return {"messages": page, "more": cut or len(rows) == PAGE_ROWS,
+                "next": page[-1]["id"] if page else after}
+
+    @handler(PacketType.CHAT_HISTORY, blocking=True)
+    def chat_history(req: Request) -> dict:
+        peer = get_int(req.body, "user_id", lo=1)
+        before = get_int(req.body, "before", None, lo=1)
+        limit = get_int(req.body, "limit", 50, lo=1, hi=HISTORY_MAX)
+        rows = storage.history_page(req.user_id, peer, before, limit)   # newest first
+        page, cut = fit_page(rows, Message.to_wire)
+        page.reverse()
+        return {"messages": page, "more": cut or len(rows) == limit,
+                "before": page[0]["id"] if page else before}
+
+    @handler(PacketType.TYPING)
+    def typing(req: Request) -> dict | None:
+        peer = get_int(req.body, "to", lo=1)
+        is_typing = get_bool(req.body, "typing", True)
+        if presence.are_friends(req.user_id, peer):
+            router.event_to_user(peer, PacketType.TYPING_EVENT, {"from": req.user_id, "typing": is_typing})
+        elif req.request_id:
+            raise ApiError(ErrorCode.NOT_FRIENDS)
+        return {} if req.request_id else None

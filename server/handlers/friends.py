@@ -1,0 +1,175 @@
+"""Finding users, friend requests and answers, friend lists, removing friends; presence.
+
+Replies that carry presence (``online`` flags) are finished on the reactor thread, where the
+presence state lives, so a list and the FRIEND_ONLINE/OFFLINE events around it agree.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import unicodedata
+from typing import TYPE_CHECKING
+
+from common.errors import ApiError, ErrorCode
+from common.fields import get_bool, get_int, get_str
+from common.packets import PacketType
+from common.validation import normalize_phone
+
+from ..mediator import Request
+from ..presence import Presence
+from ..storage import User
+from ..storage.friends import FriendRefusal, FriendRequest
+from .replies import fit_page, send_result
+
+if TYPE_CHECKING:
+    from ..app import Server
+
+log = logging.getLogger("server.friends")
+
+GREETING_MAX = 100
+PAGE_ROWS = 200
+_REFUSALS = {"already_friends": ErrorCode.ALREADY_FRIENDS, "pending": ErrorCode.REQUEST_PENDING,
+             "no_such_request": ErrorCode.NO_SUCH_REQUEST, "not_friends": ErrorCode.NOT_FRIENDS}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def friend_entry(user: User, online: bool) -> dict:
+    return {**user.public(), "online": online}
+
+
+def request_entry(request: FriendRequest, other: User) -> dict:
+    return {"id": request.id, "from": request.from_id, "to": request.to_id, "greeting": request.greeting,
+            "time": request.created_at, "user": other.public()}
+
+
+def normalize_greeting(raw: str) -> str:
+    greeting = raw.strip()
+    if len(greeting) > GREETING_MAX:
+        raise ApiError(ErrorCode.BAD_REQUEST, f"the greeting must be at most {GREETING_MAX} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in greeting.replace("\n", "")):
+        raise ApiError(ErrorCode.BAD_REQUEST, "the greeting contains control characters")
+    return greeting
+
+
+def install(server: "Server") -> None:
+    presence = Presence(server)
+    server.presence = presence  # shared with the chat and profile handlers
+    storage = server.storage
+    router = server.router
+    handler = server.mediator.handler
+
+    def find_target(req: Request) -> User:
+        if "user_id" in req.body:
+            user = storage.get_user(get_int(req.body, "user_id", lo=1))
+        else:
+            user = storage.get_user_by_phone(normalize_phone(get_str(req.body, "phone", max_len=64)))
+        if user is None:
+            raise ApiError(ErrorCode.USER_NOT_FOUND)
+        return user
+
+    def became_friends(a: User, b: User) -> None:
+        """Reactor thread: both sides get FRIEND_ADDED_EVENT with the other's presence."""
+        presence.friendship_added(a.id, b.id)
+        router.event_to_user(a.id, PacketType.FRIEND_ADDED_EVENT,
+                             {"friend": friend_entry(b, presence.is_online(b.id))})
+        router.event_to_user(b.id, PacketType.FRIEND_ADDED_EVENT,
+                             {"friend": friend_entry(a, presence.is_online(a.id))})
+
+    @handler(PacketType.USER_SEARCH, blocking=True)
+    def user_search(req: Request) -> dict:
+        phone = normalize_phone(get_str(req.body, "phone", max_len=64))
+        user = storage.get_user_by_phone(phone)
+        if user is None:
+            raise ApiError(ErrorCode.USER_NOT_FOUND)
+        return {"user": user.public(), "friend": storage.are_friends(req.user_id, user.id)}
+
+    @handler(PacketType.FRIEND_REQUEST, blocking=True)
+    def friend_request(req: Request) -> None:
+        greeting = normalize_greeting(get_str(req.body, "greeting", "", max_len=1000))
+        target = find_target(req)
+        if target.id == req.user_id:
+            raise ApiError(ErrorCode.CANNOT_ADD_SELF)
+        me = storage.get_user(req.user_id)
+        try:
+            outcome = storage.request_friend(req.user_id, target.id, greeting, now_ms())
+        except FriendRefusal as exc:
+            raise ApiError(_REFUSALS[exc.reason]) from None
+
+        def finish() -> None:
+            if outcome.status == "friends":
+                log.info("%s and user %d asked each other: now friends", req.conn.who, target.id)
+                became_friends(me, target)
+                send_result(req.conn, req.request_id, {
+                    "status": "friends", "friend": friend_entry(target, presence.is_online(target.id))})
+                return
+            log.info("%s asked user %d for friendship (request %d)", req.conn.who, target.id, outcome.request.id)
+            router.event_to_user(target.id, PacketType.FRIEND_REQUEST_EVENT,
+                                 {"request": request_entry(outcome.request, me)})
+            send_result(req.conn, req.request_id,
+                        {"status": "pending", "request": request_entry(outcome.request, target)})
+        req.on_reactor(finish)
+
+    @handler(PacketType.FRIEND_ANSWER, blocking=True)
+    def friend_answer(req: Request) -> None:
+        request_id = get_int(req.body, "request_id", lo=1)
+        accept = get_bool(req.body, "accept")
+        try:
+            request = storage.answer_friend_request(request_id, req.user_id, accept, now_ms())
+        except FriendRefusal as exc:
+            raise ApiError(_REFUSALS[exc.reason]) from None
+        me, asker = storage.get_user(req.user_id), storage.get_user(request.from_id)
+
+        def finish() -> None:
+            log.info("%s %s the friend request %d of user %d", req.conn.who,
+                     "accepted" if accept else "refused", request_id, request.from_id)
+            router.event_to_user(request.from_id, PacketType.FRIEND_ANSWER_EVENT,
+                                 {"request_id": request_id, "accepted": accept, "user": me.public()})
+            body: dict = {"request_id": request_id, "accepted": accept}
+            if accept and asker is not None:
+                became_friends(me, asker)
+                body["friend"] = friend_entry(asker, presence.is_online(asker.id))
+            send_result(req.conn, req.request_id, body)
+        req.on_reactor(finish)
+
+    @handler(PacketType.FRIEND_REMOVE, blocking=True)
+    def friend_remove(req: Request) -> None:
+        other = get_int(req.body, "user_id", lo=1)
+        if not storage.remove_friendship(req.user_id, other):
+            raise ApiError(ErrorCode.NOT_FRIENDS)
+
+        def finish() -> None:
+            log.info("%s removed friend %d", req.conn.who, other)
+            presence.friendship_removed(req.user_id, other)
+            router.event_to_user(req.user_id, PacketType.FRIEND_REMOVED_EVENT, {"user_id": other})
+            router.event_to_user(other, PacketType.FRIEND_REMOVED_EVENT, {"user_id": req.user_id})
+            send_result(req.conn, req.request_id, {"user_id": other})
+        req.on_reactor(finish)
+
+    @handler(PacketType.FRIEND_LIST, blocking=True)
+    def friend_list(req: Request) -> None:
+        after = get_int(req.body, "after", 0)
+        users = storage.friends_page(req.user_id, after, PAGE_ROWS)
+
+        def finish() -> None:
+            # "online": false is the longest form, so the page fits whatever the flags are
+            page, cut = fit_page(users, lambda u: friend_entry(u, False))
+            for entry in page:
+                entry["online"] = presence.is_online(entry["id"])
+            more = cut or len(users) == PAGE_ROWS
+            send_result(req.conn, req.request_id, {"friends": page, "more": more,
+                                                   "next": page[-1]["id"] if page else after})
+        req.on_reactor(finish)
+
+    @handler(PacketType.FRIEND_REQUESTS, blocking=True)
+    def friend_requests(req: Request) -> dict:
+        direction = get_str(req.body, "direction", "incoming", max_len=16)
+        if direction not in ("incoming", "outgoing"):
+            raise ApiError(ErrorCode.BAD_REQUEST, "direction must be 'incoming' or 'outgoing'")
+        after = get_int(req.body, "after", 0)
+        rows = storage.friend_requests_page(req.user_id, direction == "incoming", after, PAGE_ROWS)
+        page, cut = fit_page(rows, lambda row: request_entry(*row))
+        return {"requests": page, "more": cut or len(rows) == PAGE_ROWS,
+                "next": page[-1]["id"] if page else after}

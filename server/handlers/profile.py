@@ -1,0 +1,71 @@
+"""Profile: nickname, signature, built-in or uploaded avatar; friends see changes live."""
+from __future__ import annotations
+
+import base64
+import logging
+from typing import TYPE_CHECKING
+
+from common.errors import ApiError, ErrorCode
+from common.fields import get_int, get_str
+from common.packets import PacketType
+from common.validation import normalize_nickname, normalize_signature
+
+from ..avatars import BUILTIN_AVATARS, normalize_avatar
+from ..mediator import Request
+from ..storage import User
+
+if TYPE_CHECKING:
+    from ..app import Server
+
+log = logging.getLogger("server.profile")
+
+
+def install(server: "Server") -> None:
+    storage = server.storage
+    handler = server.mediator.handler
+
+    def changed(req: Request, user: User | None) -> dict:
+        """Tell the user's friends (those online) and build the reply."""
+        if user is None:
+            raise ApiError(ErrorCode.USER_NOT_FOUND)
+        if req.conn.user_id == user.id:
+            req.on_reactor(setattr, req.conn, "nickname", user.nickname)
+        server.router.event_to_users(storage.friend_ids(user.id), PacketType.PROFILE_CHANGED_EVENT,
+                                     {"user": user.public()})
+        return {"user": user.public()}
+
+    @handler(PacketType.PROFILE_UPDATE, blocking=True)
+    def profile_update(req: Request) -> dict:
+        nickname = req.body.get("nickname")
+        signature = req.body.get("signature")
+        builtin = req.body.get("avatar_builtin")
+        if nickname is None and signature is None and builtin is None:
+            raise ApiError(ErrorCode.BAD_REQUEST, "nothing to change: give nickname, signature or avatar_builtin")
+        if nickname is not None:
+            nickname = normalize_nickname(get_str(req.body, "nickname", max_len=256))
+        if signature is not None:
+            signature = normalize_signature(get_str(req.body, "signature", max_len=1024))
+        if builtin is not None:
+            builtin = get_int(req.body, "avatar_builtin", lo=1, hi=BUILTIN_AVATARS)
+        user = None
+        if nickname is not None or signature is not None:
+            user = storage.update_profile(req.user_id, nickname, signature)
+        if builtin is not None:
+            user = storage.set_builtin_avatar(req.user_id, builtin)
+        log.info("%s changed the profile", req.conn.who)
+        return changed(req, user)
+
+    @handler(PacketType.AVATAR_UPLOAD, blocking=True)
+    def avatar_upload(req: Request) -> dict:
+        png = normalize_avatar(req.body)
+        user = storage.set_avatar_png(req.user_id, png)
+        log.info("%s uploaded an avatar (%d bytes in, %d bytes stored)", req.conn.who, len(req.body), len(png))
+        return changed(req, user)
+
+    @handler(PacketType.AVATAR_GET, blocking=True)
+    def avatar_get(req: Request) -> dict:
+        avatar = storage.get_avatar(get_int(req.body, "user_id", lo=1))
+        if avatar is None:
+            raise ApiError(ErrorCode.USER_NOT_FOUND)
+        png = base64.b64encode(avatar.png).decode("ascii") if avatar.png is not None else None
+        return {"user_id": avatar.user_id, "builtin": avatar.builtin, "version": avatar.version, "png": png}

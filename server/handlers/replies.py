@@ -1,0 +1,52 @@
+"""Replies sent outside the mediator's return path, and replies paged to fit one frame.
+
+A handler that must finish on the reactor thread (to read presence there, or because the reply
+comes from the group-commit writer) returns None and sends its RESULT or ERROR with these.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
+
+from common import frame as wire
+from common.errors import ApiError
+from common.packets import PacketType
+
+if TYPE_CHECKING:
+    from ..connection import Connection
+
+T = TypeVar("T")
+
+# Room left in a 64 KiB control frame for the list of a paged reply (the rest: keys, flags).
+PAGE_BUDGET = 60_000
+
+
+def send_result(conn: "Connection", request_id: int, body: dict) -> None:
+    """Reactor thread: the RESULT of a request (nothing for a fire-and-forget request id 0)."""
+    if request_id and not conn.closed:
+        conn.send(wire.encode_json(PacketType.RESULT, body, request_id))
+
+
+def send_error(conn: "Connection", request_id: int, error: ApiError) -> None:
+    if request_id and not conn.closed:
+        conn.send(wire.encode_json(PacketType.ERROR, error.to_body(), request_id))
+
+
+def encoded_size(value: object) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def fit_page(items: Iterable[T], to_wire: Callable[[T], dict], budget: int = PAGE_BUDGET) -> tuple[list[dict], bool]:
+    """Take items in order while their JSON fits ``budget`` bytes; True if some were left out.
+
+    The first item is always taken (every single item is far below the budget)."""
+    page: list[dict] = []
+    used = 0
+    for item in items:
+        wired = to_wire(item)
+        size = encoded_size(wired) + 1
+        if page and used + size > budget:
+            return page, True
+        page.append(wired)
+        used += size
+    return page, False

@@ -1,0 +1,96 @@
+"""Presence: tell online friends when a user comes online or goes offline.
+
+A user is *announced* once FRIEND_ONLINE went out for the session; FRIEND_OFFLINE goes out
+only for an announced user whose session really ended (not for a kick by a login elsewhere,
+where the account never went offline). The friend lists' ``online`` flags read the same
+announced set on the reactor thread, so a list and the events around it always agree.
+
+Fan-out goes to friends with a live session only, once per login or logout, never per heartbeat.
+The friend ids of announced users are kept here (one DB read per login) so going offline and
+typing checks need no database; friendship changes update them live.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Iterable
+
+from common.packets import PacketType
+
+if TYPE_CHECKING:
+    from .app import Server
+    from .connection import Connection
+
+log = logging.getLogger("server.presence")
+
+
+class Presence:
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+        self._friends: dict[int, set[int]] = {}   # announced user -> friend ids (reactor thread only)
+        self.online_events = 0
+        self.offline_events = 0
+        server.session_started.append(self._session_started)
+        server.session_ended.append(self._session_ended)
+        server.status_providers.append(lambda: {"presence_online_events": self.online_events,
+                                                "presence_offline_events": self.offline_events})
+
+    # -- queries (reactor thread) ---------------------------------------------------------------
+    def is_online(self, user_id: int) -> bool:
+        return user_id in self._friends
+
+    def are_friends(self, user_id: int, other_id: int) -> bool | None:
+        """From the cache of an announced user; None if ``user_id`` is not announced."""
+        friends = self._friends.get(user_id)
+        return None if friends is None else other_id in friends
+
+    # -- friendship changes (reactor thread) ----------------------------------------------------------
+    def friendship_added(self, a: int, b: int) -> None:
+        for user, other in ((a, b), (b, a)):
+            if user in self._friends:
+                self._friends[user].add(other)
+
+    def friendship_removed(self, a: int, b: int) -> None:
+        for user, other in ((a, b), (b, a)):
+            if user in self._friends:
+                self._friends[user].discard(other)
+
+    # -- session hooks (reactor thread) ---------------------------------------------------------------
+    def _session_started(self, conn: "Connection", replaced: bool) -> None:
+        user_id = conn.user_id
+        if replaced and user_id in self._friends:
+            return  # a login elsewhere took over: still online, nobody is told anything
+        future = self.server.pool.submit(self.server.storage.friend_ids, user_id)
+        future.add_done_callback(
+            lambda fut: self.server.reactor.call_soon_threadsafe(self._announce, conn, fut))
+
+    def _announce(self, conn: "Connection", future: Future) -> None:
+        user_id = conn.user_id
+        if conn.closed or user_id is None or self.server.sessions.get(user_id) is not conn:
+            return  # the session ended (or was replaced) before its friends were loaded
+        if user_id in self._friends:
+            return
+        error = future.exception()
+        if error is not None:
+            log.error("%s cannot load friends for presence: %s", conn.who, error)
+            return
+        friends = set(future.result())
+        self._friends[user_id] = friends
+        self._fan_out(user_id, friends, PacketType.FRIEND_ONLINE)
+
+    def _session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
+        if not went_offline or conn.user_id is None:
+            return
+        friends = self._friends.pop(conn.user_id, None)
+        if friends is not None:
+            self._fan_out(conn.user_id, friends, PacketType.FRIEND_OFFLINE)
+
+    def _fan_out(self, user_id: int, friends: Iterable[int], packet_type: PacketType) -> None:
+        targets = [f for f in friends if self.server.sessions.is_online(f)]
+        if not targets:
+            return
+        self.server.router.event_to_users(targets, packet_type, {"user_id": user_id})
+        if packet_type == PacketType.FRIEND_ONLINE:
+            self.online_events += len(targets)
+        else:
+            self.offline_events += len(targets)
