@@ -76,3 +76,52 @@ def test_wrapper_script_shows_the_table(server):
     assert "heartbeat_rtt" in proc.stdout and "p99 ms" in proc.stdout and "errors: none" in proc.stdout
     assert "server (admin status" in proc.stdout
     assert "logged in" in proc.stderr   # the progress bar
+
+
+def test_chat_scenario_delivers_every_acknowledged_message(server_factory, capsys):
+    server = server_factory(messages_per_minute=0)
+    result = run_loadtest(capsys, server, "chat", "--pairs", "6", "--processes", "2", "--duration", "1.5",
+                          "--window", "4")
+    assert result["errors"] == {}
+    counters = result["counters"]
+    assert counters["chat_sent"] > 100
+    assert counters["chat_delivered"] == counters["chat_sent"]
+    ack, delivery = result["metrics"]["chat_ack"], result["metrics"]["chat_delivery"]
+    assert ack["count"] == counters["chat_sent"] and delivery["count"] == counters["chat_sent"]
+    assert result["steady_rates"]["messages/s delivered"] > 0
+    assert result["server"]["during"]["users_online"] == 12
+
+
+def test_chat_scenario_at_a_fixed_rate(server_factory, capsys):
+    server = server_factory(messages_per_minute=0)
+    result = run_loadtest(capsys, server, "chat", "--pairs", "4", "--processes", "1", "--duration", "2",
+                          "--rate", "100")
+    sent = result["counters"]["chat_sent"]
+    assert 120 <= sent <= 260, sent        # ~100/s over 2 s (plus the last in flight)
+    assert result["counters"]["chat_delivered"] == sent
+
+
+def test_files_scenario_moves_verified_bytes(server_factory, capsys):
+    server = server_factory()
+    result = run_loadtest(capsys, server, "files", "--pairs", "2", "--processes", "2", "--duration", "1",
+                          "--file-size", "1M")
+    assert result["errors"] == {}
+    assert result["counters"]["files_done"] >= 2
+    assert result["counters"]["file_bytes"] == result["counters"]["files_done"] * 1024 * 1024
+    assert result["metrics"]["file_transfer"]["count"] == result["counters"]["files_done"]
+    assert result["steady_rates"]["MB/s of files"] > 0
+
+
+def test_room_scenario_relays_every_frame(server_factory, capsys):
+    server = server_factory()
+    result = run_loadtest(capsys, server, "room", "--rooms", "2", "--members", "3", "--processes", "2",
+                          "--duration", "1.5", "--fps", "10", "--bitrate", "200k", "--video-size", "160x120")
+    assert result["errors"] == {}
+    counters = result["counters"]
+    assert counters["rooms_joined"] == 2
+    assert counters["video_frames_sent"] >= 6 * 10      # 6 publishers, ~15 frames each
+    assert counters["video_frames_received"] == counters["video_frames_expected"]
+    assert counters["audio_frames_received"] == counters["audio_frames_expected"] > 0
+    assert result["metrics"]["video_latency"]["p50_ms"] < 1000
+    during = result["server"]["during"]
+    assert during["rooms"] == 2 and during["room_members"] == 6

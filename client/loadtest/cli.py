@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     room.add_argument("--video-size", default="320x240", help="encoded picture size (320x240)")
     room.add_argument("--no-audio", dest="audio", action="store_false", help="publish video only")
     files = p.add_argument_group("files")
-    files.add_argument("--file-size", type=parse_size, default=4 * 1024 * 1024, help="bytes per file (4M)")
-    files.add_argument("--files-per-pair", type=int, default=1, help="transfers per pair, in sequence")
+    files.add_argument("--file-size", type=parse_size, default=4 * 1024 * 1024,
+                       help="bytes per file (4M); each pair sends files back to back for the duration")
     out = p.add_argument_group("output")
     out.add_argument("--admin-socket", help="the server's admin socket, to add its own figures to the report")
     out.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
@@ -90,7 +90,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         timeout=args.timeout, run_id=args.run_id if args.run_id is not None else random.randrange(10 ** 6),
         rate=args.rate, window=args.window, message_size=args.message_size, rooms=args.rooms,
         members=args.members, bitrate=args.bitrate, fps=args.fps, video_size=args.video_size, audio=args.audio,
-        file_size=args.file_size, files_per_pair=args.files_per_pair)
+        file_size=args.file_size)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .report import format_table, plot, to_json
     from .runner import run
     settings = settings_from(args)
+    if settings.scenario == "room":
+        from .clip import encode_clip
+        width, _, height = settings.video_size.partition("x")
+        settings.extra["clip"] = encode_clip(int(width), int(height), settings.fps, settings.bitrate, settings.audio)
     result = run(settings, admin_socket=args.admin_socket, show_progress=not args.quiet)
     if args.json:
         json.dump(to_json(result), sys.stdout, indent=2)

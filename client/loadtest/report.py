@@ -17,6 +17,25 @@ SERVER_FIGURES = [
 ]
 
 
+# Counters worth a per-second figure over the steady phase, with their unit.
+STEADY_RATES = {"chat_delivered": "messages/s delivered", "chat_sent": "messages/s sent",
+                "files_done": "files/s", "file_bytes": "MB/s of files",
+                "video_frames_received": "video frames/s received", "audio_frames_received": "audio frames/s received",
+                "video_frames_sent": "video frames/s sent"}
+
+
+def steady_rates(result: RunResult) -> dict[str, float]:
+    if not result.steady:
+        return {}
+    seconds = result.steady[1] - result.steady[0]
+    rates = {}
+    for key, unit in STEADY_RATES.items():
+        if key in result.metrics.counters:
+            value = result.metrics.counters[key] / seconds
+            rates[unit] = value / 1e6 if key.endswith("_bytes") else value
+    return rates
+
+
 def metric_rows(result: RunResult) -> dict[str, dict[str, float]]:
     """Per metric: count, rate (over the time its samples span), percentiles."""
     rows = {}
@@ -36,15 +55,26 @@ def to_json(result: RunResult) -> dict[str, Any]:
         return value
     return clean({
         "scenario": result.settings.scenario,
-        "settings": asdict(result.settings),
+        "settings": {k: v for k, v in asdict(result.settings).items() if k != "extra"},
+        "clip": _clip_summary(result),
         "elapsed_s": round(result.elapsed, 3),
         "steady_window_s": list(result.steady) if result.steady else None,
         "metrics": metric_rows(result),
         "counters": dict(result.metrics.counters),
+        "steady_rates": steady_rates(result),
         "errors": dict(result.metrics.errors),
         "failures": result.failures,
         "server": {"before": result.server_before, "during": result.server_peak, "after": result.server_after},
     })
+
+
+def _clip_summary(result: RunResult) -> dict[str, Any] | None:
+    clip = result.settings.extra.get("clip")
+    if clip is None:
+        return None
+    return {"video_frames": len(clip.video), "keyframes": sum(1 for _, k in clip.video if k),
+            "video_bits_per_second": round(clip.video_bytes_per_second * 8), "audio_packets": len(clip.audio),
+            "size": clip.size, "fps": clip.fps}
 
 
 def _ms(value: float) -> str:
@@ -56,11 +86,20 @@ def format_table(result: RunResult) -> str:
     lines = [f"scenario {s.scenario}: {s.clients:,} clients in {s.processes} process(es) against "
              f"{s.host}:{s.port}, run {result.elapsed:.1f} s"
              + (f", steady {result.steady[1] - result.steady[0]:.1f} s" if result.steady else "")]
+    clip = _clip_summary(result)
+    if clip:
+        lines.append(f"media: pre-encoded H.264 {clip['size']} at {clip['fps']} fps, "
+                     f"{clip['video_bits_per_second'] / 1000:,.0f} kbit/s, {clip['keyframes']} keyframes in "
+                     f"{clip['video_frames']} frames; {clip['audio_packets']} Opus packets of 20 ms")
     lines.append("")
     lines.append(f"{'metric':<22}{'count':>10}{'rate/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for name, row in sorted(metric_rows(result).items()):
         lines.append(f"{name:<22}{row['count']:>10,}{row['rate_per_s']:>10,.1f}{_ms(row['p50_ms']):>9}"
                      f"{_ms(row['p95_ms']):>9}{_ms(row['p99_ms']):>9}{_ms(row['max_ms']):>9}")
+    rates = steady_rates(result)
+    if rates:
+        lines.append("")
+        lines.append("throughput over the steady phase: " + ", ".join(f"{v:,.1f} {k}" for k, v in rates.items()))
     if result.metrics.counters:
         lines.append("")
         lines.append("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.metrics.counters.items())))

@@ -40,7 +40,6 @@ class Settings:
     video_size: str = "320x240"  # room: encoded picture size
     audio: bool = True           # room: publish Opus audio too
     file_size: int = 4 * 1024 * 1024   # files: bytes per transfer
-    files_per_pair: int = 1           # files: transfers per pair, one after the other
     extra: dict[str, Any] = field(default_factory=dict)
 
 
