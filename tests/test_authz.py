@@ -11,6 +11,7 @@ from common.errors import ApiError, ErrorCode
 from common.media import Codec, MediaHeader, MediaKind, pack_media
 from common.packets import PacketType
 from tests.helpers import TestClient
+from tests.social import befriend, wait_session_ready
 
 
 @pytest.fixture
@@ -135,3 +136,86 @@ def test_media_into_a_room_you_are_not_in_goes_nowhere(server, people):
     member.kernel.request(PacketType.HEARTBEAT, {})
     host.kernel.request(PacketType.HEARTBEAT, {})
     assert [h.user_id for h in received] == [uid(member)], "only the host gets it, labelled as the member's"
+
+
+# -- friends, chat and profiles --------------------------------------------------------------------
+
+@pytest.fixture
+def trio_plain(server, people):
+    """A and B are friends; C is a stranger to both."""
+    a, b, c = people(3, server.port)
+    for client in (a, b, c):
+        wait_session_ready(client)
+    befriend(a, b)
+    return a, b, c
+
+
+def test_chat_to_a_stranger_is_refused(trio_plain):
+    a, b, c = trio_plain
+    mark = a.events.mark()
+    assert refused(c, PacketType.CHAT_SEND, {"to": uid(a), "text": "hi", "client_msg_id": "c-1"}) == ErrorCode.NOT_FRIENDS
+    assert refused(c, PacketType.TYPING, {"to": uid(a), "typing": True}) == ErrorCode.NOT_FRIENDS
+    assert quiet_for(a, "chat_message", mark) and quiet_for(a, "typing", mark)
+    assert a.kernel.chat.history(uid(c))["messages"] == []
+
+
+def test_the_sender_is_the_session_never_the_body(trio_plain):
+    a, b, c = trio_plain
+    mark = b.events.mark()
+    # A claims to be C (and names C as the sender in every way it could): B sees A.
+    a.kernel.request(PacketType.CHAT_SEND, {"to": uid(b), "text": "who am I", "client_msg_id": "spoof-1",
+                                            "from": uid(c), "sender_id": uid(c), "user_id": uid(c)})
+    event = b.events.wait_for("chat_message", lambda e: e["message"]["text"] == "who am I", start=mark)
+    assert event["message"]["from"] == uid(a)
+    # C cannot send "as A" to B either: the friendship checked is C's own.
+    assert refused(c, PacketType.CHAT_SEND, {"to": uid(b), "from": uid(a), "text": "x",
+                                             "client_msg_id": "spoof-2"}) == ErrorCode.NOT_FRIENDS
+    # A profile change names no user: C's "update of A" changes C.
+    reply = c.kernel.request(PacketType.PROFILE_UPDATE, {"user_id": uid(a), "id": uid(a), "signature": "pwned"})
+    assert reply["user"]["id"] == uid(c)
+    assert a.kernel.request(PacketType.PROFILE_UPDATE, {"signature": "mine"})["user"]["signature"] == "mine"
+
+
+def test_history_and_receipts_of_others_stay_private(trio_plain):
+    a, b, c = trio_plain
+    sent = a.kernel.chat.send_and_wait(uid(b), "between A and B only")
+    b.events.wait_for("chat_message", lambda e: e["message"]["id"] == sent["id"])
+    # C asks for A's history (naming A, or B, as the peer): only C's own conversations exist.
+    for peer in (uid(a), uid(b)):
+        page = c.kernel.request(PacketType.CHAT_HISTORY, {"user_id": peer, "limit": 100})
+        assert page["messages"] == []
+    assert c.kernel.request(PacketType.CHAT_UNREAD, {})["messages"] == []
+    # C cannot mark A's message to B as delivered or read: nothing is marked, A hears nothing.
+    mark = a.events.mark()
+    assert c.kernel.request(PacketType.CHAT_DELIVERED, {"ids": [sent["id"]]})["delivered"] == 0
+    assert c.kernel.request(PacketType.CHAT_READ, {"user_id": uid(a), "up_to": sent["id"] + 10})["read"] == 0
+    assert quiet_for(a, "chat_status", mark)
+    history = b.kernel.chat.history(uid(a))["messages"]
+    assert [m["read_at"] for m in history if m["id"] == sent["id"]] == [None]
+
+
+def test_friend_requests_of_others_cannot_be_seen_or_answered(server, people):
+    a, b, c = people(3, server.port)
+    reply = a.kernel.friends.add(user_id=uid(b), greeting="private greeting")
+    request_id = reply["request"]["id"]
+    # C sees neither direction of it.
+    for direction in ("incoming", "outgoing"):
+        listed = c.kernel.request(PacketType.FRIEND_REQUESTS, {"direction": direction})["requests"]
+        assert listed == []
+    # C cannot accept (or refuse) it on B's behalf, even naming B.
+    for accept in (True, False):
+        assert refused(c, PacketType.FRIEND_ANSWER, {"request_id": request_id, "accept": accept,
+                                                     "user_id": uid(b)}) == ErrorCode.NO_SUCH_REQUEST
+    # A cannot answer its own request either.
+    assert refused(a, PacketType.FRIEND_ANSWER, {"request_id": request_id, "accept": True}) == ErrorCode.NO_SUCH_REQUEST
+    incoming = b.kernel.request(PacketType.FRIEND_REQUESTS, {"direction": "incoming"})["requests"]
+    assert [r["id"] for r in incoming] == [request_id], "still pending for B"
+    assert not server.server.storage.are_friends(uid(a), uid(b))
+    assert not server.server.storage.are_friends(uid(c), uid(b))
+
+
+def test_removing_someone_elses_friendship_is_refused(trio_plain, server):
+    a, b, c = trio_plain
+    # C "removes" B (naming A as the owner): C has no such friend.
+    assert refused(c, PacketType.FRIEND_REMOVE, {"user_id": uid(b), "owner": uid(a)}) == ErrorCode.NOT_FRIENDS
+    assert server.server.storage.are_friends(uid(a), uid(b))
