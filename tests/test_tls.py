@@ -190,3 +190,37 @@ def test_server_refuses_to_start_with_a_bad_key(tmp_path, cert):
             server.listen()
     finally:
         server.storage.close()
+
+
+@pytest.mark.parametrize("transport", ["plain", "tls"])
+def test_login_chat_and_meeting_over_each_transport(transport, server_factory, cert, client_factory):
+    from common.media import Codec, MediaKind
+    from tests.social import befriend, uid
+    if transport == "tls":
+        srv = server_factory(tls_cert=cert["cert"], tls_key=cert["key"])
+        options = {"tls": TlsOptions(fingerprint=cert["printed"])}
+    else:
+        srv = server_factory()
+        options = {}
+    alice, bob = client_factory(srv.port, **options), client_factory(srv.port, **options)
+    alice.register_and_login("alice")
+    bob.register_and_login("bob")
+    assert isinstance(alice.kernel.link._sock, ssl.SSLSocket) == (transport == "tls")
+    # Chat.
+    befriend(alice, bob)
+    ack = alice.kernel.chat.send_and_wait(uid(bob), f"hello over {transport}")
+    got = bob.events.wait_for("chat_message", lambda e: e["message"]["id"] == ack["id"])
+    assert got["message"]["text"] == f"hello over {transport}"
+    # A meeting: join, room chat, and a media frame each way.
+    room = alice.kernel.rooms.create("over " + transport)
+    bob.kernel.rooms.join(room["number"])
+    alice.kernel.rooms.chat("can you hear me")
+    bob.events.wait_for("room_chat", lambda e: e["text"] == "can you hear me")
+    heard = {"alice": threading.Event(), "bob": threading.Event()}
+    alice.kernel.rooms.add_media_listener(lambda h, p: heard["alice"].set() if p == b"from bob" else None)
+    bob.kernel.rooms.add_media_listener(lambda h, p: heard["bob"].set() if p == b"from alice" else None)
+    assert alice.kernel.rooms.publish(MediaKind.MICROPHONE, Codec.OPUS, b"from alice", False, 1)
+    assert bob.kernel.rooms.publish(MediaKind.MICROPHONE, Codec.OPUS, b"from bob", False, 1)
+    assert heard["alice"].wait(5) and heard["bob"].wait(5)
+    bob.kernel.rooms.leave()
+    alice.kernel.rooms.leave()
