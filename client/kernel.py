@@ -79,6 +79,8 @@ class ClientKernel:
         self.profile = ProfileClient(self)
         from .rooms import RoomsClient
         self.rooms = RoomsClient(self)
+        from .files import FilesClient
+        self.files = FilesClient(self)
 
     # -- events ---------------------------------------------------------------------------------
     def add_listener(self, listener: Callable[[Event], None]) -> None:

@@ -49,6 +49,7 @@ class Link(threading.Thread):
         self._out: collections.deque[memoryview] = collections.deque()
         self.out_size = 0
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)   # notified whenever queued output shrinks
         self._commands: collections.deque = collections.deque()
         self._stopping = False
         self.last_recv = 0.0
@@ -69,6 +70,14 @@ class Link(threading.Thread):
             self.out_size += len(data)
         self._wake()
         return True
+
+    def wait_for_room(self, limit: int, timeout: float) -> bool:
+        """Block until at most ``limit`` bytes are queued (or the link is down); False on timeout.
+
+        Lets a bulk sender (file chunks) keep the queue short, so heartbeats and chat queued
+        after it never wait behind more than ``limit`` bytes."""
+        with self._room:
+            return self._room.wait_for(lambda: self.out_size <= limit or self._sock is None, timeout)
 
     def connect(self, host: str, port: int, timeout: float = 10.0) -> None:
         """Connect (blocking the caller, not the thread's loop semantics); raises ConnectError."""
@@ -238,6 +247,7 @@ class Link(threading.Thread):
             self.bytes_out += sent
             with self._lock:
                 self.out_size -= sent
+                self._room.notify_all()
                 if sent == len(head):
                     self._out.popleft()
                 else:
@@ -249,6 +259,7 @@ class Link(threading.Thread):
             sock, self._sock = self._sock, None
             self._out.clear()
             self.out_size = 0
+            self._room.notify_all()
         if sock is None:
             return
         if self._registered:

@@ -17,3 +17,5 @@ def install_all(server: "Server") -> None:
     from . import media, rooms
     rooms.install(server)
     media.install(server)   # after rooms: the relay follows room membership
+    from . import files
+    files.install(server)

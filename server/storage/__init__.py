@@ -6,13 +6,14 @@ Each domain keeps its queries in its own mixin module.
 from __future__ import annotations
 
 from .accounts import AccountStore, User
+from .files import FileStore
 from .friends import FriendStore
 from .messages import MessageStore
 from .profiles import ProfileStore
 from .sql import Database, DuplicateError, StorageError
 
 
-class Storage(AccountStore, FriendStore, ProfileStore, MessageStore):
+class Storage(AccountStore, FriendStore, FileStore, ProfileStore, MessageStore):
     def __init__(self, db: Database) -> None:
         self.db = db
 

@@ -1,0 +1,202 @@
+"""FILE_* packets: offer, answer, chunks, acks, cancel, resume, pending list.
+
+Control packets check who may do what against the ``files`` table (the authority on a
+transfer's state) and hand the moving of bytes to ``server.transfers.TransferService``.
+FILE_CHUNK and FILE_ACK are pure routing and run inline on the reactor.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import TYPE_CHECKING
+
+from common.errors import ApiError, ErrorCode
+from common.fields import get_bool, get_int, get_str
+from common.filenames import sanitize_filename
+from common.packets import PacketType
+
+from ..mediator import Request
+from ..storage.files import FINAL_STATES, OPEN_STATES, FileRecord
+from ..transfers import IDLE_CHECK_INTERVAL, Transfer, TransferService, now_ms, offer_body
+
+if TYPE_CHECKING:
+    from ..app import Server
+
+log = logging.getLogger("server.files")
+
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+CLIENT_ERRORS = frozenset({ErrorCode.CHECKSUM_MISMATCH.name, ErrorCode.DISK_FULL.name})
+MAX_REASON = 200
+
+
+def install(server: "Server") -> None:
+    config = server.config
+    storage = server.storage
+    router = server.router
+    service = TransferService(server)
+    handler = server.mediator.handler
+    def nickname_of(user_id: int) -> str:
+        user = storage.get_user(user_id)
+        return user.nickname if user else ""
+
+    def load(req: Request) -> FileRecord:
+        """The transfer named in the request, if this user sends or receives it."""
+        file_id = get_str(req.body, "transfer_id", max_len=64).lower()
+        record = storage.get_file(file_id) if _HEX_ID.fullmatch(file_id) else None
+        if record is None or req.user_id not in (record.sender_id, record.recipient_id):
+            raise ApiError(ErrorCode.NO_SUCH_TRANSFER)
+        return record
+
+    def transfer_of(record: FileRecord, state: str) -> Transfer:
+        return Transfer(record.id, record.sender_id, record.recipient_id, nickname_of(record.sender_id),
+                        record.name, record.size, record.sha256, state)
+
+    @handler(PacketType.FILE_OFFER, blocking=True)
+    def offer(req: Request) -> dict:
+        to = get_int(req.body, "to", lo=1)
+        name = sanitize_filename(get_str(req.body, "name", max_len=4096))
+        size = get_int(req.body, "size")
+        sha256 = get_str(req.body, "sha256", max_len=64).lower()
+        if not _SHA256.fullmatch(sha256):
+            raise ApiError(ErrorCode.BAD_REQUEST, "sha256 must be 64 hex digits")
+        if size > config.max_file_size:
+            raise ApiError(ErrorCode.FILE_TOO_LARGE, limit=config.max_file_size)
+        if to == req.user_id or not storage.are_friends(req.user_id, to):
+            raise ApiError(ErrorCode.NOT_FRIENDS, "you can send files only to your friends")
+        created = now_ms()
+        live = router.is_online(to)
+        record = FileRecord(secrets.token_hex(16), req.user_id, to, name, size, sha256,
+                            "offered" if live else "uploading", 0, created,
+                            created + int(config.spool_expiry * 1000))
+        if live:
+            storage.create_file(record)
+            service.add(transfer_of(record, "offered"))
+            router.event_to_user(to, PacketType.FILE_OFFER_EVENT, offer_body(
+                record.id, req.user_id, req.conn.nickname, name, size, sha256, False))
+        else:
+            service.spool.reserve(size, storage.spool_reserved_bytes, lambda: storage.create_file(record))
+            try:
+                service.start_upload(transfer_of(record, "uploading"), resume=False)
+            except ApiError:
+                storage.set_file_state(record.id, "failed")
+                raise
+        log.info("%s offers file %s (%d bytes) to user %d, %s", req.conn.who, record.id, size, to,
+                 "live" if live else "through the spool")
+        return {"transfer_id": record.id, "name": name, "size": size, "mode": "live" if live else "spool",
+                "window": service.window, "offset": 0}
+
+    @handler(PacketType.FILE_ANSWER, blocking=True)
+    def answer(req: Request) -> dict:
+        record = load(req)
+        accept = get_bool(req.body, "accept")
+        if req.user_id != record.recipient_id or record.state not in ("offered", "spooled"):
+            raise ApiError(ErrorCode.NO_SUCH_TRANSFER, "no such offer waiting for your answer")
+        if not accept:
+            if not storage.set_file_state(record.id, "declined", only_from=("offered", "spooled")):
+                raise ApiError(ErrorCode.NO_SUCH_TRANSFER)
+            transfer = service.get(record.id)
+            if transfer is not None:
+                service.discard(transfer, remove_data=True)
+            elif record.spooled:
+                service.spool.remove(record.id)
+            router.event_to_user(record.sender_id, PacketType.FILE_ANSWER_EVENT,
+                                 {"transfer_id": record.id, "accepted": False})
+            log.info("%s declined file %s", req.conn.who, record.id)
+            return {"transfer_id": record.id, "accepted": False}
+        if record.state == "offered":
+            transfer = service.get(record.id)
+            if transfer is None or not storage.set_file_state(record.id, "sending", only_from=("offered",)):
+                raise ApiError(ErrorCode.NO_SUCH_TRANSFER)
+            service.begin_sending(transfer)
+            router.event_to_user(record.sender_id, PacketType.FILE_ANSWER_EVENT,
+                                 {"transfer_id": record.id, "accepted": True, "offset": 0})
+        else:
+            transfer = service.get(record.id)
+            if transfer is None:
+                service.start_download(transfer_of(record, "downloading"), 0)
+            else:
+                service.restart_from(transfer, 0)
+        log.info("%s accepted file %s", req.conn.who, record.id)
+        return {"transfer_id": record.id, "accepted": True, "offset": 0, "name": record.name,
+                "size": record.size, "sha256": record.sha256}
+
+    @handler(PacketType.FILE_CHUNK)
+    def chunk(req: Request) -> None:
+        service.on_chunk(req.user_id, req.body)
+
+    @handler(PacketType.FILE_ACK)
+    def ack(req: Request) -> dict | None:
+        file_id = get_str(req.body, "transfer_id", max_len=64)
+        offset = get_int(req.body, "offset")
+        service.on_ack(req.user_id, file_id, offset, req.body.get("complete") is True)
+        return {} if req.request_id else None   # the final ack is a request, the others are not
+
+    @handler(PacketType.FILE_CANCEL, blocking=True)
+    def cancel(req: Request) -> dict:
+        record = load(req)
+        reason = get_str(req.body, "reason", "", max_len=MAX_REASON)
+        error = get_str(req.body, "error", "", max_len=32)
+        if error and error not in CLIENT_ERRORS:
+            raise ApiError(ErrorCode.BAD_REQUEST, f"error must be one of {', '.join(sorted(CLIENT_ERRORS))}")
+        if record.state not in OPEN_STATES or not storage.set_file_state(
+                record.id, "failed" if error else "cancelled"):
+            raise ApiError(ErrorCode.NO_SUCH_TRANSFER, "the transfer has already ended")
+        transfer = service.get(record.id)
+        if transfer is not None:
+            service.discard(transfer, remove_data=True)
+        elif record.spooled:
+            service.spool.remove(record.id)
+        other = record.recipient_id if req.user_id == record.sender_id else record.sender_id
+        event = {"transfer_id": record.id, "by": req.user_id, "reason": reason}
+        if error:
+            event["error"] = error
+        router.event_to_user(other, PacketType.FILE_CANCEL_EVENT, event)
+        log.info("%s %s file %s%s", req.conn.who, "failed" if error else "cancelled", record.id,
+                 f" ({error})" if error else "")
+        return {"transfer_id": record.id}
+
+    @handler(PacketType.FILE_RESUME, blocking=True)
+    def resume(req: Request) -> dict:
+        record = load(req)
+        reply: dict = {"transfer_id": record.id, "state": record.state}
+        if record.state in FINAL_STATES:
+            return reply
+        transfer = service.get(record.id)
+        if req.user_id == record.sender_id:
+            if transfer is None and record.state == "uploading":
+                transfer = transfer_of(record, "uploading")    # the server restarted mid-upload
+                service.start_upload(transfer, resume=True)
+            if transfer is not None and transfer.state in ("sending", "uploading"):
+                offset, confirmed = service.sender_position(transfer)
+                reply.update(state=transfer.state, offset=offset, confirmed=confirmed, window=service.window)
+            return reply
+        offset = get_int(req.body, "offset", hi=record.size)
+        if transfer is not None and transfer.state in ("sending", "downloading"):
+            service.restart_from(transfer, offset)
+            reply.update(state=transfer.state, offset=offset)
+        elif transfer is None and record.state == "spooled":
+            service.start_download(transfer_of(record, "downloading"), offset)   # the server restarted
+            reply.update(state="downloading", offset=offset)
+        return reply
+
+    @handler(PacketType.FILE_PENDING, blocking=True)
+    def pending(req: Request) -> dict:
+        transfers = []
+        for record in storage.open_files_of(req.user_id):
+            item = offer_body(record.id, record.sender_id, nickname_of(record.sender_id), record.name,
+                              record.size, record.sha256, record.spooled)
+            item.update(to=record.recipient_id, state=record.state,
+                        role="sender" if record.sender_id == req.user_id else "recipient")
+            transfers.append(item)
+        return {"transfers": transfers}
+
+    def sweep(first: bool) -> None:
+        service.run_job(service.sweep_spool, first)
+
+    server.reactor.call_later(0, sweep, True)
+    server.reactor.call_every(config.spool_sweep_interval, lambda: sweep(False))
+    server.reactor.call_every(IDLE_CHECK_INTERVAL, service.check_idle)
+    server.status_providers.append(service.figures)
+    server.shutdown_hooks.append(service.close_all)

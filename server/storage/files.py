@@ -1,0 +1,106 @@
+"""File transfers: one row per offer, live or spooled, kept after the end as its outcome.
+
+States: a live transfer goes ``offered`` → ``sending``; a spooled one ``uploading`` →
+``spooled``; both end in ``done``, ``declined``, ``cancelled``, ``failed`` or ``expired``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .sql import Database
+
+FILE_COLUMNS = "id, sender_id, recipient_id, name, size, sha256, state, spooled_bytes, created_at, expires_at"
+LIVE_STATES = ("offered", "sending")
+SPOOL_STATES = ("uploading", "spooled")
+OPEN_STATES = LIVE_STATES + SPOOL_STATES
+FINAL_STATES = ("done", "declined", "cancelled", "failed", "expired")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: str
+    sender_id: int
+    recipient_id: int
+    name: str
+    size: int
+    sha256: str
+    state: str
+    spooled_bytes: int
+    created_at: int
+    expires_at: int
+
+    @property
+    def spooled(self) -> bool:
+        return self.state in SPOOL_STATES
+
+
+def _record(row: tuple) -> FileRecord:
+    return FileRecord(row[0], int(row[1]), int(row[2]), row[3], int(row[4]), row[5], row[6], int(row[7]),
+                      int(row[8]), int(row[9]))
+
+
+def _in(states: tuple[str, ...]) -> str:
+    return "(" + ", ".join("?" for _ in states) + ")"
+
+
+class FileStore:
+    db: Database
+
+    def create_file(self, record: FileRecord) -> None:
+        with self.db.tx() as cur:
+            cur.execute(f"INSERT INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (record.id, record.sender_id, record.recipient_id, record.name, record.size,
+                         record.sha256, record.state, record.spooled_bytes, record.created_at,
+                         record.expires_at))
+
+    def get_file(self, file_id: str) -> FileRecord | None:
+        with self.db.tx() as cur:
+            row = cur.one(f"SELECT {FILE_COLUMNS} FROM files WHERE id = ?", (file_id,))
+        return _record(row) if row else None
+
+    def set_file_state(self, file_id: str, state: str, only_from: tuple[str, ...] = OPEN_STATES,
+                       spooled_bytes: int | None = None) -> bool:
+        """Move a transfer to ``state`` if it is in one of ``only_from``; True if it moved."""
+        def work(cur) -> bool:
+            if spooled_bytes is None:
+                cur.execute(f"UPDATE files SET state = ? WHERE id = ? AND state IN {_in(only_from)}",
+                            (state, file_id, *only_from))
+            else:
+                cur.execute(f"UPDATE files SET state = ?, spooled_bytes = ? WHERE id = ? AND state IN "
+                            f"{_in(only_from)}", (state, spooled_bytes, file_id, *only_from))
+            return cur.rowcount > 0
+        return self.db.run(work)
+
+    def open_files_of(self, user_id: int) -> list[FileRecord]:
+        """Unfinished transfers the user sends or receives, oldest first."""
+        with self.db.tx() as cur:
+            rows = cur.all(f"SELECT {FILE_COLUMNS} FROM files WHERE (sender_id = ? OR recipient_id = ?) "
+                           f"AND state IN {_in(OPEN_STATES)} ORDER BY created_at, id",
+                           (user_id, user_id, *OPEN_STATES))
+        return [_record(r) for r in rows]
+
+    def spool_reserved_bytes(self) -> int:
+        """Bytes the spool holds or has promised to uploads in progress."""
+        with self.db.tx() as cur:
+            row = cur.one(f"SELECT COALESCE(SUM(size), 0) FROM files WHERE state IN {_in(SPOOL_STATES)}",
+                          SPOOL_STATES)
+        return int(row[0]) if row else 0
+
+    def spool_file_ids(self) -> set[str]:
+        with self.db.tx() as cur:
+            rows = cur.all(f"SELECT id FROM files WHERE state IN {_in(SPOOL_STATES)}", SPOOL_STATES)
+        return {r[0] for r in rows}
+
+    def expired_spool_files(self, now_ms: int) -> list[FileRecord]:
+        with self.db.tx() as cur:
+            rows = cur.all(f"SELECT {FILE_COLUMNS} FROM files WHERE state IN {_in(SPOOL_STATES)} "
+                           f"AND expires_at < ?", (*SPOOL_STATES, now_ms))
+        return [_record(r) for r in rows]
+
+    def fail_live_files(self, before_ms: int) -> int:
+        """At start-up: live transfers cannot survive a restart (their state was in memory)."""
+        def work(cur) -> int:
+            cur.execute(f"UPDATE files SET state = 'failed' WHERE state IN {_in(LIVE_STATES)} AND created_at < ?",
+                        (*LIVE_STATES, before_ms))
+            return cur.rowcount
+        return self.db.run(work)
