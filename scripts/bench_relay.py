@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Media relay capacity: how many 4-member rooms one server process relays with < 1 % loss.
+
+For each level (a number of rooms) a fresh server process is started on loopback. Load
+processes log in 4 members per room (one creates the room, three join), then every member
+publishes pre-made synthetic video frames (no codec) at 30 fps and ~500 kbit/s: a 15 kB
+keyframe every 2 s (and whenever the server asks for one) and ~1.9 kB delta frames, like
+640x480 H.264 at that bitrate. Every member reads as fast as it can.
+
+A publisher whose own unsent bytes pass 128 kB drops video locally, as the client core does,
+so a server that cannot keep up shows as loss, not as an ever-growing queue. Loss is
+``1 - received / (3 x scheduled)``: every frame a member was due to send should reach the
+three others. Reported per level: loss, the relay's own drop counter, capture-to-receive
+delay percentiles, the server's CPU (one process: 100 % = one core) and RSS.
+
+Usage: python scripts/bench_relay.py --rooms 5,10,20 --duration 10 --procs 2
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import multiprocessing
+import os
+import random
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import frame as wire  # noqa: E402
+from common.media import FLAG_KEYFRAME, MEDIA_HEADER, Codec, MediaKind  # noqa: E402
+from common.packets import PacketType  # noqa: E402
+from server.admin import query_status  # noqa: E402
+from server.passwords import ScryptParams, hash_password  # noqa: E402
+from server.storage import open_storage  # noqa: E402
+
+PASSWORD = "benchmark password"
+MEMBERS = 4
+FPS = 30
+BITRATE = 500_000
+GOP = 2 * FPS
+KEYFRAME_SIZE = 15_000
+DELTA_SIZE = (BITRATE // 8 * GOP // FPS - KEYFRAME_SIZE) // (GOP - 1)
+SEND_BUDGET = 128 * 1024
+FRAME_PREFIX = struct.Struct("!2sHII")
+CAPTURE = struct.Struct("!Q")      # at offset 11 of the media sub-header
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def prepare_users(db_url: str, count: int) -> list[str]:
+    storage = open_storage(db_url)
+    storage.init_schema()
+    password_hash = hash_password(PASSWORD, ScryptParams(n=2 ** 10))
+    phones = [f"1600{i:07d}" for i in range(count)]
+    with storage.db.tx() as cur:
+        for phone in phones:
+            cur.execute("INSERT INTO users (phone, password_hash, nickname, signature, created_at) "
+                        "VALUES (?, ?, ?, '', 0)", (phone, password_hash, f"bench{phone[-4:]}"))
+    storage.close()
+    return phones
+
+
+def start_server(data_dir: str, db_url: str) -> tuple[subprocess.Popen, int]:
+    log = open(Path(data_dir) / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--db", db_url, "--data-dir", data_dir,
+                             "--log-level", "WARNING", "--set", "rooms_per_minute=0"],
+                            stderr=log, cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listening = [c.laddr.port for c in psutil.Process(proc.pid).net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN]
+        if listening and (Path(data_dir) / "admin.sock").exists():
+            return proc, listening[0]
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(Path(data_dir) / 'server.log').read_text()}")
+        time.sleep(0.05)
+    raise RuntimeError("server did not start listening")
+
+
+class Member:
+    """One room member on a raw socket: logs in blocking, then runs non-blocking."""
+
+    def __init__(self, port: int, phone: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.inbuf = bytearray()
+        self.next_id = 1
+        self.request(PacketType.HELLO, {"version": 1, "client": "bench-relay"})
+        self.request(PacketType.LOGIN, {"phone": phone, "password": PASSWORD})
+        self.out = bytearray()
+        self.seq = 0
+        self.want_keyframe = True
+        self.scheduled = self.sent = self.dropped_locally = self.received = self.keyframe_asks = 0
+        self.delays_ms: list[float] = []
+
+    def request(self, ptype: int, body: dict) -> dict:
+        """Setup only (blocking): send a request, skip events until its reply."""
+        rid = self.next_id
+        self.next_id += 1
+        self.sock.sendall(wire.encode_json(ptype, body, rid))
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed a connection during setup")
+            self.inbuf += data
+            while len(self.inbuf) >= FRAME_PREFIX.size:
+                _, rtype, length, request_id = FRAME_PREFIX.unpack_from(self.inbuf)
+                if len(self.inbuf) < FRAME_PREFIX.size + length:
+                    break
+                body_bytes = bytes(self.inbuf[FRAME_PREFIX.size:FRAME_PREFIX.size + length])
+                del self.inbuf[:FRAME_PREFIX.size + length]
+                if request_id == rid:
+                    reply = wire.decode_json(body_bytes)
+                    if rtype != PacketType.RESULT:
+                        raise RuntimeError(f"{PacketType(ptype).name} failed: {reply}")
+                    return reply
+
+    # -- running --------------------------------------------------------------------------------
+    def publish(self, keyframe_payload: bytes, delta_payload: bytes) -> None:
+        self.scheduled += 1
+        keyframe = self.want_keyframe or self.seq % GOP == 0
+        if len(self.out) > SEND_BUDGET:
+            self.dropped_locally += 1
+            self.want_keyframe = True          # the next frame sent must be decodable alone
+            return
+        payload = keyframe_payload if keyframe else delta_payload
+        header = MEDIA_HEADER.pack(0, MediaKind.CAMERA, Codec.H264, FLAG_KEYFRAME if keyframe else 0,
+                                   self.seq, time.time_ns() // 1000)
+        data = b"".join((FRAME_PREFIX.pack(wire.MAGIC, PacketType.MEDIA_FRAME, len(header) + len(payload), 0),
+                         header, payload))
+        self.seq += 1
+        self.sent += 1
+        self.want_keyframe = False
+        if self.out:
+            self.out += data
+            return
+        try:
+            written = self.sock.send(data)
+        except BlockingIOError:
+            written = 0
+        if written < len(data):
+            self.out += data[written:]
+
+    def flush(self) -> None:
+        try:
+            written = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        del self.out[:written]
+
+    def read(self, counting: bool) -> None:
+        while True:
+            try:
+                data = self.sock.recv(262144)
+            except BlockingIOError:
+                return
+            if not data:
+                raise ConnectionError("the server closed a connection")
+            self.scan(data, counting)
+            if len(data) < 262144:
+                return
+
+    def scan(self, data: bytes, counting: bool) -> None:
+        """Count whole frames in the stream without copying their bodies (the load side must
+        stay cheaper than the server it measures)."""
+        buf = self.inbuf
+        buf += data
+        now_us = time.time_ns() // 1000
+        pos, end = 0, len(buf)
+        while end - pos >= FRAME_PREFIX.size:
+            _, ptype, length, _ = FRAME_PREFIX.unpack_from(buf, pos)
+            body = pos + FRAME_PREFIX.size
+            if end - body < length:
+                break
+            if ptype == PacketType.MEDIA_FRAME:
+                if counting:
+                    self.received += 1
+                    if self.received % 4 == 0:        # a sample of the delays is enough
+                        self.delays_ms.append((now_us - CAPTURE.unpack_from(buf, body + 11)[0]) / 1000)
+            elif ptype == PacketType.KEYFRAME_REQUEST_EVENT:
+                self.want_keyframe = True
+                self.keyframe_asks += 1
+            pos = body + length
+        del buf[:pos]
+
+
+def load_process(port: int, phones: list[str], start_at: float, duration: float, drain: float,
+                 results: multiprocessing.Queue) -> None:
+    """Log in the given members (groups of 4 per room), publish from start_at for duration."""
+    members: list[Member] = []
+    for first in range(0, len(phones), MEMBERS):
+        group = [Member(port, phone) for phone in phones[first:first + MEMBERS]]
+        number = group[0].request(PacketType.ROOM_CREATE, {"title": "bench"})["room"]["number"]
+        for member in group[1:]:
+            member.request(PacketType.ROOM_JOIN, {"number": number})
+        members += group
+    keyframe_payload = os.urandom(KEYFRAME_SIZE)
+    delta_payload = os.urandom(DELTA_SIZE)
+    selector = selectors.DefaultSelector()
+    for member in members:
+        member.sock.setblocking(False)
+        selector.register(member.sock, selectors.EVENT_READ, member)
+    results.put(("ready", len(members)))
+    while time.time() < start_at:
+        for key, _ in selector.select(0.05):
+            key.data.read(counting=False)
+    interval = 1.0 / FPS
+    now = time.monotonic()
+    stop_sending = now + duration
+    stop_reading = stop_sending + drain
+    due = [(now + random.random() * interval, i) for i in range(len(members))]
+    heapq.heapify(due)
+    writing: set[Member] = set()
+    while True:
+        now = time.monotonic()
+        if now >= stop_reading:
+            break
+        while due and due[0][0] <= now:
+            when, i = heapq.heappop(due)
+            member = members[i]
+            member.publish(keyframe_payload, delta_payload)
+            if member.out and member not in writing:
+                writing.add(member)
+                selector.modify(member.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, member)
+            if when + interval < stop_sending:
+                heapq.heappush(due, (when + interval, i))
+        timeout = max(0.0, min(due[0][0] if due else stop_reading, stop_reading) - time.monotonic())
+        for key, mask in selector.select(timeout):
+            member = key.data
+            if mask & selectors.EVENT_READ:
+                member.read(counting=True)
+            if mask & selectors.EVENT_WRITE:
+                member.flush()
+                if not member.out:
+                    writing.discard(member)
+                    selector.modify(member.sock, selectors.EVENT_READ, member)
+    delays = [d for m in members for d in m.delays_ms]
+    results.put(("done", {
+        "scheduled": sum(m.scheduled for m in members), "sent": sum(m.sent for m in members),
+        "dropped_locally": sum(m.dropped_locally for m in members),
+        "received": sum(m.received for m in members), "keyframe_asks": sum(m.keyframe_asks for m in members),
+        "delays_ms": random.sample(delays, min(len(delays), 20000)),
+    }))
+    for member in members:
+        member.sock.close()
+
+
+def run_level(rooms: int, duration: float, procs: int, drain: float = 1.5) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        db_url = f"sqlite:///{tmp}/bench.db"
+        phones = prepare_users(db_url, rooms * MEMBERS)
+        proc, port = start_server(tmp, db_url)
+        try:
+            server = psutil.Process(proc.pid)
+            ctx = multiprocessing.get_context("fork")
+            results: multiprocessing.Queue = ctx.Queue()
+            per_proc = [list(range(r, rooms, procs)) for r in range(procs)]
+            workers = []
+            setup_started = time.monotonic()
+            start_at = time.time() + 3 + rooms * MEMBERS * 0.03    # everybody logged in and in a room by then
+            for room_ids in per_proc:
+                if not room_ids:
+                    continue
+                mine = [phones[r * MEMBERS + k] for r in room_ids for k in range(MEMBERS)]
+                worker = ctx.Process(target=load_process, args=(port, mine, start_at, duration, drain, results))
+                worker.start()
+                workers.append(worker)
+            ready = 0
+            for _ in workers:
+                kind, count = results.get(timeout=120)
+                ready += count
+            if time.time() > start_at:
+                raise RuntimeError(f"setup took {time.monotonic() - setup_started:.1f} s, longer than planned")
+            time.sleep(max(0.0, start_at - time.time()))
+            admin = Path(tmp) / "admin.sock"
+            before = query_status(admin)
+            server.cpu_percent(None)
+            time.sleep(duration)
+            cpu = server.cpu_percent(None)
+            after = query_status(admin)
+            rss = server.memory_info().rss
+            totals = {"scheduled": 0, "sent": 0, "dropped_locally": 0, "received": 0, "keyframe_asks": 0}
+            delays: list[float] = []
+            for _ in workers:
+                kind, part = results.get(timeout=duration + 60)
+                for key in totals:
+                    totals[key] += part[key]
+                delays += part["delays_ms"]
+            for worker in workers:
+                worker.join(timeout=10)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    expected = totals["scheduled"] * (MEMBERS - 1)
+    relayed_out = after["media_frames_out"] - before["media_frames_out"]
+    relay_dropped = after["media_frames_dropped"] - before["media_frames_dropped"]
+    return {
+        "rooms": rooms, "members": rooms * MEMBERS,
+        "frames_scheduled": totals["scheduled"], "frames_sent": totals["sent"],
+        "dropped_by_publishers": totals["dropped_locally"],
+        "frames_expected": expected, "frames_received": totals["received"],
+        "loss_pct": round(100 * (1 - totals["received"] / expected), 3) if expected else 0.0,
+        "relay_dropped_pct": round(100 * relay_dropped / max(1, relayed_out + relay_dropped), 3),
+        "relay_frames_per_s": round(relayed_out / duration),
+        "delay_p50_ms": round(percentile(delays, 50), 1), "delay_p95_ms": round(percentile(delays, 95), 1),
+        "delay_p99_ms": round(percentile(delays, 99), 1),
+        "server_cpu_pct": round(cpu, 1), "server_rss_mb": round(rss / 2 ** 20, 1),
+        "keyframe_requests": totals["keyframe_asks"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rooms", default="5,10,20", help="comma-separated numbers of 4-member rooms to try")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing per level")
+    parser.add_argument("--procs", type=int, default=2, help="load processes")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per level")
+    args = parser.parse_args()
+    header = (f"{'rooms':>5} {'members':>7} {'loss %':>7} {'relay drop %':>12} {'relayed/s':>9} "
+              f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'server CPU %':>12} {'RSS MB':>7}")
+    if not args.json:
+        print(f"frames: keyframe {KEYFRAME_SIZE} B every {GOP} frames, delta {DELTA_SIZE} B, {FPS} fps "
+              f"(~{BITRATE // 1000} kbit/s per publisher); {args.duration:g} s per level, {args.procs} load processes")
+        print(header)
+    for rooms in [int(r) for r in args.rooms.split(",")]:
+        result = run_level(rooms, args.duration, args.procs)
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            print(f"{result['rooms']:>5} {result['members']:>7} {result['loss_pct']:>7.2f} "
+                  f"{result['relay_dropped_pct']:>12.2f} {result['relay_frames_per_s']:>9} "
+                  f"{result['delay_p50_ms']:>7} {result['delay_p95_ms']:>7} {result['delay_p99_ms']:>7} "
+                  f"{result['server_cpu_pct']:>12} {result['server_rss_mb']:>7}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
