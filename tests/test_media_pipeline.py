@@ -1,0 +1,247 @@
+"""Publisher -> (a fake relay on loopback) -> Receiver: decoding, loss recovery, mute, lip sync, rejoin.
+
+The fake relay stands in for ``kernel.rooms`` plus the server: it numbers frames per stream,
+fills in the publisher's user id and delivers to the other members after a per-kind delay,
+from one delivery thread (like the client's network thread).
+"""
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from common.media import FLAG_KEYFRAME, MediaHeader, MediaKind
+from client.media.audio_io import ToneSource
+from client.media.pipeline import AudioPublisher, Receiver, VideoPublisher, delay_percentiles
+from client.media.sources import TestPatternSource, read_barcode
+from client.media.video_codec import H264Encoder, VideoProfile
+
+PROFILE = VideoProfile(320, 240, 15.0, 250_000)
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.members: dict[int, "FakeRooms"] = {}
+        self.delay = {MediaKind.CAMERA: 0.01, MediaKind.MICROPHONE: 0.01}
+        self.drop_video_seqs: set[int] = set()
+        self._heap: list = []
+        self._cond = threading.Condition()
+        self._count = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def deliver(self, sender: int, header: MediaHeader, payload: bytes) -> None:
+        due = time.monotonic() + self.delay[MediaKind(header.kind)]
+        with self._cond:
+            for uid, member in self.members.items():
+                if uid != sender and member.room is not None:
+                    self._count += 1
+                    heapq.heappush(self._heap, (due, self._count, member, header, payload))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    self._cond.wait(0.002 if self._heap else 0.1)
+                if self._stop:
+                    return
+                _due, _n, member, header, payload = heapq.heappop(self._heap)
+            for listener in member.media_listeners:
+                listener(header, payload)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(2)
+
+
+class FakeRooms:
+    def __init__(self, hub: Hub, user_id: int) -> None:
+        self.hub, self.user_id = hub, user_id
+        self.room: dict | None = {"number": "123456789"}
+        self.media_listeners: list = []
+        self.keyframe_listeners: list = []
+        self.keyframe_requests: list = []
+        self.subscriptions: list = []
+        self._seq: dict[int, int] = {}
+        hub.members[user_id] = self
+
+    def publish(self, kind, codec, payload, keyframe, capture_us) -> bool:
+        if self.room is None:
+            return False
+        seq = self._seq.get(kind, 0)
+        self._seq[kind] = seq + 1
+        if kind == MediaKind.CAMERA and seq in self.hub.drop_video_seqs:
+            return True                               # lost on the way
+        header = MediaHeader(self.user_id, int(kind), int(codec), FLAG_KEYFRAME if keyframe else 0, seq, capture_us)
+        self.hub.deliver(self.user_id, header, payload)
+        return True
+
+    def rejoin(self) -> None:
+        self._seq.clear()
+
+    def add_media_listener(self, fn) -> None:
+        self.media_listeners.append(fn)
+
+    def add_keyframe_listener(self, fn) -> None:
+        self.keyframe_listeners.append(fn)
+
+    def request_keyframe(self, user_id, kind) -> None:
+        self.keyframe_requests.append((user_id, kind))
+        for listener in self.hub.members[user_id].keyframe_listeners:
+            listener(kind)
+
+    def subscribe(self, user_id, kind, paused) -> None:
+        self.subscriptions.append((user_id, kind, paused))
+
+
+@pytest.fixture
+def hub():
+    h = Hub()
+    yield h
+    h.close()
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def start_publishers(rooms: FakeRooms, tone: float = 440.0):
+    video = VideoPublisher(rooms, TestPatternSource(PROFILE.width, PROFILE.height, PROFILE.fps), H264Encoder(PROFILE))
+    audio = AudioPublisher(rooms, ToneSource(tone))
+    return video.start(), audio.start()
+
+
+def test_a_member_sees_and_hears_another(hub):
+    alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
+    pictures = []
+    receiver = Receiver(bob, on_picture=lambda uid, kind, frame, cap: pictures.append(frame.to_ndarray(format="bgr24")))
+    video, audio = start_publishers(alice)
+    try:
+        wait_until(lambda: 1 in receiver.members and receiver.members[1].audio.decoded >= 25
+                   and receiver.members[1].video.get(MediaKind.CAMERA) is not None
+                   and receiver.members[1].video[MediaKind.CAMERA].stats.decoded >= 15)
+    finally:
+        video.stop()
+        audio.stop()
+    stream = receiver.members[1].video[MediaKind.CAMERA]
+    wait_until(lambda: stream.stats.decoded == video.stats.sent)
+    receiver.close()
+    assert stream.stats.skipped == 0 and stream.stats.gaps == 0
+    counters = [read_barcode(p) for p in pictures]
+    assert counters == list(range(len(counters))), "every picture decoded, in order, undamaged"
+    assert delay_percentiles(stream.stats.delays_ms)["p95"] < 150
+    assert receiver.speaking.get(1) is not None
+    assert receiver.frames_played > 0
+
+
+def test_loss_triggers_a_keyframe_request_and_recovery(hub):
+    alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
+    hub.drop_video_seqs = {10, 11}
+    pictures = []
+    receiver = Receiver(bob, on_picture=lambda uid, kind, frame, cap: pictures.append(read_barcode(
+        frame.to_ndarray(format="bgr24"))))
+    video = VideoPublisher(alice, TestPatternSource(320, 240, 15), H264Encoder(PROFILE)).start()
+    try:
+        wait_until(lambda: len(pictures) >= 25)
+    finally:
+        video.stop()
+    stream = receiver.members[1].video[MediaKind.CAMERA]
+    receiver.close()
+    assert bob.keyframe_requests and bob.keyframe_requests[0] == (1, MediaKind.CAMERA)
+    assert stream.stats.gaps == 1
+    assert pictures[:10] == list(range(10))
+    assert all(b > a for a, b in zip(pictures, pictures[1:])), "no damaged picture after the loss"
+    assert video.stats.keyframes >= 2, "the publisher answered the request with a keyframe"
+    # recovery within a few frames: request, keyframe, decode
+    assert pictures[10] <= 16
+
+
+def test_mute_stops_sending_and_local_mute_stops_mixing(hub):
+    alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
+    receiver = Receiver(bob)
+    audio = AudioPublisher(alice, ToneSource(440.0)).start()
+    try:
+        wait_until(lambda: 1 in receiver.members and receiver.members[1].audio.decoded >= 10)
+        assert receiver.last_played.any() or receiver.members[1].audio.decoded
+        receiver.members[1].audio.muted = True
+        time.sleep(0.2)
+        assert not receiver.last_played.any(), "a member muted locally is not mixed"
+        audio.muted = True
+        time.sleep(0.1)
+        sent = audio.stats.sent
+        time.sleep(0.3)
+        assert audio.stats.sent == sent, "a muted microphone sends nothing"
+    finally:
+        audio.stop()
+        receiver.close()
+
+
+def test_video_is_shown_in_sync_with_delayed_audio(hub):
+    """Audio takes 150 ms longer than video (as if its jitter buffer were deep): the pictures
+    wait for it, so the shown picture and the heard audio stay within 80 ms of each other."""
+    alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
+    hub.delay[MediaKind.MICROPHONE] = 0.16
+    receiver = Receiver(bob)
+    video, audio = start_publishers(alice)
+    audio_offsets, video_offsets = [], []
+    try:
+        wait_until(lambda: 1 in receiver.members and receiver.members[1].audio.decoded >= 10
+                   and MediaKind.CAMERA in receiver.members[1].video)
+        member = receiver.members[1]
+        stream = member.video[MediaKind.CAMERA]
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            shown = stream.video.pop_due()
+            now = time.time_ns() // 1000
+            if shown is not None:
+                video_offsets.append(now - shown[1])
+                audio_offsets.append(member.sync._offset_us)
+            time.sleep(0.005)
+    finally:
+        video.stop()
+        audio.stop()
+        receiver.close()
+    assert len(video_offsets) >= 15
+    skew_ms = [abs(v - a) / 1000 for v, a in zip(video_offsets, audio_offsets)]
+    assert np.percentile(skew_ms, 95) < 80, f"A/V skew p95 {np.percentile(skew_ms, 95):.1f} ms"
+    assert min(audio_offsets) > 150_000, "audio really was late; without sync video would lead by 150 ms"
+
+
+def test_pausing_a_stream_and_a_member_who_rejoins(hub):
+    alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
+    receiver = Receiver(bob)
+    video = VideoPublisher(alice, TestPatternSource(320, 240, 15), H264Encoder(PROFILE)).start()
+    try:
+        wait_until(lambda: 1 in receiver.members and MediaKind.CAMERA in receiver.members[1].video
+                   and receiver.members[1].video[MediaKind.CAMERA].stats.decoded >= 5)
+        receiver.set_paused(1, MediaKind.CAMERA, True)
+        assert bob.subscriptions == [(1, MediaKind.CAMERA, True)]
+        stream = receiver.members[1].video[MediaKind.CAMERA]
+        decoded = stream.stats.decoded
+        time.sleep(0.3)
+        assert stream.stats.decoded == decoded
+        receiver.set_paused(1, MediaKind.CAMERA, False)
+        wait_until(lambda: stream.stats.decoded >= decoded + 5)
+        # alice leaves and comes back: her numbering restarts, bob gets fresh decoders
+        alice.room = None
+        receiver.retain(set())
+        assert 1 not in receiver.members
+        time.sleep(0.2)
+        alice.rejoin()
+        alice.room = {"number": "123456789"}
+        wait_until(lambda: 1 in receiver.members and MediaKind.CAMERA in receiver.members[1].video
+                   and receiver.members[1].video[MediaKind.CAMERA].stats.decoded >= 5)
+        assert receiver.members[1].video[MediaKind.CAMERA].stats.skipped == 0, "the rejoin starts with a keyframe"
+    finally:
+        video.stop()
+        receiver.close()
