@@ -37,7 +37,7 @@ class App:
         root.title("Real-Time Meeting")
         root.minsize(380, 420)
         self.bridge = UiBridge(root)
-        self.media_factory = None
+        self.media_factory = self._make_media
         self.kernel: ClientKernel | None = None
         self.view: tk.Widget | None = None
         self.login_view: LoginView | None = None
@@ -104,6 +104,11 @@ class App:
         from .meeting_window import MeetingWindow
         self.meeting = MeetingWindow(self.root, self, room, media_factory=self.media_factory)
         return self.meeting
+
+    def _make_media(self, window):
+        from .meeting_media import MeetingMedia
+        return MeetingMedia(window, camera=self.settings.camera, microphone=self.settings.microphone,
+                            speakers=self.settings.speakers)
 
     def meeting_closed(self, window) -> None:
         if self.meeting is window:

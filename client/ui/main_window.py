@@ -5,10 +5,18 @@ import tkinter as tk
 from tkinter import ttk
 from typing import TYPE_CHECKING
 
-from .widgets import COLORS, FONT, AvatarCache
+from common.validation import normalize_phone
+from common.errors import ApiError
+
+from .widgets import COLORS, FONT, AvatarCache, Badge, ScrollFrame, confirm, describe_error, format_clock
 
 if TYPE_CHECKING:
     from .app import App
+
+
+def preview(text: str, limit: int = 38) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 class MainWindow(ttk.Frame):
@@ -17,14 +25,36 @@ class MainWindow(ttk.Frame):
         self.app = app
         self.kernel = app.kernel
         self.bridge = app.bridge
-        self.avatars = AvatarCache(self)
+        self.me = int(self.kernel.user["id"])
+        self.avatars = AvatarCache(self, loader=self.kernel.profile.avatar_png, fetch=self.bridge.call,
+                                   on_loaded=self._schedule_render)
+        self.friends: list[dict] = self.kernel.friends.friend_list()
+        self.incoming: list[dict] = list(self.kernel.friends.incoming.values())
+        self.outgoing: list[dict] = list(self.kernel.friends.outgoing.values())
+        self.unread: dict[int, int] = {}
+        self.last: dict[int, dict] = {}          # peer -> newest message seen
+        self._last_asked: set[int] = set()
+        self.rows: dict[int, tk.Frame] = {}
+        self.badges: dict[int, Badge] = {}
+        self.chats: dict[int, object] = {}       # peer -> ChatWindow
+        self.profile_window = None
         self._subscriptions: list[tuple[str, object]] = []
         self._notice_after: str | None = None
+        self._render_after: str | None = None
         self._build()
-        for kind, handler in (("disconnected", self._on_disconnected), ("reconnecting", self._on_reconnecting),
-                              ("reconnected", self._on_reconnected), ("going_away", self._on_going_away)):
+        for kind, handler in (
+                ("disconnected", self._on_disconnected), ("reconnecting", self._on_reconnecting),
+                ("reconnected", self._on_reconnected), ("going_away", self._on_going_away),
+                ("friends_changed", self._on_friends), ("friend_requests_changed", self._on_requests),
+                ("friend_request", self._on_friend_request), ("friend_answer", self._on_friend_answer),
+                ("friend_online", self._on_presence), ("friend_offline", self._on_presence),
+                ("friend_removed", self._on_friend_removed), ("profile_changed", self._on_profile),
+                ("chat_message", self._on_chat_message), ("chat_sent", self._on_chat_sent),
+                ("file_offer", self._on_file_offer)):
             self._subscribe(kind, handler)
         self.bind("<Destroy>", self._on_destroy, add="+")
+        self.render_friends()
+        self.render_requests()
 
     def _subscribe(self, kind: str, handler) -> None:
         self._subscriptions.append((kind, self.bridge.subscribe(kind, handler)))
@@ -49,8 +79,12 @@ class MainWindow(ttk.Frame):
         self.me_signature = tk.Label(names, background=COLORS["header"], foreground="#aeb8cc", anchor="w",
                                      font=(FONT, 9), cursor="hand2")
         self.me_signature.pack(fill="x")
+        for widget in (self.me_avatar, names, self.me_name, self.me_signature):
+            widget.bind("<Button-1>", lambda e: self.open_profile())
         self.menu_button = ttk.Menubutton(header, text="☰", style="TButton", width=2)
         self.menu = tk.Menu(self.menu_button, tearoff=False)
+        self.menu.add_command(label="Profile and settings…", command=self.open_profile)
+        self.menu.add_separator()
         self.menu.add_command(label="Log out", command=self.app.logout)
         self.menu_button["menu"] = self.menu
         self.menu_button.pack(side="right", padx=12)
@@ -67,15 +101,331 @@ class MainWindow(ttk.Frame):
                                               command=lambda: self.app.start_meeting("join"))
         self.new_meeting_button.pack(side="left", fill="x", expand=True)
         self.join_meeting_button.pack(side="left", fill="x", expand=True, padx=(8, 0))
+
+        ttk.Label(self.body, text="ADD A FRIEND", style="Section.TLabel").pack(anchor="w", pady=(14, 2))
+        add = ttk.Frame(self.body)
+        add.pack(fill="x")
+        self.add_entry = ttk.Entry(add)
+        self.add_entry.pack(side="left", fill="x", expand=True)
+        self.add_entry.bind("<Return>", lambda e: self.add_friend())
+        self.add_button = ttk.Button(add, text="Add", command=self.add_friend)
+        self.add_button.pack(side="left", padx=(6, 0))
+        self.add_info = ttk.Label(self.body, text="Enter their phone number", style="Muted.TLabel", font=(FONT, 9))
+        self.add_info.pack(anchor="w")
+
+        self.requests_box = ttk.Frame(self.body)
+        self.friends_title = ttk.Label(self.body, text="FRIENDS", style="Section.TLabel")
+        self.friends_title.pack(anchor="w", pady=(12, 2))
+        self.list = ScrollFrame(self.body, background="#e9ecf1")
+        self.list.pack(fill="both", expand=True)
+        self.empty_label = tk.Label(self.list.inner, text="No friends yet.\nAdd one by phone number above.",
+                                    background=COLORS["panel"], foreground=COLORS["muted"], pady=30)
         self.refresh_me()
         self.show_state()
 
     def refresh_me(self) -> None:
         user = self.kernel.user or {}
-        photo = self.avatars.get(user, 48)
-        self.me_avatar.configure(image=photo)
+        self.me_avatar.configure(image=self.avatars.get(user, 48))
         self.me_name.configure(text=user.get("nickname", ""))
         self.me_signature.configure(text=user.get("signature") or "Click to set a signature")
+
+    # -- friend list ------------------------------------------------------------------------------
+    def sorted_friends(self) -> list[dict]:
+        return sorted(self.friends, key=lambda f: (not f.get("online"), f.get("nickname", "").lower()))
+
+    def _schedule_render(self) -> None:
+        if self._render_after is None:
+            self._render_after = self.after(30, self._render_now)
+
+    def _render_now(self) -> None:
+        self._render_after = None
+        self.refresh_me()
+        self.render_friends()
+        self.render_requests()
+
+    def render_friends(self) -> None:
+        for row in self.rows.values():
+            row.destroy()
+        self.rows.clear()
+        self.badges.clear()
+        online = sum(1 for f in self.friends if f.get("online"))
+        self.friends_title.configure(text=f"FRIENDS — {online} ONLINE OF {len(self.friends)}" if self.friends
+                                     else "FRIENDS")
+        if not self.friends:
+            self.empty_label.pack(fill="x")
+            return
+        self.empty_label.pack_forget()
+        for friend in self.sorted_friends():
+            self.rows[friend["id"]] = self._friend_row(friend)
+        self._ask_last_messages()
+
+    def _friend_row(self, friend: dict) -> tk.Frame:
+        uid = friend["id"]
+        bg = COLORS["panel"]
+        row = tk.Frame(self.list.inner, background=bg, padx=10, pady=7, cursor="hand2")
+        row.pack(fill="x", pady=(0, 1))     # the list's grey shows through as a divider
+        avatar = tk.Label(row, image=self.avatars.get(friend, 40, online=bool(friend.get("online"))), background=bg)
+        avatar.pack(side="left")
+        text = tk.Frame(row, background=bg)
+        text.pack(side="left", fill="x", expand=True, padx=(10, 0))
+        top = tk.Frame(text, background=bg)
+        top.pack(fill="x")
+        name = tk.Label(top, text=friend.get("nickname", "?"), background=bg, font=(FONT, 10, "bold"),
+                        foreground=COLORS["text"] if friend.get("online") else "#5d6678", anchor="w")
+        name.pack(side="left")
+        last = self.last.get(uid)
+        when = tk.Label(top, text=format_clock(last.get("time")) if last else "", background=bg,
+                        foreground=COLORS["muted"], font=(FONT, 8))
+        when.pack(side="right")
+        bottom = tk.Frame(text, background=bg)
+        bottom.pack(fill="x")
+        if last:
+            line = ("You: " if last["from"] == self.me else "") + preview(last.get("text", ""))
+        else:
+            line = friend.get("signature") or ("online" if friend.get("online") else "offline")
+        sub = tk.Label(bottom, text=line, background=bg, foreground=COLORS["muted"], font=(FONT, 9), anchor="w")
+        sub.pack(side="left", fill="x", expand=True)
+        badge = Badge(bottom, background=bg)
+        badge.set(self.unread.get(uid, 0))
+        badge.pack(side="right")
+        self.badges[uid] = badge
+        row.preview = sub  # type: ignore[attr-defined]
+        row.name_label = name  # type: ignore[attr-defined]
+        menu = tk.Menu(row, tearoff=False)
+        menu.add_command(label="Send message", command=lambda: self.open_chat(uid))
+        menu.add_command(label="Send file…", command=lambda: self.open_chat(uid).choose_file())
+        menu.add_separator()
+        menu.add_command(label="Delete friend…", command=lambda: self.delete_friend(uid))
+        row.menu = menu  # type: ignore[attr-defined]
+        for widget in (row, avatar, text, top, name, when, bottom, sub, badge):
+            widget.bind("<Button-1>", lambda e: self.open_chat(uid))
+            widget.bind("<Button-3>", lambda e: menu.tk_popup(e.x_root, e.y_root))
+            widget.bind("<Enter>", lambda e: self._hover(row, True))
+            widget.bind("<Leave>", lambda e: self._hover(row, False))
+            self.list.bind_wheel(widget)
+        return row
+
+    def _hover(self, row: tk.Frame, on: bool) -> None:
+        colour = COLORS["select"] if on else COLORS["panel"]
+        stack = [row]
+        while stack:
+            widget = stack.pop()
+            try:
+                widget.configure(background=colour)
+            except tk.TclError:
+                pass
+            stack.extend(widget.winfo_children())
+
+    def _ask_last_messages(self) -> None:
+        """The newest message of each conversation, for the previews (once per friend)."""
+        for friend in self.friends:
+            uid = friend["id"]
+            if uid in self._last_asked or uid in self.last:
+                continue
+            self._last_asked.add(uid)
+
+            def done(reply: dict, uid: int = uid) -> None:
+                if reply.get("messages"):
+                    self._set_last(uid, reply["messages"][-1])
+            self.bridge.call(self.kernel.chat.history, uid, None, 1, on_done=done,
+                             on_error=lambda exc, uid=uid: self._last_asked.discard(uid))
+
+    def _set_last(self, peer: int, message: dict) -> None:
+        known = self.last.get(peer)
+        if known is None or message.get("id", 0) >= known.get("id", 0):
+            self.last[peer] = message
+            self._schedule_render()
+
+    def set_unread(self, peer: int, count: int) -> None:
+        self.unread[peer] = count
+        badge = self.badges.get(peer)
+        if badge is not None:
+            badge.set(count)
+
+    def friend(self, user_id: int) -> dict | None:
+        return next((f for f in self.friends if f["id"] == user_id), None)
+
+    # -- requests -----------------------------------------------------------------------------------
+    def render_requests(self) -> None:
+        for child in self.requests_box.winfo_children():
+            child.destroy()
+        if not self.incoming and not self.outgoing:
+            self.requests_box.pack_forget()
+            return
+        self.requests_box.pack(fill="x", before=self.friends_title)
+        ttk.Label(self.requests_box, text="FRIEND REQUESTS", style="Section.TLabel").pack(anchor="w", pady=(12, 2))
+        for request in sorted(self.incoming, key=lambda r: r["id"]):
+            user = request.get("user") or {"id": request["from"], "nickname": "?"}
+            row = tk.Frame(self.requests_box, background="#fffaf0", padx=10, pady=7,
+                           highlightthickness=1, highlightbackground="#f3e3bf")
+            row.pack(fill="x", pady=(0, 4))
+            tk.Label(row, image=self.avatars.get(user, 32), background="#fffaf0").pack(side="left")
+            text = tk.Frame(row, background="#fffaf0")
+            text.pack(side="left", fill="x", expand=True, padx=(8, 0))
+            tk.Label(text, text=f"{user.get('nickname', '?')} wants to be your friend", background="#fffaf0",
+                     font=(FONT, 9, "bold"), anchor="w").pack(fill="x")
+            if request.get("greeting"):
+                tk.Label(text, text=f"“{preview(request['greeting'], 40)}”", background="#fffaf0",
+                         foreground=COLORS["muted"], font=(FONT, 9), anchor="w").pack(fill="x")
+            refuse = ttk.Button(row, text="Refuse", command=lambda r=request: self.answer(r, False))
+            accept = ttk.Button(row, text="Accept", style="Accent.TButton", command=lambda r=request: self.answer(r, True))
+            refuse.pack(side="right")
+            accept.pack(side="right", padx=(0, 4))
+            row.accept, row.refuse, row.request = accept, refuse, request  # type: ignore[attr-defined]
+        for request in sorted(self.outgoing, key=lambda r: r["id"]):
+            user = request.get("user") or {"nickname": "?"}
+            ttk.Label(self.requests_box, text=f"Waiting for {user.get('nickname', '?')} to accept…",
+                      style="Muted.TLabel", font=(FONT, 9)).pack(anchor="w")
+
+    def request_rows(self) -> list[tk.Frame]:
+        return [w for w in self.requests_box.winfo_children() if hasattr(w, "request")]
+
+    def answer(self, request: dict, accept: bool) -> None:
+        nickname = (request.get("user") or {}).get("nickname", "?")
+        self.bridge.call(self.kernel.friends.answer, request["id"], accept,
+                         on_done=lambda _r: self.notify(f"You and {nickname} are now friends" if accept
+                                                        else f"Request from {nickname} refused"),
+                         on_error=lambda exc: self.notify(describe_error(exc)))
+
+    def add_friend(self) -> None:
+        raw = self.add_entry.get()
+        try:
+            phone = normalize_phone(raw)
+        except ApiError as exc:
+            self.add_info.configure(text=describe_error(exc), style="Error.TLabel")
+            return
+        self.add_button.configure(state="disabled")
+        self.add_info.configure(text="Sending request…", style="Muted.TLabel")
+
+        def done(reply: dict) -> None:
+            self.add_button.configure(state="normal")
+            self.add_entry.delete(0, "end")
+            if reply.get("status") == "friends":
+                self.add_info.configure(text="You are now friends", style="Muted.TLabel", foreground=COLORS["online"])
+            else:
+                self.add_info.configure(text="Request sent; waiting for them to accept", style="Muted.TLabel",
+                                        foreground=COLORS["online"])
+
+        def failed(exc: BaseException) -> None:
+            self.add_button.configure(state="normal")
+            self.add_info.configure(text=describe_error(exc), style="Error.TLabel", foreground=COLORS["danger"])
+        self.bridge.call(self.kernel.friends.add, None, phone, on_done=done, on_error=failed)
+
+    def delete_friend(self, user_id: int) -> None:
+        friend = self.friend(user_id) or {"nickname": "this friend"}
+        nickname = friend.get("nickname", "?")
+        confirm(self, "Delete friend", f"Remove {nickname} from your friends? Your chat history stays.",
+                "Delete", lambda: self.bridge.call(self.kernel.friends.remove, user_id,
+                                                   on_done=lambda _r: self.notify(f"{nickname} was removed"),
+                                                   on_error=lambda exc: self.notify(describe_error(exc))))
+
+    # -- chat and profile windows ---------------------------------------------------------------------
+    def open_chat(self, user_id: int):
+        from .chat_window import ChatWindow
+        window = self.chats.get(user_id)
+        if window is None or not window.winfo_exists():
+            friend = self.friend(user_id) or {"id": user_id, "nickname": "?"}
+            window = ChatWindow(self.app.root, self, friend)
+            self.chats[user_id] = window
+        else:
+            window.deiconify()
+            window.lift()
+        self.set_unread(user_id, 0)
+        return window
+
+    def chat_closed(self, user_id: int) -> None:
+        self.chats.pop(user_id, None)
+
+    def open_profile(self):
+        from .profile import ProfileWindow
+        if self.profile_window is None or not self.profile_window.winfo_exists():
+            self.profile_window = ProfileWindow(self.app.root, self)
+        else:
+            self.profile_window.lift()
+        return self.profile_window
+
+    def close_children(self) -> None:
+        """Close the windows this one opened (chats, meeting, profile)."""
+        if self.app.meeting is not None:
+            self.app.meeting.close()
+        for window in list(self.chats.values()):
+            if window.winfo_exists():
+                window.close()
+        self.chats.clear()
+        if self.profile_window is not None and self.profile_window.winfo_exists():
+            self.profile_window.destroy()
+
+    # -- events ---------------------------------------------------------------------------------------
+    def _on_friends(self, event) -> None:
+        self.friends = list(event.data.get("friends", []))
+        for peer, window in self.chats.items():
+            friend = self.friend(peer)
+            if friend is not None and window.winfo_exists():
+                window.set_friend(friend)
+        self._schedule_render()
+
+    def _on_requests(self, event) -> None:
+        self.incoming = list(event.data.get("incoming", []))
+        self.outgoing = list(event.data.get("outgoing", []))
+        self._schedule_render()
+
+    def _on_friend_request(self, event) -> None:
+        user = event.data["request"].get("user") or {}
+        self.notify(f"New friend request from {user.get('nickname', '?')}")
+
+    def _on_friend_answer(self, event) -> None:
+        user = event.data.get("user") or {}
+        verb = "accepted" if event.data.get("accepted") else "refused"
+        self.notify(f"{user.get('nickname', '?')} {verb} your friend request")
+
+    def _on_presence(self, event) -> None:
+        uid = event.data["user_id"]
+        online = event.kind == "friend_online"
+        friend = self.friend(uid)
+        if friend is None:
+            return
+        friend["online"] = online
+        self.notify(f"{friend.get('nickname', '?')} {'came online' if online else 'went offline'}")
+        window = self.chats.get(uid)
+        if window is not None and window.winfo_exists():
+            window.set_friend(friend)
+        self._schedule_render()
+
+    def _on_friend_removed(self, event) -> None:
+        window = self.chats.get(event.data["user_id"])
+        if window is not None and window.winfo_exists():
+            window.friend_removed()
+
+    def _on_profile(self, event) -> None:
+        user = event.data.get("user") or {}
+        if user.get("id") == self.me:
+            self.app.root.title(f"Real-Time Meeting — {user.get('nickname', '')}")
+        self._schedule_render()
+
+    def _on_chat_message(self, event) -> None:
+        message = event.data["message"]
+        peer = message["to"] if message["from"] == self.me else message["from"]
+        self._set_last(peer, message)
+        if message["from"] == self.me or message.get("read_at"):
+            return
+        window = self.chats.get(peer)
+        if window is not None and window.winfo_exists():
+            return                      # the open window shows it and marks it read
+        self.set_unread(peer, self.unread.get(peer, 0) + 1)
+        if not event.data.get("backlog"):
+            friend = self.friend(peer) or {}
+            self.notify(f"{friend.get('nickname', '?')}: {preview(message.get('text', ''), 40)}")
+
+    def _on_chat_sent(self, event) -> None:
+        message = event.data["message"]
+        self._set_last(message["to"], message)
+
+    def _on_file_offer(self, event) -> None:
+        peer = event.data["from"]
+        window = self.chats.get(peer)
+        if window is None or not window.winfo_exists():
+            self.set_unread(peer, self.unread.get(peer, 0) + 1)
+            self.notify(f"{event.data.get('from_nickname') or 'A friend'} wants to send you {event.data['name']}")
 
     # -- connection state and notices ------------------------------------------------------------
     def show_state(self) -> None:
@@ -99,6 +449,9 @@ class MainWindow(ttk.Frame):
         self.show_state()
 
     def _on_disconnected(self, event) -> None:
+        if self._notice_after is not None:
+            self.after_cancel(self._notice_after)
+            self._notice_after = None
         self.show_state()
 
     def _on_reconnecting(self, event) -> None:
@@ -111,8 +464,3 @@ class MainWindow(ttk.Frame):
 
     def _on_going_away(self, event) -> None:
         self.notify("The server is restarting; reconnecting shortly…", 4.0)
-
-    def close_children(self) -> None:
-        """Close the windows this one opened (chats, meeting, profile)."""
-        if self.app.meeting is not None:
-            self.app.meeting.close()

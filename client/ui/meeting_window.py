@@ -54,6 +54,7 @@ class MeetingWindow(tk.Toplevel):
         self.render_members(room)
         self._send_media_state()
         self._tick_clock()
+        self._tick_speakers()
 
     # -- layout ---------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -146,6 +147,18 @@ class MeetingWindow(tk.Toplevel):
         self.clock_label.configure(text=f"{elapsed // 3600:d}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
                                    if elapsed >= 3600 else f"{elapsed // 60:02d}:{elapsed % 60:02d}")
         self.after(1000, self._tick_clock)
+
+    def _tick_speakers(self) -> None:
+        """Rings on the tiles of who is talking (voice activity from the media pipeline)."""
+        if self.closed:
+            return
+        if self.media is not None:
+            talking = self.media.speaking()
+            active = self.media.active_speaker()
+            for (uid, kind), tile in self.grid_view.tiles.items():
+                tile.set_speaking(kind == MediaKind.CAMERA and (talking.get(uid, False) or uid == active)
+                                  and not tile.muted)
+        self.after(200, self._tick_speakers)
 
     def show_notice(self, text: str) -> None:
         self.notice.configure(text=text)

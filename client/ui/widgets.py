@@ -171,29 +171,65 @@ def with_presence_dot(img: Image.Image, online: bool) -> Image.Image:
 
 
 class AvatarCache:
-    """PhotoImages for avatars, keyed by (user, version, size, presence).
+    """PhotoImages for avatars, keyed by (user, picture, size, presence).
 
-    ``loader(user) -> bytes | None`` returns the picture bytes (built-in or custom, from the core's
-    cache); without one, or when it returns None, the avatar is the user's initial on a disc.
-    Tk needs PhotoImages to stay referenced, which this cache also does.
+    ``loader(user) -> bytes`` gives the picture (``kernel.profile.avatar_png``). Built-in
+    pictures are local and loaded at once; a user's own picture may need a request, so it is
+    fetched through ``fetch(fn, user, on_done)`` off the Tk thread, the initial is shown
+    meanwhile, and ``on_loaded()`` asks the window to redraw. Tk needs PhotoImages to stay
+    referenced, which this cache also does.
     """
 
-    def __init__(self, master: tk.Misc, loader: Callable[[dict], bytes | None] | None = None) -> None:
+    def __init__(self, master: tk.Misc, loader: Callable[[dict], bytes] | None = None,
+                 fetch: Callable[..., object] | None = None, on_loaded: Callable[[], None] | None = None) -> None:
         self.master = master
         self.loader = loader
+        self.fetch = fetch
+        self.on_loaded = on_loaded
+        self._pictures: dict[tuple, bytes | None] = {}
+        self._fetching: set[tuple] = set()
         self._images: dict[tuple, ImageTk.PhotoImage] = {}
 
-    def get(self, user: dict, size: int, online: bool | None = None) -> ImageTk.PhotoImage:
+    @staticmethod
+    def _picture_key(user: dict) -> tuple:
         avatar = user.get("avatar") or {}
-        key = (user.get("id"), user.get("nickname"), avatar.get("builtin"), avatar.get("version"), size, online)
+        return (user.get("id"), int(avatar.get("builtin", 0) or 0), int(avatar.get("version", 0) or 0))
+
+    def _picture(self, user: dict) -> bytes | None:
+        key = self._picture_key(user)
+        if key in self._pictures or self.loader is None or user.get("id") is None:
+            return self._pictures.get(key)
+        if key[1] > 0 or key[2] == 0 or self.fetch is None:      # built-in: a local file
+            try:
+                self._pictures[key] = self.loader(user)
+            except Exception:
+                self._pictures[key] = None
+            return self._pictures[key]
+        if key not in self._fetching:
+            self._fetching.add(key)
+
+            def done(data: bytes) -> None:
+                self._fetching.discard(key)
+                self._pictures[key] = data
+                if self.on_loaded is not None:
+                    self.on_loaded()
+
+            def failed(_exc: BaseException) -> None:
+                self._fetching.discard(key)
+                self._pictures[key] = None
+            self.fetch(self.loader, dict(user), on_done=done, on_error=failed)
+        return None
+
+    def get(self, user: dict, size: int, online: bool | None = None) -> ImageTk.PhotoImage:
+        picture_key = self._picture_key(user)
+        data = self._picture(user)
+        key = (picture_key, user.get("nickname"), data is not None, size, online)
         photo = self._images.get(key)
         if photo is None:
             img = None
-            if self.loader is not None:
+            if data:
                 try:
-                    data = self.loader(user)
-                    if data:
-                        img = round_avatar(data, size)
+                    img = round_avatar(data, size)
                 except Exception:
                     img = None
             if img is None:
@@ -203,10 +239,6 @@ class AvatarCache:
             photo = ImageTk.PhotoImage(img, master=self.master)
             self._images[key] = photo
         return photo
-
-    def forget(self, user_id: int) -> None:
-        for key in [k for k in self._images if k[0] == user_id]:
-            del self._images[key]
 
 
 # -- small widgets ---------------------------------------------------------------------------------
