@@ -219,3 +219,35 @@ def test_removing_someone_elses_friendship_is_refused(trio_plain, server):
     # C "removes" B (naming A as the owner): C has no such friend.
     assert refused(c, PacketType.FRIEND_REMOVE, {"user_id": uid(b), "owner": uid(a)}) == ErrorCode.NOT_FRIENDS
     assert server.server.storage.are_friends(uid(a), uid(b))
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+def offer(client: TestClient, to: int, name: str = "plan.txt") -> dict:
+    return client.kernel.request(PacketType.FILE_OFFER, {"to": to, "name": name, "size": 1000, "sha256": "ab" * 32})
+
+
+def test_files_only_between_friends_and_only_for_the_two_of_them(trio_plain, server):
+    a, b, c = trio_plain
+    assert refused(c, PacketType.FILE_OFFER, {"to": uid(a), "name": "x.txt", "size": 10,
+                                              "sha256": "ab" * 32}) == ErrorCode.NOT_FRIENDS
+    transfer = offer(a, uid(b))["transfer_id"]
+    b.kernel.request(PacketType.HEARTBEAT, {})
+    # C knows the transfer id and still cannot touch it or see it.
+    for ptype, body in ((PacketType.FILE_ANSWER, {"transfer_id": transfer, "accept": True}),
+                        (PacketType.FILE_CANCEL, {"transfer_id": transfer}),
+                        (PacketType.FILE_RESUME, {"transfer_id": transfer, "offset": 0})):
+        assert refused(c, ptype, body) == ErrorCode.NO_SUCH_TRANSFER, ptype.name
+    assert c.kernel.request(PacketType.FILE_PENDING, {})["transfers"] == []
+    # The sender cannot answer its own offer for the recipient.
+    assert refused(a, PacketType.FILE_ANSWER, {"transfer_id": transfer, "accept": True}) == ErrorCode.NO_SUCH_TRANSFER
+    # The offer is intact for B, who accepts it.
+    pending = b.kernel.request(PacketType.FILE_PENDING, {})["transfers"]
+    assert [t["transfer_id"] for t in pending] == [transfer]
+    assert b.kernel.request(PacketType.FILE_ANSWER, {"transfer_id": transfer, "accept": True})["accepted"]
+    # C injects a chunk into the accepted transfer: it is dropped, not relayed.
+    dropped = server.server.status()["file_chunks_dropped"]
+    c.kernel.send_binary(PacketType.FILE_CHUNK, bytes.fromhex(transfer) + (0).to_bytes(8, "big") + b"evil" * 10)
+    c.kernel.request(PacketType.HEARTBEAT, {})
+    assert server.server.status()["file_chunks_dropped"] == dropped + 1
+    a.kernel.request(PacketType.FILE_CANCEL, {"transfer_id": transfer})

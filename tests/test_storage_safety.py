@@ -11,6 +11,7 @@ import pytest
 
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
+from server.storage.files import FileRecord
 from server.storage.messages import insert_message_tx
 from tests import helpers
 from tests.helpers import start_server, unique_phone
@@ -138,6 +139,15 @@ def test_messages_round_trip(storage):
     for message in sent:
         got = storage.get_message(message.id)
         assert got.body == message.body and got.client_msg_id == message.client_msg_id
+
+
+def test_file_names_round_trip(storage):
+    alice, bob = make_users(storage, 2)
+    for i, name in enumerate(NASTY):
+        storage.create_file(FileRecord(f"{i:032x}", alice, bob, name, 10, "0" * 64, "offered", 0,
+                                       now_ms(), now_ms() + 60_000))
+    for i, name in enumerate(NASTY):
+        assert storage.get_file(f"{i:032x}").name == name
 
 
 def test_friend_request_greetings_round_trip(storage):
