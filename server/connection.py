@@ -29,6 +29,7 @@ READ_BUDGET = 4 * 1024 * 1024     # bytes read per wake-up before yielding to ot
 MAX_INBOX = 64                    # frames waiting behind a busy handler before reading pauses
 MAX_INBOX_BEFORE_LOGIN = 4        # the same before login: an anonymous peer cannot queue much
 MAX_VIOLATIONS = 20               # protocol errors before the peer is dropped
+LINGER = 2.0                      # seconds a graceful close waits for the peer's end of stream
 
 
 class Connection:
@@ -50,6 +51,7 @@ class Connection:
         self.hello_version = 0
         self.closed = False
         self.closing = False
+        self.lingering = False
         self.close_reason = ""
         self.created = time.monotonic()
         self.last_recv = self.created
@@ -81,6 +83,8 @@ class Connection:
     @property
     def reading_paused(self) -> bool:
         inbox_limit = MAX_INBOX if self.user_id is not None else MAX_INBOX_BEFORE_LOGIN
+        if self.lingering:
+            return False
         return (self.closing or len(self.inbox) >= inbox_limit
                 or self.out_size > self.server.config.output_high_water)
 
@@ -125,6 +129,9 @@ class Connection:
 
     # -- reading ------------------------------------------------------------------------------------
     def on_readable(self) -> None:
+        if self.lingering:
+            self._discard_input()
+            return
         if self.handshaking:
             self._do_handshake()
             if self.handshaking or self.closed:
@@ -180,7 +187,7 @@ class Connection:
     def send(self, data: bytes) -> None:
         """Queue bytes for the peer (reactor thread only). Never drops: a peer that lets its
         queue pass the hard limit is disconnected instead."""
-        if self.closed:
+        if self.closed or self.lingering:   # lingering: our end of the stream is already sent
             return
         self.out.append(memoryview(data))
         self.out_size += len(data)
@@ -229,7 +236,7 @@ class Connection:
             for callback in list(self.drain_callbacks):
                 callback(self)
         if self.closing and not self.out:
-            self.close(self.close_reason)
+            self._linger(self.close_reason)
 
     # -- closing ------------------------------------------------------------------------------------
     def close_after_flush(self, reason: str, deadline: float = 5.0) -> None:
@@ -239,10 +246,40 @@ class Connection:
         self.closing = True
         self.close_reason = reason
         if not self.out:
-            self.close(reason)
+            self._linger(reason)
             return
         self.server.reactor.call_later(deadline, self.close, reason + " (flush deadline)")
         self._update_interest()
+
+    def _linger(self, reason: str) -> None:
+        """Everything queued is sent: send our end of stream, then read and discard until the
+        peer closes too (at most LINGER s). Closing at once while the peer is still sending
+        would answer its data with a reset, which can destroy the last packets we sent
+        (GOING_AWAY, KICKED) before the peer reads them."""
+        if self.closed or self.lingering:
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close(reason)
+            return
+        self.lingering = True
+        self.server.reactor.call_later(LINGER, self.close, reason)
+        self._update_interest()
+
+    def _discard_input(self) -> None:
+        for _ in range(16):
+            try:
+                data = self.sock.recv(READ_CHUNK)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except (OSError, ssl.SSLError):
+                break
+            if not data:
+                break
+        else:
+            return
+        self.close(self.close_reason)
 
     def close(self, reason: str) -> None:
         if self.closed:

@@ -226,3 +226,131 @@ def test_systemd_unit_verifies(tmp_path):
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "User=meeting",
                  "StateDirectory=real-time-meeting", "ProtectSystem=strict", "NoNewPrivileges=yes"):
         assert line in shipped
+
+
+def test_sigterm_while_clients_chat_and_transfer_loses_no_acknowledged_message(tmp_path):
+    """SIGTERM in the middle of a chat flood and a file transfer: the server exits 0 within the
+    stop timeout, every client is told GOING_AWAY, every message acknowledged to its sender is
+    in the database, and the interrupted transfer is still known after a restart."""
+    import asyncio
+    import hashlib
+    import json as jsonlib
+    import sqlite3
+
+    from client.loadtest.metrics import Metrics
+    from client.loadtest.sim import SimClient
+    from common.packets import PacketType
+    from tests.helpers import unique_phone
+    from tests.server_process import ServerProcess
+
+    db_path = tmp_path / "meeting.db"
+    server = ServerProcess(f"sqlite:///{db_path}", tmp_path, env={"MEETING_MESSAGES_PER_MINUTE": "0"})
+    metrics = Metrics(time.monotonic())
+    acked: dict[str, int] = {}
+    file_size = 256 * 1024 * 1024   # far more than can move before the signal
+
+    async def logged_in(port: int, nickname: str, phone: str | None = None) -> SimClient:
+        client = SimClient(metrics, phone or unique_phone(), nickname)
+        await client.connect("127.0.0.1", port)
+        await client.hello()
+        await client.register_and_login()
+        return client
+
+    async def befriend(a: SimClient, b: SimClient) -> None:
+        await a.request(PacketType.FRIEND_REQUEST, {"user_id": b.user["id"]})
+        await b.request(PacketType.FRIEND_REQUEST, {"user_id": a.user["id"]})
+
+    async def scenario(port: int) -> tuple[list[SimClient], str]:
+        alice, bob, carol, dave = [await logged_in(port, name) for name in ("alice", "bob", "carol", "dave")]
+        await befriend(alice, bob)
+        await befriend(carol, dave)
+        going_away = {c.nickname: asyncio.get_running_loop().create_future() for c in (alice, bob, carol, dave)}
+        for client in (alice, bob, carol, dave):
+            client.handlers[PacketType.GOING_AWAY] = (
+                lambda frame, c=client: going_away[c.nickname].done() or going_away[c.nickname].set_result(True))
+
+        async def chat_lane(lane: int) -> None:
+            seq = 0
+            while alice.connected:
+                seq += 1
+                key = f"term.{lane}.{seq}"
+                try:
+                    reply = await alice.request(PacketType.CHAT_SEND, {"to": bob.user["id"], "text": f"m {key}",
+                                                                       "client_msg_id": key}, timeout=20)
+                except Exception:
+                    return          # not acknowledged: the client would re-send it after reconnecting
+                acked[key] = reply["id"]
+
+        accepted = asyncio.get_running_loop().create_future()
+        dave.handlers[PacketType.FILE_OFFER_EVENT] = lambda frame: asyncio.ensure_future(dave.request(
+            PacketType.FILE_ANSWER, {"transfer_id": jsonlib.loads(frame.body)["transfer_id"], "accept": True}))
+        carol.handlers[PacketType.FILE_ANSWER_EVENT] = lambda frame: accepted.done() or accepted.set_result(True)
+        confirmed = [0]
+        carol.handlers[PacketType.FILE_ACK] = lambda frame: confirmed.__setitem__(
+            0, max(confirmed[0], jsonlib.loads(frame.body)["offset"]))
+        dave_got = [0]
+
+        def on_chunk(frame) -> None:
+            dave_got[0] += len(frame.body) - 24
+            dave.send(PacketType.FILE_ACK, {"transfer_id": transfer_id, "offset": dave_got[0]})
+        dave.handlers[PacketType.FILE_CHUNK] = on_chunk
+        chunk = os.urandom(256 * 1024)
+        offer = await carol.request(PacketType.FILE_OFFER, {"to": dave.user["id"], "name": "big.bin",
+                                                            "size": file_size, "sha256": hashlib.sha256(b"").hexdigest()})
+        transfer_id = offer["transfer_id"]
+        await asyncio.wait_for(accepted, 10)
+
+        async def send_file() -> None:
+            from common import frame as wire
+            offset, raw = 0, bytes.fromhex(transfer_id)
+            while carol.connected and offset < file_size:
+                if offset + len(chunk) - confirmed[0] > offer["window"]:
+                    await asyncio.sleep(0.002)
+                    continue
+                await carol.writable()
+                carol.send_frame(wire.encode_frame(PacketType.FILE_CHUNK, raw + offset.to_bytes(8, "big") + chunk))
+                offset += len(chunk)
+
+        lanes = [asyncio.create_task(chat_lane(i)) for i in range(4)]
+        sender = asyncio.create_task(send_file())
+        while len(acked) < 200 or dave_got[0] < 4 * len(chunk):
+            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        server.process.send_signal(signal.SIGTERM)
+        code = await loop.run_in_executor(None, server.process.wait, 15)
+        await asyncio.wait_for(asyncio.gather(*lanes, sender), 10)
+        assert code == 0, server.log_tail()
+        for name in ("alice", "bob", "dave"):
+            assert going_away[name].done(), f"{name} was not told GOING_AWAY:\n{server.log_tail(60)}"
+        # carol is still pushing chunks when the server closes: the unread chunks make the
+        # close a reset, and her failing write ends the connection before GOING_AWAY is read.
+        assert going_away["carol"].done() or not carol.connected
+        assert 0 < dave_got[0] < file_size
+        return [alice, bob, carol, dave], transfer_id
+
+    try:
+        port = server.start()
+        started = time.monotonic()
+        clients, transfer_id = asyncio.run(scenario(port))
+        assert time.monotonic() - started < 60
+        assert "stopped" in server.log
+        with sqlite3.connect(db_path) as db:
+            stored = dict(db.execute("SELECT client_msg_id, id FROM messages").fetchall())
+            assert len(acked) >= 200
+            lost = {key for key in acked if stored.get(key) != acked[key]}
+            assert not lost, f"{len(lost)} acknowledged messages missing after SIGTERM"
+
+            state = db.execute("SELECT state FROM files WHERE id = ?", (transfer_id,)).fetchone()[0]
+        assert state != "done", "a half-sent file was recorded as delivered"
+
+        async def after_restart(port: int) -> dict:
+            carol = await logged_in(port, "carol", clients[2].phone)
+            reply = await carol.request(PacketType.FILE_RESUME, {"transfer_id": transfer_id})
+            carol.close()
+            return reply
+        port = server.start()
+        # A live transfer cut by the restart ends as failed, and the sender learns it on asking.
+        assert asyncio.run(after_restart(port))["state"] == "failed"
+        assert server.terminate() == 0
+    finally:
+        server.stop()
