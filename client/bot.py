@@ -129,7 +129,9 @@ class Bot:
     # -- what was received --------------------------------------------------------------------------
     def first_picture_after_join(self, user_id: int) -> float | None:
         """Seconds from the last create/join call to the first decoded picture of ``user_id``."""
-        member = self.receiver.members.get(user_id) if self.receiver else None
+        member = None
+        if self.receiver is not None:
+            member = self.receiver.members.get(user_id) or self.receiver.departed.get(user_id)
         stream = member.video.get(MediaKind.CAMERA) if member else None
         if stream is None or stream.stats.first_decoded_at is None or self.joined_at is None:
             return None
@@ -146,7 +148,8 @@ class Bot:
             s = self.audio.stats
             sent["audio"] = {"captured": s.captured, "sent": s.sent, "bytes": s.bytes_sent}
         received = {}
-        for uid, member in list(self.receiver.members.items() if self.receiver else []):
+        members = {**self.receiver.departed, **self.receiver.members} if self.receiver else {}
+        for uid, member in members.items():
             entry: dict = {}
             for kind, stream in list(member.video.items()):
                 st = stream.stats
@@ -162,7 +165,8 @@ class Bot:
             received[str(uid)] = entry
         room = self.rooms.room
         return {"user_id": (self.kernel.user or {}).get("id"), "nickname": self.nickname,
-                "room": room["number"] if room else None, "sent": sent, "received": received}
+                "room": room["number"] if room else None, "sent": sent, "received": received,
+                "present": sorted(self.receiver.members) if self.receiver else []}
 
     def close(self) -> None:
         for publisher in (self.video, self.audio):

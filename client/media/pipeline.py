@@ -374,7 +374,8 @@ class Receiver:
     """All remote members of the meeting, the mix and the playout clock.
 
     ``retain(user_ids)`` (called on every member list) drops members who left, so a member
-    who rejoins starts with fresh decoders and jitter buffer (their sequence numbers restart).
+    who rejoins starts with fresh decoders and jitter buffer (their sequence numbers restart);
+    the last receiver of each departed member stays in ``departed`` for reports.
     """
 
     def __init__(self, rooms: MediaRooms, sink: AudioSink | None = None, output_latency_ms: float = 0.0,
@@ -384,6 +385,7 @@ class Receiver:
         self.output_latency_us = int(output_latency_ms * 1000)
         self.on_picture = on_picture
         self.members: dict[int, MemberReceiver] = {}
+        self.departed: dict[int, MemberReceiver] = {}
         self.active_speaker = ActiveSpeaker()
         self.speaking: dict[int, bool] = {}
         self.last_played = np.zeros(FRAME_SAMPLES, np.int16)
@@ -404,6 +406,8 @@ class Receiver:
         with self._lock:
             gone = [uid for uid in self.members if uid not in user_ids]
             removed = [self.members.pop(uid) for uid in gone]
+            for receiver in removed:
+                self.departed[receiver.user_id] = receiver
         for receiver in removed:
             receiver.close()
 
