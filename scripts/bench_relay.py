@@ -10,7 +10,8 @@ keyframe every 2 s (and whenever the server asks for one) and ~1.9 kB delta fram
 A publisher whose own unsent bytes pass 128 kB drops video locally, as the client core does,
 so a server that cannot keep up shows as loss, not as an ever-growing queue. Loss is
 ``1 - received / (3 x scheduled)``: every frame a member was due to send should reach the
-three others. Reported per level: loss, the relay's own drop counter, capture-to-receive
+three others; after publishing stops, members read on until everything sent has arrived (at
+most 10 s), so a late frame shows in the delay percentiles, a lost one in the loss. Reported per level: loss, the relay's own drop counter, capture-to-receive
 delay percentiles, the server's CPU (one process: 100 % = one core) and RSS.
 
 Usage: python scripts/bench_relay.py --rooms 5,10,20 --duration 10 --procs 2
@@ -200,9 +201,18 @@ class Member:
         del buf[:pos]
 
 
-def load_process(port: int, phones: list[str], start_at: float, duration: float, drain: float,
+def load_process(port: int, phones: list[str], start_at, duration: float, drain: float,
                  results: multiprocessing.Queue) -> None:
-    """Log in the given members (groups of 4 per room), publish from start_at for duration."""
+    try:
+        run_members(port, phones, start_at, duration, drain, results)
+    except Exception as exc:
+        results.put(("error", f"{exc.__class__.__name__}: {exc}"))
+
+
+def run_members(port: int, phones: list[str], start_at, duration: float, drain: float,
+                results: multiprocessing.Queue) -> None:
+    """Log in the given members (groups of 4 per room), then publish from the shared start
+    time (set by the parent once every process is ready) for ``duration`` seconds."""
     members: list[Member] = []
     for first in range(0, len(phones), MEMBERS):
         group = [Member(port, phone) for phone in phones[first:first + MEMBERS]]
@@ -217,9 +227,15 @@ def load_process(port: int, phones: list[str], start_at: float, duration: float,
         member.sock.setblocking(False)
         selector.register(member.sock, selectors.EVENT_READ, member)
     results.put(("ready", len(members)))
-    while time.time() < start_at:
+    heartbeat = wire.encode_json(PacketType.HEARTBEAT, {})
+    last_heartbeat = time.monotonic()
+    while not start_at.value or time.time() < start_at.value:
         for key, _ in selector.select(0.05):
             key.data.read(counting=False)
+        if time.monotonic() - last_heartbeat > 5:        # idle members must not time out
+            last_heartbeat = time.monotonic()
+            for member in members:
+                member.sock.send(heartbeat)
     interval = 1.0 / FPS
     now = time.monotonic()
     stop_sending = now + duration
@@ -231,6 +247,8 @@ def load_process(port: int, phones: list[str], start_at: float, duration: float,
         now = time.monotonic()
         if now >= stop_reading:
             break
+        if not due and sum(m.received for m in members) >= (MEMBERS - 1) * sum(m.sent for m in members):
+            break                                    # everything sent has arrived
         while due and due[0][0] <= now:
             when, i = heapq.heappop(due)
             member = members[i]
@@ -240,7 +258,7 @@ def load_process(port: int, phones: list[str], start_at: float, duration: float,
                 selector.modify(member.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, member)
             if when + interval < stop_sending:
                 heapq.heappush(due, (when + interval, i))
-        timeout = max(0.0, min(due[0][0] if due else stop_reading, stop_reading) - time.monotonic())
+        timeout = max(0.0, min(due[0][0] if due else now + 0.1, stop_reading) - time.monotonic())
         for key, mask in selector.select(timeout):
             member = key.data
             if mask & selectors.EVENT_READ:
@@ -261,7 +279,16 @@ def load_process(port: int, phones: list[str], start_at: float, duration: float,
         member.sock.close()
 
 
-def run_level(rooms: int, duration: float, procs: int, drain: float = 1.5) -> dict:
+def take(results: multiprocessing.Queue, expected: str, timeout: float, data_dir: str):
+    """The next message of a load process; its error (with the server's log) otherwise."""
+    kind, value = results.get(timeout=timeout)
+    if kind != expected:
+        log = (Path(data_dir) / "server.log").read_text().splitlines()[-10:]
+        raise RuntimeError(f"a load process failed: {value}\nserver log:\n" + "\n".join(log))
+    return value
+
+
+def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         phones = prepare_users(db_url, rooms * MEMBERS)
@@ -273,7 +300,7 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 1.5) -> di
             per_proc = [list(range(r, rooms, procs)) for r in range(procs)]
             workers = []
             setup_started = time.monotonic()
-            start_at = time.time() + 3 + rooms * MEMBERS * 0.03    # everybody logged in and in a room by then
+            start_at = ctx.Value("d", 0.0)
             for room_ids in per_proc:
                 if not room_ids:
                     continue
@@ -283,11 +310,11 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 1.5) -> di
                 workers.append(worker)
             ready = 0
             for _ in workers:
-                kind, count = results.get(timeout=120)
-                ready += count
-            if time.time() > start_at:
-                raise RuntimeError(f"setup took {time.monotonic() - setup_started:.1f} s, longer than planned")
-            time.sleep(max(0.0, start_at - time.time()))
+                ready += take(results, "ready", 120, tmp)
+            print(f"# {ready} members logged in and in their rooms after {time.monotonic() - setup_started:.1f} s",
+                  file=sys.stderr, flush=True)
+            start_at.value = time.time() + 0.5
+            time.sleep(max(0.0, start_at.value - time.time()))
             admin = Path(tmp) / "admin.sock"
             before = query_status(admin)
             server.cpu_percent(None)
@@ -298,7 +325,7 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 1.5) -> di
             totals = {"scheduled": 0, "sent": 0, "dropped_locally": 0, "received": 0, "keyframe_asks": 0}
             delays: list[float] = []
             for _ in workers:
-                kind, part = results.get(timeout=duration + 60)
+                part = take(results, "done", duration + 60, tmp)
                 for key in totals:
                     totals[key] += part[key]
                 delays += part["delays_ms"]

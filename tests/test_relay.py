@@ -313,12 +313,12 @@ def test_a_receiver_that_stops_reading_hurts_nobody_and_memory_stays_bounded(ser
     stalled = RawMember(server.port, a.kernel.rooms.room["number"])
     conn = server.server.sessions.get(stalled.user_id)
     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)   # keep the kernel from hiding the queue
-    frames, size = 300, 40_000
+    frames, size = 300, 20_000
     process = psutil.Process()
     rss_before = process.memory_info().rss
     peak_queue = peak_all = 0
     sent_video = []
-    for seq in range(frames):                                  # 12 MB of video at ~2 MB/s, plus audio
+    for seq in range(frames):                                  # 6 MB of video at ~1 MB/s, plus audio
         if publish(a, CAMERA, seq, keyframe=seq % 25 == 0, size=size):
             sent_video.append(seq)
         assert publish(a, MIC, seq, size=200)
