@@ -124,7 +124,8 @@ class Bot:
         elif event.kind in ("room_left", "room_closed", "room_removed"):
             self.receiver.retain(set())
         elif event.kind == "room_mute" and self.audio is not None:
-            self.audio.muted = True
+            self.audio.muted = True          # the host asked: a bot obeys, and says so
+            self.kernel.run_task(self.rooms.set_media_state, self.media.video, False, False)
 
     # -- what was received --------------------------------------------------------------------------
     def first_picture_after_join(self, user_id: int) -> float | None:

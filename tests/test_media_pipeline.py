@@ -15,8 +15,11 @@ import pytest
 
 from common.media import FLAG_KEYFRAME, MediaHeader, MediaKind
 from client.media.audio_io import ToneSource
-from client.media.pipeline import AudioPublisher, Receiver, VideoPublisher, delay_percentiles
+from client.media.echo import DuckingSuppressor
+from client.media.pipeline import (AudioPublisher, Receiver, VideoPublisher, camera_publisher, delay_percentiles,
+                                   screen_publisher)
 from client.media.sources import TestPatternSource, read_barcode
+from client.media.vad import level_dbfs
 from client.media.video_codec import H264Encoder, VideoProfile
 
 PROFILE = VideoProfile(320, 240, 15.0, 250_000)
@@ -25,7 +28,7 @@ PROFILE = VideoProfile(320, 240, 15.0, 250_000)
 class Hub:
     def __init__(self) -> None:
         self.members: dict[int, "FakeRooms"] = {}
-        self.delay = {MediaKind.CAMERA: 0.01, MediaKind.MICROPHONE: 0.01}
+        self.delay = {MediaKind.CAMERA: 0.01, MediaKind.MICROPHONE: 0.01, MediaKind.SCREEN: 0.01}
         self.drop_video_seqs: set[int] = set()
         self._heap: list = []
         self._cond = threading.Condition()
@@ -205,7 +208,7 @@ def test_video_is_shown_in_sync_with_delayed_audio(hub):
             now = time.time_ns() // 1000
             if shown is not None:
                 video_offsets.append(now - shown[1])
-                audio_offsets.append(member.sync._offset_us)
+                audio_offsets.append(member.sync.audio_offset_us)
             time.sleep(0.005)
     finally:
         video.stop()
@@ -244,4 +247,40 @@ def test_pausing_a_stream_and_a_member_who_rejoins(hub):
         assert receiver.members[1].video[MediaKind.CAMERA].stats.skipped == 0, "the rejoin starts with a keyframe"
     finally:
         video.stop()
+        receiver.close()
+
+
+def test_screen_share_without_a_display_sends_the_pattern_as_the_screen_stream(hub, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
+    shown = []
+    receiver = Receiver(bob, on_picture=lambda uid, kind, frame, cap: shown.append((kind, frame.width, frame.height)))
+    screen = screen_publisher(alice, fps=5.0).start()
+    try:
+        wait_until(lambda: len(shown) >= 3)
+    finally:
+        screen.stop()
+        receiver.close()
+    assert shown[0] == (MediaKind.SCREEN, 1280, 720)
+    assert screen.encoder.profile.fps == 5.0
+
+
+def test_camera_publisher_falls_back_to_the_pattern(hub):
+    publisher = camera_publisher(FakeRooms(hub, 1), VideoProfile(320, 240, 15.0, 200_000), index=9, label="me")
+    assert isinstance(publisher.source, TestPatternSource) and publisher.kind == MediaKind.CAMERA
+    publisher.stop()
+
+
+def test_echo_suppression_is_applied_against_what_the_speakers_play(hub):
+    alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
+    receiver = Receiver(bob)
+    loud_far_end = ToneSource(300.0, 0.5, paced=False).read()
+    audio = AudioPublisher(alice, ToneSource(300.0, 0.1), echo=DuckingSuppressor(),
+                           far_end=lambda: loud_far_end).start()
+    try:
+        wait_until(lambda: 1 in receiver.members and receiver.members[1].audio.decoded >= 20)
+        time.sleep(0.1)
+        assert level_dbfs(receiver.last_played) < -40, "the microphone (all echo here) was ducked"
+    finally:
+        audio.stop()
         receiver.close()

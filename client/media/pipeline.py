@@ -5,6 +5,11 @@ enqueues what arrives (media listener); each remote video stream is decoded on i
 thread; one playout clock (the audio sink's) pulls every member's jitter buffer, decodes and
 conceals, mixes, and feeds lip sync and the active-speaker choice. ``rooms`` is
 ``kernel.rooms`` (see client/rooms.py) or anything with the same media methods.
+
+A window shows a member by polling ``receiver.members[uid].video[kind].video.pop_due()``
+(a PyAV frame, lip-synced; ``frame.to_image()`` gives a PIL image) and highlights
+``receiver.active_speaker.current``; ``camera_publisher`` and ``screen_publisher`` build the
+publishers with the right profiles and fall back to the test pattern without hardware.
 """
 from __future__ import annotations
 
@@ -27,10 +32,10 @@ from .clock import Pacer, now_us
 from .echo import EchoSuppressor
 from .jitter import JitterBuffer
 from .mixer import mix
-from .sources import VideoSource
+from .sources import VideoSource, open_camera, open_screen
 from .sync import AvSync, SyncedVideo
 from .vad import ActiveSpeaker, VoiceActivity
-from .video_codec import DecodeError, H264Decoder, H264Encoder
+from .video_codec import CAMERA_VGA, DecodeError, H264Decoder, H264Encoder, VideoProfile, screen_profile
 
 log = logging.getLogger("client.media.pipeline")
 
@@ -151,6 +156,21 @@ class VideoPublisher(_Publisher):
 
     def _close_source(self) -> None:
         self.source.close()
+
+
+def camera_publisher(rooms: MediaRooms, profile: VideoProfile = CAMERA_VGA, index: int = 0,
+                     label: str = "") -> VideoPublisher:
+    """The camera (or the test pattern when there is none) at ``profile`` (CAMERA_VGA, CAMERA_HD)."""
+    source = open_camera(index, profile.width, profile.height, profile.fps, label)
+    return VideoPublisher(rooms, source, H264Encoder(profile), MediaKind.CAMERA)
+
+
+def screen_publisher(rooms: MediaRooms, display: str | None = None, fps: float = 5.0,
+                     bitrate: int = 1_000_000) -> VideoPublisher:
+    """The X11 screen at its own resolution and a low frame rate, as the SCREEN stream."""
+    source = open_screen(display, fps)
+    profile = screen_profile(source.width, source.height, fps, bitrate)
+    return VideoPublisher(rooms, source, H264Encoder(profile), MediaKind.SCREEN)
 
 
 class AudioPublisher(_Publisher):

@@ -34,6 +34,12 @@ class AvSync:
             self._offset_us = played - capture_us
             self._last_audio_us = played
 
+    @property
+    def audio_offset_us(self) -> int | None:
+        """Playout time minus capture time of the member's audio (None before any was played)."""
+        with self._lock:
+            return self._offset_us
+
     def due_us(self, capture_us: int, now_us: int | None = None) -> int:
         """When a picture captured at ``capture_us`` should be shown (wall-clock microseconds)."""
         now = wall_us() if now_us is None else now_us
