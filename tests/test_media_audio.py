@@ -43,7 +43,7 @@ def test_tone_is_paced_in_real_time_and_silence_is_silent():
     started = time.monotonic()
     frames = [source.read() for _ in range(10)]
     elapsed = time.monotonic() - started
-    assert 0.15 <= elapsed < 0.5, f"10 frames of 20 ms took {elapsed:.3f} s"
+    assert 0.15 <= elapsed < 1.0, f"10 frames of 20 ms took {elapsed:.3f} s"
     assert all(f.shape == (FRAME_SAMPLES,) for f in frames)
     assert dominant_hz(np.concatenate(frames)) == pytest.approx(300, abs=5)
     assert not SilenceSource(paced=False).read().any()
@@ -73,7 +73,7 @@ def test_null_sink_pulls_at_the_playout_rate():
     assert done.wait(5)
     sink.close()
     rate = 25 / (pulls[25] - pulls[0])
-    assert 40 <= rate <= 60, f"null sink pulled {rate:.1f} frames/s instead of 50"
+    assert 35 <= rate <= 60, f"null sink pulled {rate:.1f} frames/s instead of 50"
 
 
 def test_mix_sums_voices_and_clips():

@@ -284,3 +284,26 @@ def test_echo_suppression_is_applied_against_what_the_speakers_play(hub):
     finally:
         audio.stop()
         receiver.close()
+
+
+def test_a_decoder_that_falls_behind_skips_to_a_keyframe(hub):
+    """A burst larger than the decoder's backlog limit is not decoded frame by frame (that
+    would only add delay): it skips to a fresh keyframe, which it asks for."""
+    from client.media.pipeline import VIDEO_QUEUE_LIMIT, VideoStreamReceiver
+    from client.media.sync import AvSync
+
+    alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
+    keyframes_asked = []
+    alice.add_keyframe_listener(keyframes_asked.append)
+    stream = VideoStreamReceiver(bob, 1, MediaKind.CAMERA, AvSync())
+    slow = stream._decoder.decode
+    stream._decoder.decode = lambda payload: (time.sleep(0.02), slow(payload))[1]
+    source, encoder = TestPatternSource(320, 240, 15), H264Encoder(PROFILE)
+    burst = 3 * VIDEO_QUEUE_LIMIT
+    units = [encoder.encode(source.read().image)[0] for _ in range(burst)]
+    for seq, unit in enumerate(units):
+        stream.enqueue(MediaHeader(1, MediaKind.CAMERA, 1, FLAG_KEYFRAME if unit.keyframe else 0, seq, 0), unit.payload)
+    wait_until(lambda: stream.stats.decoded + stream.stats.skipped == burst)
+    stream.close()
+    assert stream.stats.skipped > 0 and stream.stats.decoded < burst
+    assert keyframes_asked[0] == MediaKind.CAMERA and 1 <= stream.stats.keyframe_requests <= 2
