@@ -141,9 +141,14 @@ def test_chat_both_ways_marks_typing_unread_and_history(alice, server, client_fa
     bob.kernel.chat.send_and_wait(alice_id, "last line")
     pump_until(app.root, lambda: main.badges[bob_id].count == 41, 15, "41 unread")
     window = main.open_chat(bob_id)
-    pump_until(app.root, lambda: len(bubbles(window)) == chat_window.PAGE, 10, "one page")
+    pump_until(app.root, lambda: len(bubbles(window)) == chat_window.PAGE and window.scrolled_in, 10, "one page")
+    assert window.text.yview()[1] == 1.0, "the newest message is not in view"
     assert bubbles(window)[-1][1] == "last line"
-    window.load_older()
+    for _ in range(200):                       # the mouse wheel, up, until the older page arrives
+        window.text.event_generate("<Button-4>")
+        app.root.update()
+        if len(bubbles(window)) == 44:
+            break
     pump_until(app.root, lambda: len(bubbles(window)) == 44, 10, "the older pages")
     texts = [b[1] for b in bubbles(window)]
     assert texts[:4] == ["are you there?", "yes, I'm here", "great", "line 0"]

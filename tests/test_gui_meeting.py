@@ -10,7 +10,7 @@ from client.ui.app import App
 from client.ui.meeting_window import MeetingWindow
 from client.ui.widgets import Dialog
 from common.media import MediaKind
-from tests.gui_helpers import find_toplevels, label_texts, press_key, pump_until, wait_event, xdisplay  # noqa: F401
+from tests.gui_helpers import find_toplevels, label_texts, press_key, pump, pump_until, screenshot, wait_event, xdisplay  # noqa: F401
 from tests.helpers import unique_phone
 
 
@@ -100,3 +100,56 @@ def test_join_errors_are_shown_in_the_dialog(logged_in_app):
     pump_until(app.root, lambda: dialog.error.cget("text"), 10, "the join error")
     assert "no such meeting" in dialog.error.cget("text").lower()
     assert app.meeting is None
+
+
+def start_bot_video(kernel, label: str):
+    from client.media.pipeline import VideoPublisher
+    from client.media.sources import TestPatternSource
+    from client.media.video_codec import H264Encoder, VideoProfile
+    source = TestPatternSource(320, 240, 25.0, label)
+    return VideoPublisher(kernel.rooms, source, H264Encoder(VideoProfile(320, 240, 25.0, 300_000))).start()
+
+
+def tile_difference(a, b) -> float:
+    """Mean absolute difference of two screenshots, 0-255."""
+    from PIL import ImageChops, ImageStat
+    return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
+
+
+def test_tiles_show_moving_video_from_two_bots(logged_in_app, server, client_factory):
+    app = logged_in_app
+    meeting = open_meeting(app, "Video check")
+    number = meeting.room["number"]
+    bots, publishers = [], []
+    for name in ("Bob", "Carol"):
+        bot = client_factory(server.port)
+        bot.register_and_login(name)
+        bot.kernel.rooms.join(number)
+        bot.kernel.rooms.set_media_state(True, False, False)
+        publishers.append(start_bot_video(bot.kernel, name))
+        bots.append(bot)
+    try:
+        pump_until(app.root, lambda: len(meeting.grid_view.tiles) == 3, 10, "three tiles")
+        tiles = {bot.kernel.user["id"]: meeting.grid_view.tiles[(bot.kernel.user["id"], MediaKind.CAMERA)]
+                 for bot in bots}
+        pump_until(app.root, lambda: all(t.paints >= 10 for t in tiles.values()), 15, "video in both tiles")
+        for uid, tile in tiles.items():
+            first = screenshot(tile.canvas)
+            pump(app.root, 0.6)
+            second = screenshot(tile.canvas)
+            assert tile_difference(first, second) > 1.0, f"the picture of user {uid} does not move"
+            colours = len(second.resize((64, 48)).getcolors(maxcolors=64 * 48))
+            assert colours > 50, "the tile shows a flat colour, not the test pattern"
+        me = meeting.grid_view.tiles[(app.kernel.user["id"], MediaKind.CAMERA)]
+        assert me.paints > 0, "no self view"
+
+        # my camera off: my tile shows my initial, the bots are told
+        meeting.cam_button.invoke()
+        wait_event(app.root, bots[0].events, "room_members",
+                   lambda e: not next(m for m in e["room"]["members"] if m["user_id"] == app.kernel.user["id"])["camera"],
+                   5)
+        pump_until(app.root, lambda: not me.has_video, 5, "the self view to stop")
+        assert meeting.cam_button.cget("text") == "Start video"
+    finally:
+        for publisher in publishers:
+            publisher.stop()

@@ -5,6 +5,7 @@ The app owns the kernel of the current session. It switches views on login, logo
 """
 from __future__ import annotations
 
+import gc
 import logging
 import tkinter as tk
 from pathlib import Path
@@ -38,6 +39,7 @@ class App:
         root.minsize(380, 420)
         self.bridge = UiBridge(root)
         self.media_factory = self._make_media
+        self._listener = self.bridge.kernel_listener()
         self.kernel: ClientKernel | None = None
         self.view: tk.Widget | None = None
         self.login_view: LoginView | None = None
@@ -118,7 +120,9 @@ class App:
     def _submit(self, mode: str, address: tuple[str, int], phone: str, password: str, nickname: str) -> None:
         self._drop_kernel()
         kernel = ClientKernel(address[0], address[1], request_timeout=10.0)
-        kernel.add_listener(lambda event: self.bridge.listener(event) if self.kernel is kernel else None)
+        self._listener.active = False
+        self._listener = self.bridge.kernel_listener()
+        kernel.add_listener(self._listener)
         self.kernel = kernel
 
         def work() -> dict:
@@ -147,11 +151,13 @@ class App:
         self.bridge.call(work, on_done=done, on_error=failed)
 
     def _drop_kernel(self) -> None:
+        self._listener.active = False
         kernel, self.kernel = self.kernel, None
         if kernel is not None:
             self.bridge.call(kernel.close)
 
     def logout(self) -> None:
+        self._listener.active = False
         kernel, self.kernel = self.kernel, None
         if kernel is not None:
             def work() -> None:
@@ -184,6 +190,7 @@ class App:
         if kernel is not None:
             kernel.close()
         self.root.destroy()
+        gc.collect()    # free cycles that hold Tk objects here, on the Tk thread, not in some worker
 
 
 def run(server: str | None = None) -> int:

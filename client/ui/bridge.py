@@ -24,6 +24,19 @@ log = logging.getLogger("client.ui")
 Handler = Callable[[Event], None]
 
 
+class KernelListener:
+    """What a kernel gets as its listener: it holds only the queue (never a widget, which a
+    kernel thread might otherwise free), and can be switched off when its session ends."""
+
+    def __init__(self, events: queue.SimpleQueue) -> None:
+        self._events = events
+        self.active = True
+
+    def __call__(self, event: Event) -> None:
+        if self.active:
+            self._events.put(("event", event))
+
+
 class UiBridge:
     def __init__(self, root: tk.Misc, poll_ms: int = 15) -> None:
         self.root = root
@@ -36,9 +49,9 @@ class UiBridge:
         self._after = root.after(poll_ms, self._drain)
 
     # -- any thread ----------------------------------------------------------------------------
-    def listener(self, event: Event) -> None:
-        """Add this to ``kernel.add_listener``; it only enqueues."""
-        self._queue.put(("event", event))
+    def kernel_listener(self) -> KernelListener:
+        """A listener for ``kernel.add_listener``; it only enqueues."""
+        return KernelListener(self._queue)
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         self._queue.put(("call", fn, args))
@@ -48,18 +61,26 @@ class UiBridge:
              on_error: Callable[[BaseException], None] | None = None) -> Future:
         """Run ``fn(*args)`` off the Tk thread; ``on_done(result)`` / ``on_error(exc)`` run on Tk."""
         future = self._pool.submit(fn, *args)
+        # The callbacks often hold widgets and PhotoImages; the worker thread must never drop
+        # the last reference to them (a PhotoImage freed off the Tk thread aborts Tcl), so the
+        # done-callback hands them to the queue and keeps none itself.
+        box = [on_done, on_error]
 
         def finished(fut: Future) -> None:
+            done_cb, error_cb = box
+            box.clear()
             if fut.cancelled():
+                self._queue.put(("drop", done_cb, error_cb))
                 return
             error = fut.exception()
             if error is not None:
-                if on_error is not None:
-                    self.post(on_error, error)
+                if error_cb is not None:
+                    self.post(error_cb, error)
                 else:
                     log.warning("background call %s failed: %s", getattr(fn, "__name__", fn), error)
-            elif on_done is not None:
-                self.post(on_done, fut.result())
+            elif done_cb is not None:
+                self.post(done_cb, fut.result())
+            del done_cb, error_cb
         future.add_done_callback(finished)
         return future
 
@@ -91,7 +112,7 @@ class UiBridge:
                 break
             if item[0] == "event":
                 self.dispatch(item[1])
-            else:
+            elif item[0] == "call":
                 try:
                     item[1](*item[2])
                 except tk.TclError as exc:

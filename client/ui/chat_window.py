@@ -105,6 +105,7 @@ class ChatWindow(tk.Toplevel):
         self.oldest: int | None = None
         self.more_history = True
         self.loading = False
+        self.scrolled_in = False    # the first page is shown at the bottom: scrolling up may load more
         self.transfers: dict[str, TransferRow] = {}
         self._typing_sent = 0.0
         self._typing_stop: str | None = None
@@ -153,16 +154,17 @@ class ChatWindow(tk.Toplevel):
         self.error = tk.Label(composer, text="", background="white", foreground=COLORS["danger"], font=(FONT, 9),
                               anchor="w")
         self.error.pack(side="top", fill="x")
-        self.input = tk.Text(composer, height=3, wrap="word", relief="flat", background="#f3f5f8",
-                             font=(FONT, 10), padx=8, pady=6, undo=True)
+        self.input = tk.Text(composer, height=3, width=1, wrap="word", relief="flat", background="#f3f5f8",
+                             font=(FONT, 10), padx=8, pady=6, undo=True, highlightthickness=1,
+                             highlightbackground="#dde2ea", highlightcolor=COLORS["accent"])
         self.input.pack(side="left", fill="both", expand=True)
         self.send_button = ttk.Button(composer, text="Send", style="Accent.TButton", command=self.send)
         self.send_button.pack(side="left", padx=(8, 0), anchor="s")
         self.input.bind("<Return>", self._on_return)
         self.input.bind("<Shift-Return>", lambda e: None)   # the default: a new line
         self.input.bind("<KeyPress>", self._on_key, add="+")
-        tk.Label(composer, text="Enter to send · Shift+Enter for a new line", background="white",
-                 foreground=COLORS["muted"], font=(FONT, 7)).place(relx=0, rely=1.0, anchor="sw")
+        tk.Label(composer, text="Enter to send\nShift+Enter: new line", background="white", justify="left",
+                 foreground=COLORS["muted"], font=(FONT, 7)).pack(side="left", padx=(8, 0), anchor="s")
 
         self.files_box = tk.Frame(self, background=COLORS["bg"], padx=10)
         self.files_box.pack(side="bottom", fill="x")
@@ -275,7 +277,9 @@ class ChatWindow(tk.Toplevel):
             if first:
                 for message in older:
                     self.add_message(message)
-                self.text.after_idle(lambda: self.text.yview_moveto(1.0))
+                self.text.update_idletasks()
+                self.text.yview_moveto(1.0)
+                self.after(300, lambda: setattr(self, "scrolled_in", True))
                 self.mark_read_soon()
                 return
             anchor = self.text.index("1.0")
@@ -296,13 +300,13 @@ class ChatWindow(tk.Toplevel):
 
     def _on_scroll(self, first: str, last: str) -> None:
         self.scrollbar.set(first, last)
-        if float(first) <= 0.0 and self.messages and not self.loading and self.more_history \
+        if float(first) <= 0.0 and self.scrolled_in and not self.loading and self.more_history \
                 and float(last) < 1.0:
             self.load_older()
 
     def _scroll(self, units: int) -> str:
         self.text.yview_scroll(units, "units")
-        if units < 0 and self.text.yview()[0] <= 0.0:
+        if units < 0 and self.scrolled_in and self.text.yview()[0] <= 0.0:
             self.load_older()
         return "break"
 

@@ -260,17 +260,17 @@ class MainWindow(ttk.Frame):
                            highlightthickness=1, highlightbackground="#f3e3bf")
             row.pack(fill="x", pady=(0, 4))
             tk.Label(row, image=self.avatars.get(user, 32), background="#fffaf0").pack(side="left")
-            text = tk.Frame(row, background="#fffaf0")
-            text.pack(side="left", fill="x", expand=True, padx=(8, 0))
-            tk.Label(text, text=f"{user.get('nickname', '?')} wants to be your friend", background="#fffaf0",
-                     font=(FONT, 9, "bold"), anchor="w").pack(fill="x")
-            if request.get("greeting"):
-                tk.Label(text, text=f"“{preview(request['greeting'], 40)}”", background="#fffaf0",
-                         foreground=COLORS["muted"], font=(FONT, 9), anchor="w").pack(fill="x")
             refuse = ttk.Button(row, text="Refuse", command=lambda r=request: self.answer(r, False))
             accept = ttk.Button(row, text="Accept", style="Accent.TButton", command=lambda r=request: self.answer(r, True))
             refuse.pack(side="right")
             accept.pack(side="right", padx=(0, 4))
+            text = tk.Frame(row, background="#fffaf0")
+            text.pack(side="left", fill="x", expand=True, padx=(8, 0))
+            tk.Label(text, text=user.get("nickname", "?"), background="#fffaf0",
+                     font=(FONT, 9, "bold"), anchor="w").pack(fill="x")
+            tk.Label(text, text=f"“{preview(request['greeting'], 28)}”" if request.get("greeting")
+                     else "wants to be your friend", background="#fffaf0",
+                     foreground=COLORS["muted"], font=(FONT, 9), anchor="w").pack(fill="x")
             row.accept, row.refuse, row.request = accept, refuse, request  # type: ignore[attr-defined]
         for request in sorted(self.outgoing, key=lambda r: r["id"]):
             user = request.get("user") or {"nickname": "?"}

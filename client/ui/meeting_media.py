@@ -26,10 +26,10 @@ from client.media.video_codec import CAMERA_VGA, H264Encoder, screen_profile
 from common.media import MediaKind
 
 from .devices import open_camera_choice, open_microphone_choice, open_speakers_choice
+from .video import FrameSlot
 
 if TYPE_CHECKING:
     from .meeting_window import MeetingWindow
-    from .video import VideoTile
 
 log = logging.getLogger("client.ui.media")
 
@@ -85,9 +85,12 @@ class MeetingMedia:
         self.camera_tap: PreviewTap | None = None
         self.screen: VideoPublisher | None = None
         self.screen_tap: PreviewTap | None = None
+        receiver = self.receiver        # the publisher thread must not hold this object (it holds the window)
         self.audio = AudioPublisher(self.rooms, open_microphone_choice(microphone), echo=make_echo_suppressor(),
-                                    far_end=lambda: self.receiver.last_played).start()
-        self.targets: dict[tuple[int, int], "VideoTile"] = {}     # replaced whole by the Tk thread
+                                    far_end=lambda: receiver.last_played).start()
+        # Replaced whole by the Tk thread. Only the mailboxes, never the tiles: a widget (and its
+        # PhotoImage) must not be freed on this thread.
+        self.targets: dict[tuple[int, int], FrameSlot] = {}
         self.presented = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._present, name="meeting-presenter", daemon=True)
@@ -96,7 +99,7 @@ class MeetingMedia:
     # -- Tk thread -------------------------------------------------------------------------------
     def members_changed(self, members: list[dict]) -> None:
         self.receiver.retain({int(m["user_id"]) for m in members if int(m["user_id"]) != self.me})
-        self.targets = dict(self.window.grid_view.tiles)
+        self.targets = {key: tile.slot for key, tile in self.window.grid_view.tiles.items()}
 
     def set_publishing(self, camera: bool, microphone: bool, screen: bool) -> None:
         self.audio.muted = not microphone
@@ -114,7 +117,7 @@ class MeetingMedia:
         elif not screen and self.screen is not None:
             self._stop_publisher(self.screen)
             self.screen, self.screen_tap = None, None
-        self.targets = dict(self.window.grid_view.tiles)
+        self.targets = {key: tile.slot for key, tile in self.window.grid_view.tiles.items()}
 
     def _stop_publisher(self, publisher: VideoPublisher) -> None:
         threading.Thread(target=publisher.stop, name="stop-publisher", daemon=True).start()
@@ -130,6 +133,7 @@ class MeetingMedia:
 
     def close(self) -> None:
         self._stop.set()
+        self.targets = {}
         publishers = [p for p in (self.camera, self.screen, self.audio) if p is not None]
         receiver = self.receiver
 
@@ -150,13 +154,13 @@ class MeetingMedia:
                 time.sleep(0.2)
 
     def _present_once(self) -> None:
-        for (uid, kind), tile in list(self.targets.items()):
-            size = tile.size
+        for (uid, kind), slot in list(self.targets.items()):
+            size = slot.size
             if uid == self.me:
                 tap = self.camera_tap if kind == MediaKind.CAMERA else self.screen_tap
                 picture = tap.take() if tap is not None else None
                 if picture is not None:
-                    tile.slot.put(scale_bgr(picture.image, size))
+                    slot.put(scale_bgr(picture.image, size))
                     self.presented += 1
                 continue
             member = self.receiver.members.get(uid)
@@ -165,5 +169,5 @@ class MeetingMedia:
                 continue
             due = stream.video.pop_due()
             if due is not None:
-                tile.slot.put(scale_frame(due[0], size))
+                slot.put(scale_frame(due[0], size))
                 self.presented += 1

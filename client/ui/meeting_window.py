@@ -221,15 +221,6 @@ class MeetingWindow(tk.Toplevel):
         if member.get("host"):
             tk.Label(row, text="host", background=COLORS["select"], foreground=COLORS["accent"],
                      font=(FONT, 8, "bold"), padx=4).pack(side="left", padx=(6, 0))
-        tags = []
-        if not member.get("microphone"):
-            tags.append(("muted", COLORS["danger"]))
-        if member.get("screen"):
-            tags.append(("sharing", COLORS["accent"]))
-        if not member.get("camera"):
-            tags.append(("no video", COLORS["muted"]))
-        for text, colour in tags:
-            tk.Label(row, text=text, background="white", foreground=colour, font=(FONT, 8, "bold")).pack(side="right", padx=(4, 0))
         if self.i_am_host and uid != self.me:
             menu_button = ttk.Menubutton(row, text="⋯", width=2)
             menu = tk.Menu(menu_button, tearoff=False)
@@ -239,6 +230,15 @@ class MeetingWindow(tk.Toplevel):
             menu_button["menu"] = menu
             menu_button.pack(side="right", padx=(0, 6))
             row.menu = menu  # type: ignore[attr-defined]
+        tags = []
+        if not member.get("microphone"):
+            tags.append(("muted", COLORS["danger"]))
+        if member.get("screen"):
+            tags.append(("sharing", COLORS["accent"]))
+        if not member.get("camera"):
+            tags.append(("no video", COLORS["muted"]))
+        for text, colour in tags:
+            tk.Label(row, text=text, background="white", foreground=colour, font=(FONT, 8, "bold")).pack(side="right", padx=(4, 0))
         return row
 
     def _on_members(self, event) -> None:

@@ -27,6 +27,7 @@ class FrameSlot:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._image: Image.Image | None = None
+        self.size = (320, 240)          # the tile's picture size; set by Tk, read by producers
         self.offered = 0
         self.replaced = 0
 
@@ -54,7 +55,6 @@ class VideoTile(tk.Frame):
         self.slot = FrameSlot()
         self.paints = 0
         self._paint_times: list[float] = []
-        self.size = (320, 240)          # read by producer threads: plain tuple, replaced atomically
         self.canvas = tk.Canvas(self, background=COLORS["video_bg"], highlightthickness=0)
         self.canvas.pack(fill="both", expand=True)
         self._photo: ImageTk.PhotoImage | None = None
@@ -90,7 +90,7 @@ class VideoTile(tk.Frame):
         w, h = max(16, event.width), max(16, event.height)
         # keep 4:3 inside the tile; the producer scales to exactly this
         scale = min(w / 4, h / 3)
-        self.size = (max(16, int(scale * 4)) // 2 * 2, max(12, int(scale * 3)) // 2 * 2)
+        self.slot.size = (max(16, int(scale * 4)) // 2 * 2, max(12, int(scale * 3)) // 2 * 2)
         self.canvas.coords(self._image_item, w // 2, h // 2)
         self.canvas.coords(self._placeholder, w // 2, h // 2)
         self._place_label()
