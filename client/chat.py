@@ -55,6 +55,8 @@ class ChatClient:
         self.outbox: collections.OrderedDict[str, OutboxEntry] = collections.OrderedDict()
         self._lock = threading.RLock()
         self._ready = False     # the outbox was flushed on the current session: send new ones at once
+        self._receipts: list[int] = []
+        self._receipts_scheduled = False
         kernel.on_packet(PacketType.CHAT_MESSAGE_EVENT, self._on_message)
         kernel.on_packet(PacketType.CHAT_STATUS_EVENT, self._on_status)
         kernel.on_packet(PacketType.TYPING_EVENT, self._on_typing)
@@ -207,7 +209,24 @@ class ChatClient:
         if self._store(message):
             self.kernel.emit("chat_message", message=message, backlog=False)
         if message["delivered_at"] is None:
-            self.kernel.send(PacketType.CHAT_DELIVERED, {"ids": [message["id"]]})
+            self._receipt(message["id"])
+
+    def _receipt(self, message_id: int) -> None:
+        """Queue a delivery receipt; a burst of messages is acknowledged with one packet (the
+        task thread sends whatever piled up by the time it runs)."""
+        with self._lock:
+            self._receipts.append(message_id)
+            if self._receipts_scheduled:
+                return
+            self._receipts_scheduled = True
+        self.kernel.run_task(self._send_receipts)
+
+    def _send_receipts(self) -> None:
+        with self._lock:
+            ids, self._receipts = self._receipts, []
+            self._receipts_scheduled = False
+        for start in range(0, len(ids), RECEIPT_BATCH):
+            self.kernel.send(PacketType.CHAT_DELIVERED, {"ids": ids[start:start + RECEIPT_BATCH]})
 
     def _on_status(self, body: dict) -> None:
         peer, status, at = body["peer"], body["status"], body["at"]

@@ -3,7 +3,7 @@
 An upload is untrusted bytes. It must be a real PNG, JPEG, GIF or WebP picture of at most
 ``MAX_AVATAR_PIXELS`` pixels; the size is read from the header before any pixel is decoded, and
 Pillow's decompression-bomb guard stays on with its warning turned into an error. The picture
-is decoded fully (a truncated file fails here), centre-cropped to a square and scaled to
+is decoded fully (a truncated file fails here; two at a time at most), centre-cropped to a square and scaled to
 128x128, and stored as PNG.
 
 The stored PNG must fit, base64-encoded, in a JSON reply (control frames are at most 64 KiB):
@@ -13,6 +13,7 @@ is saved again with an adaptive 256-colour palette, which is at most ~17 KB.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 
 from PIL import Image, ImageOps
@@ -22,7 +23,8 @@ from common.errors import ApiError, ErrorCode
 
 AVATAR_SIZE = 128
 BUILTIN_AVATARS = 12                  # client/assets/avatars/01.png .. 12.png
-MAX_AVATAR_PIXELS = 40_000_000        # e.g. 8000x5000; far above any camera a person uses for this
+MAX_AVATAR_PIXELS = 25_000_000        # e.g. 5000x5000 (~100 MB decoded as RGBA)
+DECODE_SLOTS = threading.BoundedSemaphore(2)   # at most two pictures decoded at once: bounded memory
 MAX_STORED_PNG = 40_000               # base64 of this is ~53 KB: fits a control frame
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "WEBP"})
 
@@ -57,8 +59,9 @@ def normalize_avatar(data: bytes) -> bytes:
         try:
             if image.format == "JPEG":
                 image.draft("RGB", (AVATAR_SIZE * 2, AVATAR_SIZE * 2))  # decode big JPEGs scaled down
-            image.load()
-            square = _square(image)
+            with DECODE_SLOTS:
+                image.load()
+                square = _square(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ApiError(ErrorCode.INVALID_AVATAR, "the picture has too many pixels") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -8,7 +8,8 @@
     proc.log                     # everything the server wrote to stderr so far
 
 Password hashing is made cheap (MEETING_SCRYPT_N=1024) and the schema is created on the first
-start (``--init-db``). Use it as a context manager (or call ``stop()``) so no process outlives
+start (``--init-db``). The log level is INFO (the port is read from an INFO line); ``args`` are
+appended to the command line, ``env`` to the environment (e.g. ``{"MEETING_WORKERS": "2"}``). Use it as a context manager (or call ``stop()``) so no process outlives
 its test.
 """
 from __future__ import annotations
@@ -57,7 +58,7 @@ class ServerProcess:
         env.pop("JOURNAL_STREAM", None)
         env.pop("NOTIFY_SOCKET", None)
         command = [sys.executable, "-m", "server", "--init-db", "--port", str(port), "--db", self.db_url,
-                   "--data-dir", str(self.data_dir), *self.extra_args]
+                   "--data-dir", str(self.data_dir), "--log-level", "INFO", *self.extra_args]
         with self._cond:
             start_line = len(self._lines)
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL,

@@ -2,6 +2,7 @@
 typing, idempotent sends, the outbox across a dropped connection, and no loss across SIGKILL."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from common import frame as wire
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
+from server.chat_writer import GroupCommitWriter, Job
+from server.storage.messages import NewMessage, store_messages_tx
 from tests.helpers import make_mysql_database
 from tests.server_process import ServerProcess
 from tests.social import befriend, trio, uid, wait_session_ready  # noqa: F401 - trio is a fixture
@@ -255,3 +258,58 @@ def test_graceful_stop_with_messages_in_flight_loses_and_doubles_nothing(db_url,
         late.events.wait_for("unread_loaded")
         got = [e["message"]["text"] for e in late.events.events if e.kind == "chat_message"]
         assert got == texts
+
+
+def test_batch_store_semantics(storage):
+    alice, bob, carol = (storage.create_user(f"1888000000{n}", "x", name, 1).id
+                         for n, name in enumerate(("alice", "bob", "carol")))
+    storage.add_friendship(alice, bob, 1)
+    with storage.db.tx() as cur:
+        [(kept, created)] = store_messages_tx(cur, [NewMessage(alice, bob, "early", "kept")], 5)
+    assert created
+    storage.remove_friendship(alice, bob)
+    storage.add_friendship(alice, carol, 1)
+    items = [NewMessage(alice, carol, "m1", "one"),
+             NewMessage(alice, carol, "m1", "one again"),        # repeated inside the batch
+             NewMessage(alice, bob, "m2", "no longer friends"),
+             NewMessage(alice, bob, "early", "kept"),            # a re-send from before the removal
+             NewMessage(alice, alice, "m3", "to myself"),
+             NewMessage(carol, alice, "m1", "same client id, other sender")]
+    with storage.db.tx() as cur:
+        results = store_messages_tx(cur, items, 7)
+    first, repeat, stranger, resend, self_note, other = results
+    assert first[1] is True and repeat == (first[0], False)
+    assert stranger is None and self_note is None
+    assert resend == (kept, False)
+    assert other[1] is True and other[0].id != first[0].id and first[0].id < other[0].id
+    assert storage.count_sent(alice, "m1") == 1 and storage.count_sent(alice, "m2") == 0
+
+
+class InlineReactor:
+    def call_soon_threadsafe(self, fn, *args):
+        fn(*args)
+
+
+def test_writer_isolates_a_failing_job(storage):
+    done, gate, shared = [], threading.Event(), []
+
+    def store(cur, items):
+        gate.wait(5)              # hold the first batch until every job is queued
+        if "boom" in items:
+            shared.append(len(items))
+            raise RuntimeError("a job the database refuses")
+        cur.execute("UPDATE meta SET value = value WHERE name = ?", ("schema_version",))
+        return [item.upper() for item in items]
+
+    writer = GroupCommitWriter(storage.db, InlineReactor(), {"echo": store}, max_batch=10)
+    for item in ("a", "b", "boom", "c"):
+        writer.submit(Job("echo", item, lambda result, error, item=item: done.append((item, result, error))))
+    gate.set()
+    writer.stop()
+    assert shared[0] > 1          # the failing job was batched with others, which still went through
+    results = {item: (result, error and error.code) for item, result, error in done}
+    assert results == {"a": ("A", None), "b": ("B", None), "c": ("C", None),
+                       "boom": (None, ErrorCode.INTERNAL)}
+    with pytest.raises(ApiError) as refused:
+        writer.submit(Job("echo", "late", lambda result, error: None))
+    assert refused.value.code == ErrorCode.SHUTTING_DOWN

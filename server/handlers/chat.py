@@ -20,8 +20,7 @@ from common.packets import PacketType
 
 from ..chat_writer import GroupCommitWriter, Job
 from ..mediator import Request
-from ..storage.messages import (Message, can_message_tx, find_sent_tx, insert_message_tx, mark_delivered_tx,
-                                mark_read_tx)
+from ..storage.messages import Message, NewMessage, mark_delivered_tx, mark_read_tx, store_messages_tx
 from .replies import fit_page, send_error, send_result
 
 if TYPE_CHECKING:
@@ -40,8 +39,25 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def write_messages(cur: "Cursor", items: list[NewMessage]) -> list[Any]:
+    refused = ApiError(ErrorCode.NOT_FRIENDS, "you can only send messages to your friends")
+    return [refused if result is None else result for result in store_messages_tx(cur, items, now_ms())]
+
+
+def write_delivered(cur: "Cursor", items: list[tuple[int, list[int]]]) -> list[Any]:
+    at = now_ms()
+    return [(at, marked) for marked in mark_delivered_tx(cur, items, at)]
+
+
+def write_read(cur: "Cursor", items: list[tuple[int, int, int]]) -> list[Any]:
+    at = now_ms()
+    return [(at, mark_read_tx(cur, reader, peer, up_to, at)) for reader, peer, up_to in items]
+
+
 def install(server: "Server") -> None:
-    writer = GroupCommitWriter(server.storage.db, server.reactor, server.config.chat_batch_max)
+    writer = GroupCommitWriter(server.storage.db, server.reactor,
+                               {"message": write_messages, "delivered": write_delivered, "read": write_read},
+                               server.config.chat_batch_max)
     server.chat_writer = writer
     server.shutdown_hooks.append(writer.stop)
     server.status_providers.append(writer.status)
@@ -54,26 +70,22 @@ def install(server: "Server") -> None:
     def chat_send(req: Request) -> None:
         recipient = get_int(req.body, "to", lo=1)
         text = get_str(req.body, "text", max_len=limits.MAX_CONTROL_BODY)
-        if len(text.encode("utf-8", "surrogatepass")) > limits.MAX_CHAT_BYTES:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ApiError(ErrorCode.BAD_REQUEST, "the message is not valid Unicode") from None
+        if size > limits.MAX_CHAT_BYTES:
             raise ApiError(ErrorCode.MESSAGE_TOO_LONG, limit=limits.MAX_CHAT_BYTES)
         if not text.strip():
             raise ApiError(ErrorCode.BAD_REQUEST, "the message is empty")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ApiError(ErrorCode.BAD_REQUEST, "the message is not valid Unicode") from None
         client_msg_id = get_str(req.body, "client_msg_id", max_len=64)
         if not CLIENT_MSG_ID.fullmatch(client_msg_id):
             raise ApiError(ErrorCode.BAD_REQUEST, "client_msg_id must be 1-64 of A-Z a-z 0-9 _ . : -")
         sender, conn, request_id = req.user_id, req.conn, req.request_id
-
-        def apply(cur: "Cursor") -> tuple[Message, bool]:
-            existing = find_sent_tx(cur, sender, client_msg_id)
-            if existing is not None:
-                return existing, False      # a re-send: answer with what was stored
-            if not can_message_tx(cur, sender, recipient):
-                raise ApiError(ErrorCode.NOT_FRIENDS, "you can only send messages to your friends")
-            return insert_message_tx(cur, sender, recipient, client_msg_id, text, now_ms())
+        # The presence cache knows the friends of an online sender: then the batch needs no
+        # friendship query for this message.
+        item = NewMessage(sender, recipient, client_msg_id, text,
+                          known_friends=presence.are_friends(sender, recipient) is True)
 
         def done(result: Any, error: ApiError | None) -> None:
             if error is not None:
@@ -87,7 +99,7 @@ def install(server: "Server") -> None:
                 # drop a message id they already have.
                 router.event_to_user(message.recipient_id, PacketType.CHAT_MESSAGE_EVENT,
                                      {"message": message.to_wire()})
-        writer.submit(Job(apply, done))
+        writer.submit(Job("message", item, done))
 
     @handler(PacketType.CHAT_DELIVERED)
     def chat_delivered(req: Request) -> None:
@@ -96,10 +108,6 @@ def install(server: "Server") -> None:
                 or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2 ** 63 for i in ids)):
             raise ApiError(ErrorCode.BAD_REQUEST, f"ids must be a list of 1-{MAX_RECEIPT_IDS} message ids")
         reader, conn, request_id = req.user_id, req.conn, req.request_id
-
-        def apply(cur: "Cursor") -> tuple[int, list[tuple[int, int]]]:
-            at = now_ms()
-            return at, mark_delivered_tx(cur, reader, sorted(set(ids)), at)
 
         def done(result: Any, error: ApiError | None) -> None:
             if error is not None:
@@ -113,17 +121,13 @@ def install(server: "Server") -> None:
                 router.event_to_user(sender, PacketType.CHAT_STATUS_EVENT,
                                      {"status": "delivered", "peer": reader, "ids": message_ids, "at": at})
             send_result(conn, request_id, {"delivered": len(marked)})
-        writer.submit(Job(apply, done))
+        writer.submit(Job("delivered", (reader, ids), done))
 
     @handler(PacketType.CHAT_READ)
     def chat_read(req: Request) -> None:
         peer = get_int(req.body, "user_id", lo=1)
         up_to = get_int(req.body, "up_to", lo=1)
         reader, conn, request_id = req.user_id, req.conn, req.request_id
-
-        def apply(cur: "Cursor") -> tuple[int, int]:
-            at = now_ms()
-            return at, mark_read_tx(cur, reader, peer, up_to, at)
 
         def done(result: Any, error: ApiError | None) -> None:
             if error is not None:
@@ -134,7 +138,7 @@ def install(server: "Server") -> None:
                 router.event_to_user(peer, PacketType.CHAT_STATUS_EVENT,
                                      {"status": "read", "peer": reader, "up_to": up_to, "at": at})
             send_result(conn, request_id, {"read": count, "at": at})
-        writer.submit(Job(apply, done))
+        writer.submit(Job("read", (reader, peer, up_to), done))
 
     @handler(PacketType.CHAT_UNREAD, blocking=True)
     def chat_unread(req: Request) -> dict:

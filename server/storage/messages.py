@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .friends import are_friends_tx
 from .sql import Cursor, Database
 
 MESSAGE_COLUMNS = "id, sender_id, recipient_id, client_msg_id, body, created_at, delivered_at, read_at"
@@ -36,43 +35,111 @@ def _message(row: tuple) -> Message:
                    None if row[6] is None else int(row[6]), None if row[7] is None else int(row[7]))
 
 
-def find_sent_tx(cur: Cursor, sender_id: int, client_msg_id: str) -> Message | None:
-    row = cur.one(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND client_msg_id = ?",
-                  (sender_id, client_msg_id))
-    return _message(row) if row else None
+# Conditions per statement: SQLite builds older than 3.32 allow only 999 parameters.
+LOOKUP_CHUNK = 200
+INSERT_CHUNK = 100
 
 
-def can_message_tx(cur: Cursor, sender_id: int, recipient_id: int) -> bool:
-    return sender_id != recipient_id and are_friends_tx(cur, sender_id, recipient_id)
+@dataclass(frozen=True)
+class NewMessage:
+    sender_id: int
+    recipient_id: int
+    client_msg_id: str
+    body: str
+    known_friends: bool = False   # the caller already knows the two are friends (skip the check)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def find_sent_tx(cur: Cursor, keys: list[tuple[int, str]]) -> dict[tuple[int, str], Message]:
+    """Stored messages by (sender id, client message id)."""
+    found: dict[tuple[int, str], Message] = {}
+    for chunk in _chunks(keys, LOOKUP_CHUNK):
+        placeholders = " OR ".join("(sender_id = ? AND client_msg_id = ?)" for _ in chunk)
+        for row in cur.all(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {placeholders}",
+                           tuple(v for key in chunk for v in key)):
+            message = _message(row)
+            found[(message.sender_id, message.client_msg_id)] = message
+    return found
+
+
+def friend_pairs_tx(cur: Cursor, pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Which of the (user, other) pairs are friends."""
+    found: set[tuple[int, int]] = set()
+    for chunk in _chunks(pairs, LOOKUP_CHUNK):
+        placeholders = " OR ".join("(user_id = ? AND friend_id = ?)" for _ in chunk)
+        rows = cur.all(f"SELECT user_id, friend_id FROM friends WHERE {placeholders}",
+                       tuple(v for p in chunk for v in p))
+        found.update((int(r[0]), int(r[1])) for r in rows)
+    return found
+
+
+def store_messages_tx(cur: Cursor, items: list[NewMessage], now_ms: int) -> list[tuple[Message, bool] | None]:
+    """Store a batch of messages with a handful of statements; one result per item, in order:
+    ``(message, created)``, where a repeat of a client message id gets the stored message with
+    created False (even if the two are no longer friends), or None if the sender may not
+    write to the recipient (not friends, or itself)."""
+    keys = [(item.sender_id, item.client_msg_id) for item in items]
+    existing = find_sent_tx(cur, list(dict.fromkeys(keys)))
+    to_check = {(item.sender_id, item.recipient_id) for item, key in zip(items, keys)
+                if key not in existing and not item.known_friends and item.sender_id != item.recipient_id}
+    friends = friend_pairs_tx(cur, sorted(to_check)) if to_check else set()
+    to_insert: dict[tuple[int, str], NewMessage] = {}
+    for item, key in zip(items, keys):
+        if key in existing or key in to_insert or item.sender_id == item.recipient_id:
+            continue
+        if item.known_friends or (item.sender_id, item.recipient_id) in friends:
+            to_insert[key] = item
+    for chunk in _chunks(list(to_insert.values()), INSERT_CHUNK):
+        placeholders = ", ".join("(?, ?, ?, ?, ?)" for _ in chunk)
+        cur.execute(f"INSERT IGNORE INTO messages (sender_id, recipient_id, client_msg_id, body, created_at) "
+                    f"VALUES {placeholders}",
+                    tuple(v for m in chunk for v in (m.sender_id, m.recipient_id, m.client_msg_id, m.body, now_ms)))
+    inserted = find_sent_tx(cur, list(to_insert)) if to_insert else {}
+    results: list[tuple[Message, bool] | None] = []
+    answered: set[tuple[int, str]] = set()
+    for key in keys:
+        if key in existing:
+            results.append((existing[key], False))
+        elif key in inserted:
+            results.append((inserted[key], key not in answered))   # a repeat within the batch: not created
+            answered.add(key)
+        else:
+            results.append(None)
+    return results
 
 
 def insert_message_tx(cur: Cursor, sender_id: int, recipient_id: int, client_msg_id: str, body: str,
                       now_ms: int) -> tuple[Message, bool]:
-    """Store a message unless this sender already sent this client message id.
-
-    Returns (message, created): created is False for a repeat, which gets the stored one back.
-    """
-    cur.execute("INSERT IGNORE INTO messages (sender_id, recipient_id, client_msg_id, body, created_at) "
-                "VALUES (?, ?, ?, ?, ?)", (sender_id, recipient_id, client_msg_id, body, now_ms))
-    if cur.rowcount == 1:
-        return Message(cur.lastrowid, sender_id, recipient_id, client_msg_id, body, now_ms, None, None), True
-    existing = find_sent_tx(cur, sender_id, client_msg_id)
-    assert existing is not None, "INSERT IGNORE skipped a row that does not exist"
-    return existing, False
+    """Store one message without a friendship check (tools and tests); see store_messages_tx."""
+    result = store_messages_tx(cur, [NewMessage(sender_id, recipient_id, client_msg_id, body, True)], now_ms)[0]
+    if result is None:
+        raise ValueError("a user cannot send a message to itself")
+    return result
 
 
-def mark_delivered_tx(cur: Cursor, recipient_id: int, ids: list[int], now_ms: int) -> list[tuple[int, int]]:
-    """Mark the recipient's messages delivered; returns (id, sender id) of those newly marked."""
-    if not ids:
-        return []
-    marks = ", ".join("?" for _ in ids)
-    rows = cur.all(f"SELECT id, sender_id FROM messages WHERE recipient_id = ? AND delivered_at IS NULL "
-                   f"AND id IN ({marks}) ORDER BY id", (recipient_id, *ids))
-    if rows:
-        found = [int(r[0]) for r in rows]
-        cur.execute(f"UPDATE messages SET delivered_at = ? WHERE id IN ({', '.join('?' for _ in found)})",
-                    (now_ms, *found))
-    return [(int(r[0]), int(r[1])) for r in rows]
+def mark_delivered_tx(cur: Cursor, items: list[tuple[int, list[int]]], now_ms: int) -> list[list[tuple[int, int]]]:
+    """For each (recipient id, message ids): mark those of its messages delivered that were not
+    yet; returns per item the (message id, sender id) pairs newly marked."""
+    wanted = sorted({message_id for _, ids in items for message_id in ids})
+    pending: dict[int, tuple[int, int]] = {}     # message id -> (sender, recipient), not yet delivered
+    for chunk in _chunks(wanted, LOOKUP_CHUNK * 2):
+        rows = cur.all(f"SELECT id, sender_id, recipient_id FROM messages WHERE delivered_at IS NULL "
+                       f"AND id IN ({', '.join('?' for _ in chunk)})", tuple(chunk))
+        pending.update((int(r[0]), (int(r[1]), int(r[2]))) for r in rows)
+    results: list[list[tuple[int, int]]] = []
+    marked: set[int] = set()
+    for recipient_id, ids in items:
+        mine = [(i, pending[i][0]) for i in sorted(set(ids))
+                if i in pending and pending[i][1] == recipient_id and i not in marked]
+        marked.update(i for i, _ in mine)
+        results.append(mine)
+    for chunk in _chunks(sorted(marked), LOOKUP_CHUNK * 2):
+        cur.execute(f"UPDATE messages SET delivered_at = ? WHERE id IN ({', '.join('?' for _ in chunk)})",
+                    (now_ms, *chunk))
+    return results
 
 
 def mark_read_tx(cur: Cursor, reader_id: int, peer_id: int, up_to: int, now_ms: int) -> int:
