@@ -361,3 +361,29 @@ def test_a_receiver_that_stops_reading_hurts_nobody_and_memory_stays_bounded(ser
     resumed = [h for h in stalled.drain() if h.kind == CAMERA]
     assert [(h.seq, h.keyframe) for h in resumed] == [(frames + 1, True), (frames + 2, False)]
     assert "time" in stalled.request(PacketType.ROOM_CHAT, {"text": "still here"})
+
+
+def test_a_congested_publisher_holds_video_until_a_keyframe(meeting):
+    a, b = meeting(2)
+    asks = KeyframeAsks(a)
+    inbox_b = Inbox(b)
+    assert publish(a, CAMERA, 0, keyframe=True)
+    link = a.kernel.link
+    with link._lock:                                           # the network thread updates it too
+        link.out_size += 10 ** 9                               # as if the uplink had stalled
+    try:
+        assert not publish(a, CAMERA, 1)                       # dropped locally ...
+        assert asks.count() == 1 and asks.times[0][1] == CAMERA   # ... and the encoder is asked for a keyframe
+        assert not publish(a, CAMERA, 2)
+        assert publish(a, MIC, 0)                              # audio is always queued
+        assert asks.count() == 1
+    finally:
+        with link._lock:
+            link.out_size -= 10 ** 9
+    assert not publish(a, CAMERA, 3)                           # a delta still cannot be decoded
+    assert publish(a, CAMERA, 4, keyframe=True)
+    assert publish(a, CAMERA, 5)
+    inbox_b.wait(lambda: len(inbox_b.seqs(uid(a), CAMERA)) == 3)
+    got = inbox_b.of(uid(a), CAMERA)
+    assert [(h.seq, h.keyframe) for h, _ in got] == [(0, True), (1, True), (2, False)]   # no gap in seq
+    assert [p for _, p in got][1:] == [payload(CAMERA, 4), payload(CAMERA, 5)]
