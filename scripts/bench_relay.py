@@ -11,7 +11,9 @@ A publisher whose own unsent bytes pass 128 kB drops video locally, as the clien
 so a server that cannot keep up shows as loss, not as an ever-growing queue. Loss is
 ``1 - received / (3 x scheduled)``: every frame a member was due to send should reach the
 three others; after publishing stops, members read on until everything sent has arrived (at
-most 10 s), so a late frame shows in the delay percentiles, a lost one in the loss. Reported per level: loss, the relay's own drop counter, capture-to-receive
+most 10 s), so a late frame shows in the delay percentiles, a lost one in the loss. A member
+outside the rooms measures heartbeat round trips every 100 ms (is the reactor responsive?), and
+the server's CPU time per relayed frame copy is the figure least disturbed by other load. Reported per level: loss, the relay's own drop counter, capture-to-receive
 delay percentiles, the server's CPU (one process: 100 % = one core) and RSS.
 
 Usage: python scripts/bench_relay.py --rooms 5,10,20 --duration 10 --procs 2
@@ -279,6 +281,19 @@ def run_members(port: int, phones: list[str], start_at, duration: float, drain: 
         member.sock.close()
 
 
+def probe_heartbeats(probe: Member, duration: float) -> list[float]:
+    """Heartbeat round trips on a member outside the rooms, every 100 ms: how responsive the
+    reactor stays under the media load (milliseconds)."""
+    rtts = []
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        started = time.monotonic()
+        probe.request(PacketType.HEARTBEAT, {})
+        rtts.append((time.monotonic() - started) * 1000)
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
+    return rtts
+
+
 def take(results: multiprocessing.Queue, expected: str, timeout: float, data_dir: str):
     """The next message of a load process; its error (with the server's log) otherwise."""
     kind, value = results.get(timeout=timeout)
@@ -291,10 +306,11 @@ def take(results: multiprocessing.Queue, expected: str, timeout: float, data_dir
 def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
-        phones = prepare_users(db_url, rooms * MEMBERS)
+        phones = prepare_users(db_url, rooms * MEMBERS + 1)
         proc, port = start_server(tmp, db_url)
         try:
             server = psutil.Process(proc.pid)
+            probe = Member(port, phones.pop())
             ctx = multiprocessing.get_context("fork")
             results: multiprocessing.Queue = ctx.Queue()
             per_proc = [list(range(r, rooms, procs)) for r in range(procs)]
@@ -317,10 +333,9 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0) -> d
             time.sleep(max(0.0, start_at.value - time.time()))
             admin = Path(tmp) / "admin.sock"
             before = query_status(admin)
-            server.cpu_percent(None)
-            time.sleep(duration)
-            cpu = server.cpu_percent(None)
-            after = query_status(admin)
+            cpu_before = server.cpu_times()
+            rtts = probe_heartbeats(probe, duration)
+            cpu_after = server.cpu_times()
             rss = server.memory_info().rss
             totals = {"scheduled": 0, "sent": 0, "dropped_locally": 0, "received": 0, "keyframe_asks": 0}
             delays: list[float] = []
@@ -331,12 +346,16 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0) -> d
                 delays += part["delays_ms"]
             for worker in workers:
                 worker.join(timeout=10)
+            after = query_status(admin, timeout=30)
+            cpu_end = server.cpu_times()
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     expected = totals["scheduled"] * (MEMBERS - 1)
     relayed_out = after["media_frames_out"] - before["media_frames_out"]
     relay_dropped = after["media_frames_dropped"] - before["media_frames_dropped"]
+    cpu_window = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    cpu_total = (cpu_end.user + cpu_end.system) - (cpu_before.user + cpu_before.system)
     return {
         "rooms": rooms, "members": rooms * MEMBERS,
         "frames_scheduled": totals["scheduled"], "frames_sent": totals["sent"],
@@ -347,7 +366,9 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0) -> d
         "relay_frames_per_s": round(relayed_out / duration),
         "delay_p50_ms": round(percentile(delays, 50), 1), "delay_p95_ms": round(percentile(delays, 95), 1),
         "delay_p99_ms": round(percentile(delays, 99), 1),
-        "server_cpu_pct": round(cpu, 1), "server_rss_mb": round(rss / 2 ** 20, 1),
+        "server_cpu_pct": round(100 * cpu_window / duration, 1), "server_rss_mb": round(rss / 2 ** 20, 1),
+        "server_cpu_us_per_relayed_frame": round(1e6 * cpu_total / max(1, relayed_out), 1),
+        "heartbeat_rtt_p50_ms": round(percentile(rtts, 50), 1), "heartbeat_rtt_max_ms": round(max(rtts), 1),
         "keyframe_requests": totals["keyframe_asks"],
     }
 
@@ -360,7 +381,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object per level")
     args = parser.parse_args()
     header = (f"{'rooms':>5} {'members':>7} {'loss %':>7} {'relay drop %':>12} {'relayed/s':>9} "
-              f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'server CPU %':>12} {'RSS MB':>7}")
+              f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'server CPU %':>12} {'us/frame':>8} {'RSS MB':>7} "
+              f"{'hb max ms':>9}")
     if not args.json:
         print(f"frames: keyframe {KEYFRAME_SIZE} B every {GOP} frames, delta {DELTA_SIZE} B, {FPS} fps "
               f"(~{BITRATE // 1000} kbit/s per publisher); {args.duration:g} s per level, {args.procs} load processes")
@@ -373,7 +395,8 @@ def main() -> int:
             print(f"{result['rooms']:>5} {result['members']:>7} {result['loss_pct']:>7.2f} "
                   f"{result['relay_dropped_pct']:>12.2f} {result['relay_frames_per_s']:>9} "
                   f"{result['delay_p50_ms']:>7} {result['delay_p95_ms']:>7} {result['delay_p99_ms']:>7} "
-                  f"{result['server_cpu_pct']:>12} {result['server_rss_mb']:>7}", flush=True)
+                  f"{result['server_cpu_pct']:>12} {result['server_cpu_us_per_relayed_frame']:>8} "
+                  f"{result['server_rss_mb']:>7} {result['heartbeat_rtt_max_ms']:>9}", flush=True)
     return 0
 
 
