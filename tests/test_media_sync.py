@@ -41,3 +41,13 @@ def test_hold_is_capped():
     sync.audio_played(T0, played_us=T0 + 2_000_000)    # a huge audio delay
     assert sync.due_us(T0, now_us=T0 + 1_900_000) == T0 + 2_000_000
     assert sync.due_us(T0, now_us=T0 + 100_000) == T0 + 500_000
+
+
+def test_offset_smooths_scheduling_jitter_but_follows_a_rebuffer():
+    sync = AvSync()
+    for i in range(50):
+        wobble = 8_000 if i % 2 else -8_000
+        sync.audio_played(T0 + i * 20_000, played_us=T0 + i * 20_000 + 100_000 + wobble)
+    assert abs(sync.audio_offset_us - 100_000) < 3_000
+    sync.audio_played(T0 + 50 * 20_000, played_us=T0 + 50 * 20_000 + 400_000)   # re-buffered deeper
+    assert sync.audio_offset_us == 400_000

@@ -1,5 +1,5 @@
-"""A meeting of bots on loopback: three publish and receive for 10 s, a fourth joins late,
-one leaves and rejoins.
+"""A meeting of bots on loopback: three publish and receive for 10 s (one of them also
+showing the others lip-synced), a fourth joins late, one leaves and rejoins.
 
 Video is 640x480 at 15 fps, 500 kbit/s (half the default frame rate; 30 fps is measured by
 scripts/bench_encode.py): four encoders and twelve decoders share one process and two cores
@@ -65,8 +65,18 @@ def test_three_bots_meet_a_fourth_joins_late_and_one_rejoins(bots):
     trio = [alice, bob, carol]
     wait_until(lambda: all(sees(r, s) for r in trio for s in trio if r is not s), 10, "everyone sees everyone")
 
+    # the meeting itself: a fixed 10 s of media, during which alice's screen shows bob and
+    # carol lip-synced (a picture is taken off the queue when the audio of its moment plays)
     start = now_us()
-    time.sleep(MEETING_SECONDS)          # the meeting itself: a fixed 10 s of media
+    skews_ms = []
+    while now_us() - start < MEETING_SECONDS * 1e6:
+        for sender in (bob, carol):
+            member = alice.receiver.members[sender.kernel.user["id"]]
+            shown = member.video[MediaKind.CAMERA].video.pop_due()
+            offset = member.sync.audio_offset_us
+            if shown is not None and offset is not None:
+                skews_ms.append(abs(now_us() - shown[1] - offset) / 1000)
+        time.sleep(0.005)
     end = now_us()
     time.sleep(IN_FLIGHT_US / 1e6)
 
@@ -90,6 +100,10 @@ def test_three_bots_meet_a_fourth_joins_late_and_one_rejoins(bots):
             heard = {c for c in audio.decoded_captures if start <= c < end - IN_FLIGHT_US}
             assert len(heard & set(audio_sent)) >= 0.9 * len(audio_sent), \
                 f"{receiver.nickname} decoded {len(heard)} of {len(audio_sent)} audio frames of {sender.nickname}"
+
+    assert len(skews_ms) >= MEETING_SECONDS * MEDIA.fps, f"only {len(skews_ms)} pictures shown"
+    skew_p95 = float(np.percentile(skews_ms, 95))
+    assert skew_p95 < 80, f"audio/video skew p95 {skew_p95:.0f} ms"
 
     # a late joiner gets a picture of everyone within a second (the relay's cached keyframe)
     dave = bots("dave", 660.0)

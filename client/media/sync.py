@@ -15,6 +15,12 @@ import time
 from typing import Any
 
 
+# Each frame's offset wobbles by the sender's and our scheduling jitter (a few ms, tens under
+# load); a moving average follows real changes (the jitter buffer's depth) within ~10 frames.
+SMOOTHING = 0.1
+STEP_US = 100_000
+
+
 def wall_us() -> int:
     return time.time_ns() // 1000
 
@@ -30,8 +36,12 @@ class AvSync:
     def audio_played(self, capture_us: int, played_us: int | None = None) -> None:
         """The playout clock just played (or queued for the speakers) audio captured at ``capture_us``."""
         played = wall_us() if played_us is None else played_us
+        offset = played - capture_us
         with self._lock:
-            self._offset_us = played - capture_us
+            if self._offset_us is None or abs(offset - self._offset_us) > STEP_US:
+                self._offset_us = offset          # a new stream or a re-buffer: follow at once
+            else:
+                self._offset_us += round((offset - self._offset_us) * SMOOTHING)
             self._last_audio_us = played
 
     @property
@@ -52,7 +62,7 @@ class AvSync:
 class SyncedVideo:
     """Decoded pictures of one stream waiting for their moment; the renderer asks ``pop_due``."""
 
-    def __init__(self, sync: AvSync, capacity: int = 30) -> None:
+    def __init__(self, sync: AvSync, capacity: int = 15) -> None:
         self.sync = sync
         self._pending: collections.deque[tuple[int, int, Any]] = collections.deque(maxlen=capacity)
         self._lock = threading.Lock()
