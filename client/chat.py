@@ -255,7 +255,7 @@ class ChatClient:
             with self._lock:
                 self._ready = False
                 dropped, self.outbox = list(self.outbox.values()), collections.OrderedDict()
+                self.conversations.clear()
             for entry in dropped:
                 if not entry.acked.done():
                     entry.acked.set_exception(ApiError(ErrorCode.NOT_AUTHENTICATED, "logged out"))
-            self.conversations.clear()

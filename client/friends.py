@@ -17,6 +17,7 @@ from common.validation import normalize_phone
 from .ordered import request_in_order, wait
 
 if TYPE_CHECKING:
+    from .events import Event
     from .kernel import ClientKernel
 
 
@@ -28,6 +29,7 @@ class FriendsClient:
         self.outgoing: dict[int, dict] = {}    # request id -> request (from me)
         self._lock = threading.RLock()
         self._touched: set[int] = set()        # friends changed by events during a list fetch
+        self._touched_requests: set[int] = set()
         for packet_type, fn in ((PacketType.FRIEND_REQUEST_EVENT, self._on_request),
                                 (PacketType.FRIEND_ANSWER_EVENT, self._on_answer),
                                 (PacketType.FRIEND_ADDED_EVENT, self._on_added),
@@ -37,6 +39,7 @@ class FriendsClient:
                                 (PacketType.PROFILE_CHANGED_EVENT, self._on_profile)):
             kernel.on_packet(packet_type, fn)
         kernel.session_hooks.append(self._on_session)
+        kernel.add_listener(self._on_kernel_event)
 
     # -- reading state ------------------------------------------------------------------------------
     def friend_list(self) -> list[dict]:
@@ -64,15 +67,14 @@ class FriendsClient:
         def apply(reply: dict) -> None:
             if reply.get("status") == "pending":
                 self.outgoing[reply["request"]["id"]] = reply["request"]
-                self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
-                                 outgoing=list(self.outgoing.values()))
+                self._touched_requests.add(reply["request"]["id"])
+                self._requests_changed()
         return wait(self.kernel, request_in_order(self.kernel, self._lock, PacketType.FRIEND_REQUEST, body, apply))
 
     def answer(self, request_id: int, accept: bool) -> dict:
         def apply(reply: dict) -> None:
             self.incoming.pop(request_id, None)
-            self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
-                             outgoing=list(self.outgoing.values()))
+            self._requests_changed()
         return wait(self.kernel, request_in_order(self.kernel, self._lock, PacketType.FRIEND_ANSWER,
                                                   {"request_id": request_id, "accept": accept}, apply))
 
@@ -112,47 +114,72 @@ class FriendsClient:
             after = reply["next"]
 
     def _fetch_requests(self) -> None:
-        fetched: dict[str, dict[int, dict]] = {"incoming": {}, "outgoing": {}}
         for direction in ("incoming", "outgoing"):
+            seen: set[int] = set()
+            with self._lock:
+                self._touched_requests = set()
+
+            def apply(reply: dict, direction: str = direction, seen: set[int] = seen) -> None:
+                table = self.incoming if direction == "incoming" else self.outgoing
+                for request in reply.get("requests", []):
+                    seen.add(request["id"])
+                    table[request["id"]] = request
+                if not reply.get("more"):
+                    for gone in set(table) - seen - self._touched_requests:
+                        del table[gone]
+                    self._requests_changed()
+
             after = 0
             while True:
-                reply = self.kernel.request(PacketType.FRIEND_REQUESTS, {"direction": direction, "after": after})
-                for request in reply.get("requests", []):
-                    fetched[direction][request["id"]] = request
+                reply = wait(self.kernel, request_in_order(self.kernel, self._lock, PacketType.FRIEND_REQUESTS,
+                                                           {"direction": direction, "after": after}, apply))
                 if not reply.get("more"):
                     break
                 after = reply["next"]
-        with self._lock:
-            self.incoming, self.outgoing = fetched["incoming"], fetched["outgoing"]
-            self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
-                             outgoing=list(self.outgoing.values()))
+
+    def _requests_changed(self) -> None:
+        self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
+                         outgoing=list(self.outgoing.values()))
+
+    def _on_kernel_event(self, event: "Event") -> None:
+        if event.kind == "logged_out":
+            with self._lock:
+                self.friends.clear()
+                self.incoming.clear()
+                self.outgoing.clear()
+            self.kernel.emit("friends_changed", friends=[])
+            self._requests_changed()
 
     # -- events (network thread) ------------------------------------------------------------------------
     def _on_request(self, body: dict) -> None:
         request = body["request"]
         with self._lock:
             self.incoming[request["id"]] = request
+            self._touched_requests.add(request["id"])
         self.kernel.emit("friend_request", request=request)
-        self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
-                         outgoing=list(self.outgoing.values()))
+        self._requests_changed()
 
     def _on_answer(self, body: dict) -> None:
         with self._lock:
             self.outgoing.pop(body["request_id"], None)
         self.kernel.emit("friend_answer", request_id=body["request_id"], accepted=body["accepted"],
                          user=body["user"])
-        self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
-                         outgoing=list(self.outgoing.values()))
+        self._requests_changed()
 
     def _on_added(self, body: dict) -> None:
         friend = body["friend"]
         with self._lock:
             self.friends[friend["id"]] = friend
             self._touched.add(friend["id"])
-            self.incoming = {k: r for k, r in self.incoming.items() if r["from"] != friend["id"]}
-            self.outgoing = {k: r for k, r in self.outgoing.items() if r["to"] != friend["id"]}
+            settled = 0
+            for table, side in ((self.incoming, "from"), (self.outgoing, "to")):
+                for request_id in [k for k, r in table.items() if r[side] == friend["id"]]:
+                    del table[request_id]
+                    settled += 1
         self.kernel.emit("friend_added", friend=friend)
         self.kernel.emit("friends_changed", friends=self.friend_list())
+        if settled:
+            self._requests_changed()
 
     def _on_removed(self, body: dict) -> None:
         user_id = body["user_id"]

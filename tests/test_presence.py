@@ -85,7 +85,9 @@ def test_list_has_presence_kick_is_silent_logout_is_offline(storage, server_fact
     assert [e.kind for e in b.events.events[mark:] if e.kind in ("friend_online", "friend_offline")] == []
 
     # a logout is an offline event
+    assert len(elsewhere.kernel.friends.friend_list()) == 2
     elsewhere.kernel.logout()
+    assert elsewhere.kernel.friends.friend_list() == []      # nothing of Alice's is left on the client
     b.events.wait_for("friend_offline", lambda e: e["user_id"] == ids["a"], timeout=1.0, start=mark)
     assert not b.kernel.friends.is_online(ids["a"])
 
