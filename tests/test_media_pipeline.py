@@ -307,3 +307,25 @@ def test_a_decoder_that_falls_behind_skips_to_a_keyframe(hub):
     stream.close()
     assert stream.stats.skipped > 0 and stream.stats.decoded < burst
     assert keyframes_asked[0] == MediaKind.CAMERA and 1 <= stream.stats.keyframe_requests <= 2
+
+
+def test_camera_off_sends_nothing_and_camera_on_starts_with_a_keyframe(hub):
+    alice = FakeRooms(hub, 1)
+    sent = []
+    publish = alice.publish
+    alice.publish = lambda kind, codec, payload, keyframe, capture: sent.append(keyframe) or publish(
+        kind, codec, payload, keyframe, capture)
+    video = VideoPublisher(alice, TestPatternSource(320, 240, 15), H264Encoder(PROFILE)).start()
+    try:
+        wait_until(lambda: len(sent) >= 5)
+        video.muted = True
+        time.sleep(0.1)
+        count = len(sent)
+        time.sleep(0.3)
+        assert len(sent) == count, "a muted camera sends nothing"
+        video.muted = False
+        wait_until(lambda: len(sent) >= count + 3)
+    finally:
+        video.stop()
+    assert sent[0] and not any(sent[1:5])
+    assert sent[count], "the first frame after unmuting is a keyframe"

@@ -46,6 +46,7 @@ def _has_device(kind: str) -> bool:
 
 class AudioSource:
     name = "audio source"
+    capture_lag_us = 0      # how long before ``read`` returned the frame's first sample was taken
 
     def read(self) -> np.ndarray | None:
         """The next 20 ms frame (960 int16 samples), or None when stopped."""
@@ -86,6 +87,8 @@ class SilenceSource(ToneSource):
 
 class MicrophoneSource(AudioSource):
     """The default (or given) input device; PortAudio's callback only enqueues."""
+
+    capture_lag_us = FRAME_SAMPLES * 1_000_000 // SAMPLE_RATE   # a block is handed over once recorded
 
     def __init__(self, device: int | str | None = None) -> None:
         sd = _sounddevice()

@@ -117,7 +117,7 @@ class _Publisher:
 
 class VideoPublisher(_Publisher):
     """Camera, screen or test pattern -> H.264 -> the room. Keyframes when asked (by the
-    server, or by ``publish`` after a local drop) and whenever we (re)enter a room."""
+    server, or by ``publish`` after a local drop) and whenever we (re)enter a room or unmute."""
 
     def __init__(self, rooms: MediaRooms, source: VideoSource, encoder: H264Encoder,
                  kind: MediaKind = MediaKind.CAMERA) -> None:
@@ -126,7 +126,7 @@ class VideoPublisher(_Publisher):
         self.source = source
         self.encoder = encoder
         self._pacer = None if source.paced else Pacer(source.fps)
-        self._was_in_room = False
+        self._was_sending = False
         rooms.add_keyframe_listener(self._on_keyframe_request)
 
     def _on_keyframe_request(self, kind: MediaKind) -> None:
@@ -141,15 +141,15 @@ class VideoPublisher(_Publisher):
             log.info("%s ended", self.source.name)
             return False
         self.stats.captured += 1
-        in_room = self.rooms.room is not None
-        if in_room and not self._was_in_room:
-            self.encoder.request_keyframe()
-        self._was_in_room = in_room
-        if self.muted or not in_room:
+        sending = self.rooms.room is not None and not self.muted
+        if sending and not self._was_sending:
+            self.encoder.request_keyframe()     # entering a room or unmuting: start clean
+        self._was_sending = sending
+        if not sending:
             return True
-        started = time.process_time()
+        started = time.thread_time()
         encoded = self.encoder.encode(picture.image)
-        self.stats.encode_seconds += time.process_time() - started
+        self.stats.encode_seconds += time.thread_time() - started
         for unit in encoded:
             self._send(Codec.H264, unit.payload, unit.keyframe, picture.capture_us)
         return True
@@ -196,16 +196,16 @@ class AudioPublisher(_Publisher):
         pcm = self.source.read()
         if pcm is None:
             return False
-        capture = now_us()
+        capture = now_us() - self.source.capture_lag_us
         self.stats.captured += 1
         if self.echo is not None and self.far_end is not None:
             pcm = self.echo.process(pcm, self.far_end())
         self.speaking = self.vad.update(pcm) and not self.muted
         if self.muted or self.rooms.room is None:
             return True
-        started = time.process_time()
+        started = time.thread_time()
         payload = self.encoder.encode(pcm)
-        self.stats.encode_seconds += time.process_time() - started
+        self.stats.encode_seconds += time.thread_time() - started
         if payload:
             self._send(Codec.OPUS, payload, False, capture)
         return True
