@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import signal
 import sys
@@ -242,9 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         number = bot.create(args.title, args.room_password) if args.create else args.join
         if args.join:
             bot.join(args.join, args.room_password)
-        if args.number_file:
-            with open(args.number_file, "w", encoding="ascii") as fh:
+        if args.number_file:     # written whole (rename) so a script polling for it never reads half
+            with open(args.number_file + ".tmp", "w", encoding="ascii") as fh:
                 fh.write(f"{number}\n")
+            os.replace(args.number_file + ".tmp", args.number_file)
         print(f"meeting-client bot: {args.nickname} ({phone}) in meeting {number}", file=sys.stderr)
         stop.wait(args.duration if args.duration > 0 else None)
         report = bot.report()
