@@ -94,7 +94,7 @@ def test_chat_scenario_delivers_every_acknowledged_message(server_factory, capsy
 
 def test_chat_scenario_at_a_fixed_rate(server_factory, capsys):
     server = server_factory(messages_per_minute=0)
-    result = run_loadtest(capsys, server, "chat", "--pairs", "4", "--processes", "1", "--duration", "2",
+    result = run_loadtest(capsys, server, "chat", "--pairs", "4", "--processes", "2", "--duration", "2",
                           "--rate", "100")
     sent = result["counters"]["chat_sent"]
     assert 120 <= sent <= 260, sent        # ~100/s over 2 s (plus the last in flight)

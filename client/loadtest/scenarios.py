@@ -82,7 +82,7 @@ async def chat(w: Worker) -> None:
     delivered: set[str] = set()
     text = "x" * max(1, min(s.message_size, limits.MAX_CHAT_BYTES))
     senders = [(a, b) for a, b in pairs] + [(b, a) for a, b in pairs]
-    per_sender_rate = s.rate / len(senders) if s.rate and senders else 0.0
+    per_sender_rate = s.rate / s.processes / len(senders) if s.rate and senders else 0.0
 
     def receiver(client: SimClient) -> None:
         receipts: list[int] = []
