@@ -94,3 +94,29 @@ def test_sender_restart_resets_the_buffer():
     feed(buffer, range(0, 5), base_us=2_000_000_000)   # the member rejoined: numbering restarts
     out = [item for item in drain(buffer, 5) if item.status == "play"]
     assert out and out[0].seq == 0 and buffer.stats.late == 0
+
+
+def test_receiver_conceals_losses_and_fades_to_silence():
+    from client.media.audio_codec import OpusEncoder
+    from client.media.audio_io import ToneSource
+    from client.media.pipeline import CONCEAL_MAX, AudioStreamReceiver
+    from client.media.sync import AvSync
+    from client.media.vad import level_dbfs
+
+    tone, encoder = ToneSource(440.0, 0.3, paced=False), OpusEncoder()
+    packets = [encoder.encode(tone.read()) for _ in range(16)]
+    lost = {6, 9, 10, 11, 12, 13}
+    stream = AudioStreamReceiver(7, AvSync())
+    stream.jitter = JitterBuffer(min_delay_ms=300)     # everything fits: one pop per sequence number
+    base = 1_000_000_000
+    for seq in range(16):
+        if seq not in lost:
+            stream.jitter.put(seq, base + seq * FRAME, packets[seq], arrival_us=base + seq * FRAME + 10_000)
+    out = [stream.next_frame(base + 400_000 + n * FRAME) for n in range(16)]
+    assert all(frame is not None for frame in out)
+    assert stream.concealed == len(lost) and stream.decoded == 16 - len(lost)
+    levels = [level_dbfs(frame) for frame in out]
+    assert levels[5] - 9 < levels[6] < levels[5] - 4, "a single gap: the last frame repeated softer, no click"
+    assert levels[9] > levels[10] > levels[11] > -100, "a longer gap fades..."
+    assert levels[9 + CONCEAL_MAX] == levels[13] == -100.0, "...to silence after CONCEAL_MAX frames"
+    assert levels[14] > levels[11], "and the voice comes back"
