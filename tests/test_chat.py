@@ -14,7 +14,7 @@ from server.chat_writer import GroupCommitWriter, Job
 from server.storage.messages import NewMessage, store_messages_tx
 from tests.helpers import make_mysql_database
 from tests.server_process import ServerProcess
-from tests.social import befriend, trio, uid, wait_session_ready  # noqa: F401 - trio is a fixture
+from tests.social import befriend, trio, uid  # noqa: F401 - trio is a fixture
 
 
 def error_of(fn, *args, **kwargs) -> ApiError:
