@@ -95,6 +95,8 @@ class Server:
         self.ssl_context: ssl.SSLContext | None = None
         self.listener: Listener | None = None
         self.admin = None   # server.admin.AdminServer once listening
+        # Traffic of connections already closed, so the status shows totals since the start.
+        self.closed_traffic = {"bytes_in": 0, "bytes_out": 0, "frames_in": 0, "frames_out": 0}
         self.daemon = None  # server.daemon.Daemon once listening
         self.port = 0
         self.stopping = False
@@ -181,6 +183,8 @@ class Server:
 
     def connection_closed(self, conn: Connection, reason: str) -> None:
         self.connections.pop(conn.id, None)
+        for key in self.closed_traffic:
+            self.closed_traffic[key] += getattr(conn, key)
         if conn.user_id is None:
             self._forget_unauthenticated(conn)
             return
@@ -216,11 +220,9 @@ class Server:
             "connections": len(conns),
             "users_online": len(self.sessions),
             "pool_queue": self.stats.pool_submitted - self.stats.pool_completed,
-            "bytes_in": sum(c.bytes_in for c in conns),
-            "bytes_out": sum(c.bytes_out for c in conns),
-            "frames_in": sum(c.frames_in for c in conns),
-            "frames_out": sum(c.frames_out for c in conns),
         }
+        for key, closed in self.closed_traffic.items():   # totals since the start
+            figures[key] = closed + sum(getattr(c, key) for c in conns)
         figures.update(asdict(self.stats))
         for provider in self.status_providers:
             figures.update(provider())

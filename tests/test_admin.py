@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,17 @@ def test_cli_status_command(server):
     server.stop()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "no admin socket" in proc.stderr
+
+
+def test_traffic_figures_are_totals_since_the_start(server):
+    sock = raw_connect(server.port)
+    assert raw_request(sock, 1, HELLO).type == RESULT
+    before = query_status(server.config.admin_socket_path)
+    sock.close()
+    deadline = time.monotonic() + 5
+    while query_status(server.config.admin_socket_path)["connections"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    after = query_status(server.config.admin_socket_path)
+    assert after["frames_in"] >= before["frames_in"] >= 1
+    assert after["bytes_out"] >= before["bytes_out"] > 0

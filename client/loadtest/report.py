@@ -128,6 +128,11 @@ def format_table(result: RunResult) -> str:
                 if key.startswith(("bytes_", "frames_", "media_")) and isinstance(before.get(key), (int, float)):
                     delta = f"  (+{value - before[key]:,} during the run)"
                 lines.append(f"  {name + ':':<24}{value:>14,}{delta}")
+        known = {key for key, _ in SERVER_FIGURES}
+        others = [(k, v) for k, v in server.items() if k not in known and isinstance(v, (int, float))
+                  and not isinstance(v, bool) and v and k != "uptime_s"]
+        if others:
+            lines.append("  " + ", ".join(f"{k} {v:,}" for k, v in others))
     return "\n".join(lines)
 
 
