@@ -24,9 +24,11 @@ from hypothesis import strategies as st
 
 from common import frame as wire
 from common.errors import ErrorCode
+from common.media import MEDIA_HEADER
 from common.packets import BINARY_TYPES, PacketType
 from server.ratelimit import PRE_LOGIN_BODY, TokenBucket
 from tests.helpers import HELLO, raw_connect, raw_request, unique_phone
+from tests.social import befriend, uid
 
 PASSWORD = "correct horse battery"
 BATCH = 50
@@ -42,21 +44,96 @@ KEYS = ["phone", "password", "nickname", "token", "version", "client", "to", "us
 
 HUGE_INTS = st.sampled_from([-1, 0, 1, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63 - 1, 2**63, 2**64,
                              -(2**63) - 1, 10**30, 10**400])
+NASTY_STRINGS = st.sampled_from(["", "0", "123456789", "13800000000", "'; DROP TABLE users; --",
+                                 "../../etc/passwd", "\x00", "\ud7ff\U0001F600", "a" * 300, "%s%s%n",
+                                 "\\\\'\"", "NaN"])
 SCALARS = st.one_of(
     st.none(), st.booleans(), HUGE_INTS, st.integers(),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=40),
-    st.sampled_from(["", "0", "123456789", "13800000000", "'; DROP TABLE users; --", "../../etc/passwd",
-                     "\x00", "\ud7ff\U0001F600", "a" * 300, "%s%s%n", "\\\\'\"", "NaN"]),
+    st.text(max_size=40), NASTY_STRINGS,
 )
 JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4),
     st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), inner, max_size=4)),
-    max_leaves=12)
+    max_leaves=6)
 BODIES = st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=10)), JSON_VALUES, max_size=6)
 
+# Plausible bodies: the fields each packet type really takes (docs/PROTOCOL.md), filled with
+# values near the valid ones, so the fuzzing reaches past the first field check into the
+# handlers' logic, storage and routing. KNOWN holds ids of real users, requests and rooms.
+KNOWN: dict[str, list] = {"users": [1, 2, 3], "numbers": ["123456789"], "transfers": ["00" * 16]}
+IDS = st.one_of(st.sampled_from([1, 2, 3, 4]), st.integers(-3, 10**6), HUGE_INTS,
+                st.deferred(lambda: st.sampled_from(KNOWN["users"])))
+SHORT_TEXT = st.one_of(st.text(max_size=40), NASTY_STRINGS)
+FIELDS = {
+    "version": st.one_of(st.just(1), st.integers(-1, 3), HUGE_INTS),
+    "client": SHORT_TEXT, "password": SHORT_TEXT, "nickname": SHORT_TEXT, "signature": SHORT_TEXT,
+    "greeting": SHORT_TEXT, "title": SHORT_TEXT, "reason": SHORT_TEXT, "name": SHORT_TEXT,
+    "text": st.one_of(SHORT_TEXT, st.integers(8000, 9000).map(lambda n: "é" * n)),
+    "token": st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", max_size=60),
+    "phone": st.one_of(st.integers(10**10, 2 * 10**10 - 1).map(str), SHORT_TEXT),
+    "to": IDS, "user_id": IDS, "request_id": IDS, "up_to": IDS, "before": IDS, "after": IDS,
+    "limit": st.integers(-5, 1000), "size": st.one_of(st.integers(-5, 5000), HUGE_INTS),
+    "offset": st.one_of(st.integers(-5, 5000), HUGE_INTS), "kind": st.integers(-1, 5),
+    "avatar_builtin": st.integers(-1, 20),
+    "ids": st.lists(IDS, max_size=5),
+    "client_msg_id": st.one_of(st.integers(0, 2**64).map(lambda n: f"m-{n:x}"), SHORT_TEXT),
+    "transfer_id": st.one_of(st.deferred(lambda: st.sampled_from(KNOWN["transfers"])),
+                             st.binary(min_size=16, max_size=16).map(bytes.hex), SHORT_TEXT),
+    "number": st.one_of(st.deferred(lambda: st.sampled_from(KNOWN["numbers"])),
+                        st.integers(10**8, 10**9 - 1).map(str), SHORT_TEXT),
+    "sha256": st.one_of(st.binary(min_size=32, max_size=32).map(bytes.hex), SHORT_TEXT),
+    "direction": st.sampled_from(["incoming", "outgoing", "sideways", ""]),
+    "error": st.sampled_from(["", "checksum", "disk_full", "bogus"]),
+    **{flag: st.one_of(st.booleans(), SCALARS) for flag in
+       ("accept", "typing", "locked", "camera", "microphone", "screen", "paused", "complete")},
+}
+TEMPLATES: dict[int, tuple[str, ...]] = {
+    PacketType.HELLO: ("version", "client"), PacketType.REGISTER: ("phone", "password", "nickname"),
+    PacketType.LOGIN: ("phone", "password"), PacketType.RESUME: ("token",),
+    PacketType.USER_SEARCH: ("phone",), PacketType.FRIEND_REQUEST: ("user_id", "phone", "greeting"),
+    PacketType.FRIEND_ANSWER: ("request_id", "accept"), PacketType.FRIEND_LIST: ("after",),
+    PacketType.FRIEND_REMOVE: ("user_id",), PacketType.FRIEND_REQUESTS: ("direction", "after"),
+    PacketType.PROFILE_UPDATE: ("nickname", "signature", "avatar_builtin"), PacketType.AVATAR_GET: ("user_id",),
+    PacketType.CHAT_SEND: ("to", "text", "client_msg_id"), PacketType.CHAT_DELIVERED: ("ids",),
+    PacketType.CHAT_READ: ("user_id", "up_to"), PacketType.CHAT_HISTORY: ("user_id", "before", "limit"),
+    PacketType.TYPING: ("to", "typing"), PacketType.CHAT_UNREAD: ("after",),
+    PacketType.FILE_OFFER: ("to", "name", "size", "sha256"), PacketType.FILE_ANSWER: ("transfer_id", "accept"),
+    PacketType.FILE_ACK: ("transfer_id", "offset", "complete"),
+    PacketType.FILE_CANCEL: ("transfer_id", "reason", "error"), PacketType.FILE_RESUME: ("transfer_id", "offset"),
+    PacketType.ROOM_CREATE: ("title", "password"), PacketType.ROOM_JOIN: ("number", "password"),
+    PacketType.ROOM_KICK: ("user_id",), PacketType.ROOM_MUTE: ("user_id",), PacketType.ROOM_LOCK: ("locked",),
+    PacketType.ROOM_CHAT: ("text",), PacketType.MEDIA_STATE: ("camera", "microphone", "screen"),
+    PacketType.KEYFRAME_REQUEST: ("user_id", "kind"), PacketType.MEDIA_SUBSCRIBE: ("user_id", "kind", "paused"),
+}
+
+
+@st.composite
+def plausible_body(draw, ptype: int) -> bytes:
+    """Mostly-valid fields, some dropped, one maybe of a wrong type, maybe an unknown key."""
+    if ptype == PacketType.MEDIA_FRAME:
+        header = (draw(IDS.filter(lambda v: 0 <= v < 2**32)), draw(st.integers(0, 4)), draw(st.integers(0, 3)),
+                  draw(st.integers(0, 255)), draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**64 - 1)))
+        return MEDIA_HEADER.pack(*header) + draw(st.binary(max_size=300))
+    if ptype == PacketType.FILE_CHUNK:
+        transfer = bytes.fromhex(draw(st.sampled_from(KNOWN["transfers"])))
+        return transfer + draw(st.integers(0, 2**64 - 1)).to_bytes(8, "big") + draw(st.binary(max_size=300))
+    if ptype == PacketType.AVATAR_UPLOAD:
+        return draw(st.sampled_from([b"\x89PNG\r\n\x1a\n", b"GIF89a", b"\xff\xd8\xff", b""])) + draw(st.binary(max_size=300))
+    body = {}
+    for name in TEMPLATES.get(ptype, ()):
+        if draw(st.integers(0, 5)):
+            body[name] = draw(FIELDS[name])
+    if body and draw(st.integers(0, 3)) == 0:
+        body[draw(st.sampled_from(sorted(body)))] = draw(JSON_VALUES)
+    if draw(st.integers(0, 4)) == 0:
+        body[draw(st.text(min_size=1, max_size=10))] = draw(JSON_VALUES)
+    return _json_bytes(body)
+
+
 ALL_TYPES = [int(t) for t in PacketType]
-TYPES = st.one_of(st.sampled_from(ALL_TYPES), st.integers(0, 0xFFFF))
+TYPES = st.one_of(st.sampled_from(sorted(TEMPLATES) + [int(t) for t in BINARY_TYPES]),
+                  st.sampled_from(ALL_TYPES), st.integers(0, 0xFFFF))
 
 
 def _json_bytes(body: dict) -> bytes:
@@ -68,8 +145,11 @@ def packets(draw) -> bytes:
     """One framed packet; the header's length always matches the body (framing stays in sync)."""
     ptype = draw(TYPES)
     # Oversized frames end the connection, so they are a small share of the mix.
-    style = draw(st.sampled_from(["json"] * 16 + ["deep", "raw", "not-object", "binary"] * 2 + ["long-field"]))
-    if style == "json":
+    style = draw(st.sampled_from(["plausible"] * 16 + ["json"] * 8 + ["deep", "raw", "not-object", "binary"] * 2
+                                 + ["long-field"]))
+    if style == "plausible":
+        body = draw(plausible_body(ptype))
+    elif style == "json":
         body = _json_bytes(draw(BODIES))
     elif style == "deep":
         depth = draw(st.sampled_from([50, 200, 1000, 1500, 20000]))
@@ -194,8 +274,17 @@ def test_random_packets_of_every_type_never_break_the_server(server_factory, cli
     srv = server_factory(login_failures_per_address=10**6, login_failures_per_account=10**6,
                          max_unauthenticated_per_address=10**4, messages_per_minute=10**6,
                          friend_requests_per_minute=10**6, rooms_per_minute=10**6)
-    phone = unique_phone()
-    register_raw(srv.port, phone, "fuzzer")
+    # The fuzzer has a friend who is online, hosts a meeting and offers it a file, so that
+    # plausible packets name real users, rooms and transfers.
+    fuzzer, friend = client_factory(srv.port), client_factory(srv.port)
+    fuzzer.register_and_login("fuzzer")
+    friend.register_and_login("friend")
+    befriend(fuzzer, friend)
+    number = friend.kernel.rooms.create("fuzzed")["number"]
+    transfer = friend.kernel.request(PacketType.FILE_OFFER, {"to": uid(fuzzer), "name": "f.bin", "size": 4096,
+                                                             "sha256": "ab" * 32})["transfer_id"]
+    KNOWN.update(users=[uid(fuzzer), uid(friend)], numbers=[number], transfers=[transfer])
+    phone = fuzzer.phone
     sessions = [RawSession(srv.port, phone, authenticate=True), RawSession(srv.port, phone, authenticate=False)]
     sent = [0]
     started = time.monotonic()
