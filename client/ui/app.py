@@ -73,7 +73,7 @@ class App:
         assert self.kernel is not None
         self.login_view = None
         self.main_window = MainWindow(self.root, self)
-        self._replace_view(self.main_window, "420x720")
+        self._replace_view(self.main_window, "440x740")
         self.root.title(f"Real-Time Meeting — {self.kernel.user.get('nickname', '')}")
 
     # -- meetings -------------------------------------------------------------------------------

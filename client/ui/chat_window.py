@@ -151,20 +151,22 @@ class ChatWindow(tk.Toplevel):
 
         composer = tk.Frame(self, background="white", padx=10, pady=8)
         composer.pack(side="bottom", fill="x")
-        self.error = tk.Label(composer, text="", background="white", foreground=COLORS["danger"], font=(FONT, 9),
+        notes = tk.Frame(composer, background="white")
+        notes.pack(side="top", fill="x")
+        tk.Label(notes, text="Enter to send · Shift+Enter for a new line", background="white",
+                 foreground=COLORS["muted"], font=(FONT, 7)).pack(side="right")
+        self.error = tk.Label(notes, text="", background="white", foreground=COLORS["danger"], font=(FONT, 9),
                               anchor="w")
-        self.error.pack(side="top", fill="x")
+        self.error.pack(side="left", fill="x")
         self.input = tk.Text(composer, height=3, width=1, wrap="word", relief="flat", background="#f3f5f8",
                              font=(FONT, 10), padx=8, pady=6, undo=True, highlightthickness=1,
                              highlightbackground="#dde2ea", highlightcolor=COLORS["accent"])
         self.input.pack(side="left", fill="both", expand=True)
-        self.send_button = ttk.Button(composer, text="Send", style="Accent.TButton", command=self.send)
+        self.send_button = ttk.Button(composer, text="Send", style="Accent.TButton", width=6, command=self.send)
         self.send_button.pack(side="left", padx=(8, 0), anchor="s")
         self.input.bind("<Return>", self._on_return)
         self.input.bind("<Shift-Return>", lambda e: None)   # the default: a new line
         self.input.bind("<KeyPress>", self._on_key, add="+")
-        tk.Label(composer, text="Enter to send\nShift+Enter: new line", background="white", justify="left",
-                 foreground=COLORS["muted"], font=(FONT, 7)).pack(side="left", padx=(8, 0), anchor="s")
 
         self.files_box = tk.Frame(self, background=COLORS["bg"], padx=10)
         self.files_box.pack(side="bottom", fill="x")

@@ -260,8 +260,9 @@ class MainWindow(ttk.Frame):
                            highlightthickness=1, highlightbackground="#f3e3bf")
             row.pack(fill="x", pady=(0, 4))
             tk.Label(row, image=self.avatars.get(user, 32), background="#fffaf0").pack(side="left")
-            refuse = ttk.Button(row, text="Refuse", command=lambda r=request: self.answer(r, False))
-            accept = ttk.Button(row, text="Accept", style="Accent.TButton", command=lambda r=request: self.answer(r, True))
+            refuse = ttk.Button(row, text="Refuse", width=7, command=lambda r=request: self.answer(r, False))
+            accept = ttk.Button(row, text="Accept", width=7, style="Accent.TButton",
+                                command=lambda r=request: self.answer(r, True))
             refuse.pack(side="right")
             accept.pack(side="right", padx=(0, 4))
             text = tk.Frame(row, background="#fffaf0")

@@ -62,8 +62,9 @@ class PreviewTap(VideoSource):
 
 
 def scale_frame(frame: av.VideoFrame, size: tuple[int, int]) -> Image.Image:
-    """A decoded picture scaled (swscale, in C) straight into RGB at the tile's size."""
-    return frame.reformat(width=size[0], height=size[1], format="rgb24").to_image()
+    """A decoded picture scaled (swscale, in C) straight into RGB at the tile's size. Fast
+    bilinear costs about half of the default filter and looks the same at tile sizes."""
+    return frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="FAST_BILINEAR").to_image()
 
 
 def scale_bgr(image: np.ndarray, size: tuple[int, int]) -> Image.Image:

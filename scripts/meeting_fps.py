@@ -1,0 +1,172 @@
+"""Measure how often the meeting window redraws each video tile.
+
+The window (the real Tk app, under a private Xvfb unless --display is given) creates a meeting;
+a child process runs a local server and N bots that join and publish 640x480 H.264 at 30 fps
+(a pre-encoded clip, so the bots cost little CPU and the numbers are the window's). The window
+decodes every stream, scales and paints; we count the paints per tile while ``mainloop()``
+runs, plus the Tk loop's largest stall and the window process's CPU.
+
+    .venv/bin/python scripts/meeting_fps.py [--bots 3] [--seconds 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def serve_bots(count: int, fps: int) -> int:
+    """Child process: a server and ``count`` publishing bots; reads the room number on stdin."""
+    from client.loadtest.clip import encode_clip
+    from client.media.clock import Pacer, now_us
+    from common.media import Codec, MediaKind
+    from tests.helpers import TestClient, start_server, test_config
+
+    tmp = Path(tempfile.mkdtemp(prefix="rtm-fps-"))
+    server = start_server(test_config(tmp))
+    clip = encode_clip(640, 480, fps, 500_000, audio=False)
+    keyframes = [i for i, (_p, key) in enumerate(clip.video) if key]
+    print(f"PORT {server.port}", flush=True)
+    number = sys.stdin.readline().strip()
+    stop = threading.Event()
+
+    def publish(kernel) -> None:
+        index = [0]
+        restart = threading.Event()
+        kernel.rooms.add_keyframe_listener(lambda kind: restart.set())
+        pacer = Pacer(fps)
+        while pacer.wait(stop):
+            if restart.is_set():
+                restart.clear()
+                index[0] = next((k for k in keyframes if k >= index[0]), 0)
+            payload, key = clip.video[index[0]]
+            kernel.rooms.publish(MediaKind.CAMERA, Codec.H264, payload, key, now_us())
+            index[0] = (index[0] + 1) % len(clip.video)
+
+    bots = []
+    for i in range(count):
+        bot = TestClient(server.port)
+        bot.register_and_login(f"Bot {i + 1}")
+        bot.kernel.rooms.join(number)
+        bot.kernel.rooms.set_media_state(True, False, False)
+        threading.Thread(target=publish, args=(bot.kernel,), daemon=True).start()
+        bots.append(bot)
+    print("PUBLISHING", flush=True)
+    sys.stdin.readline()                 # parent closes stdin when done
+    stop.set()
+    for bot in bots:
+        bot.close()
+    server.stop()
+    return 0
+
+
+def measure(bots: int, seconds: float, fps: int, display: str | None) -> dict:
+    import psutil
+    import tkinter as tk
+
+    from tests.gui_helpers import Xvfb, pump_until
+    from tests.helpers import unique_phone
+
+    xvfb = None
+    if display:
+        os.environ["DISPLAY"] = display
+    else:
+        xvfb = Xvfb(1600, 1000)
+        os.environ["DISPLAY"] = xvfb.start()
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="rtm-fps-cfg-")
+    child = subprocess.Popen([sys.executable, __file__, "--serve-bots", str(bots), "--fps", str(fps)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(child.stdout.readline().split()[1])
+        from client.ui.app import App
+        from common.media import MediaKind
+        root = tk.Tk()
+        app = App(root, server=f"127.0.0.1:{port}")
+        view = app.login_view
+        view.set_mode("register")
+        for name, value in (("phone", unique_phone()), ("password", "correct horse battery"), ("nickname", "Me")):
+            view.fields[name].insert(0, value)
+        view.submit()
+        pump_until(root, lambda: app.main_window, 30, "login")
+        dialog = app.start_meeting("create")
+        dialog.submit()
+        meeting = pump_until(root, lambda: app.meeting, 10, "the meeting")
+        meeting.geometry("1180x740+0+0")
+        child.stdin.write(meeting.room["number"] + "\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "PUBLISHING"
+        me = app.kernel.user["id"]
+        remote = lambda: {k: t for k, t in meeting.grid_view.tiles.items()  # noqa: E731
+                          if k[0] != me and k[1] == MediaKind.CAMERA}
+        pump_until(root, lambda: len(remote()) == bots and all(t.paints > 30 for t in remote().values()), 30,
+                   "video in every remote tile")
+        root.after(2000, root.quit)          # warm up in the real main loop
+        root.mainloop()
+
+        tiles = remote()
+        loop_times: list[float] = []
+        meeting.grid_view.on_paint = lambda: loop_times.append(time.monotonic())
+        start_paints = {k: t.paints for k, t in tiles.items()}
+        start_replaced = {k: t.slot.replaced for k, t in tiles.items()}
+        receiver = meeting.media.receiver
+        start_decoded = {k: receiver.members[k[0]].video[MediaKind.CAMERA].stats.decoded for k in tiles}
+        process = psutil.Process()
+        process.cpu_percent(None)
+        started = time.monotonic()
+        root.after(int(seconds * 1000), root.quit)
+        root.mainloop()
+        elapsed = time.monotonic() - started
+        cpu = process.cpu_percent(None)
+        gaps = [b - a for a, b in zip(loop_times, loop_times[1:])]
+        result = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "streams": bots, "stream": f"640x480 H.264 {fps} fps", "seconds": round(elapsed, 1),
+            "tile_size": [list(t.slot.size) for t in tiles.values()][0],
+            "paint_fps": {f"user {k[0]}": round((t.paints - start_paints[k]) / elapsed, 1) for k, t in tiles.items()},
+            "decoded_fps": {f"user {k[0]}": round((receiver.members[k[0]].video[MediaKind.CAMERA].stats.decoded
+                                                   - start_decoded[k]) / elapsed, 1) for k in tiles},
+            "replaced_before_paint": {f"user {k[0]}": t.slot.replaced - start_replaced[k] for k, t in tiles.items()},
+            "paint_loop_ms": {"mean": round(1000 * sum(gaps) / max(1, len(gaps)), 1),
+                              "max": round(1000 * max(gaps, default=0), 1)},
+            "window_process_cpu_percent": round(cpu, 1),
+            "cores": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+        app.quit()
+        return result
+    finally:
+        if child.stdin and not child.stdin.closed:
+            child.stdin.close()
+        try:
+            child.wait(20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        if xvfb is not None:
+            xvfb.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bots", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--display", default=None, help="use this X display instead of a private Xvfb")
+    parser.add_argument("--serve-bots", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bots is not None:
+        return serve_bots(args.serve_bots, args.fps)
+    print(json.dumps(measure(args.bots, args.seconds, args.fps, args.display), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
