@@ -354,3 +354,30 @@ def test_sigterm_while_clients_chat_and_transfer_loses_no_acknowledged_message(t
         assert server.terminate() == 0
     finally:
         server.stop()
+
+
+def test_journal_lines_carry_the_syslog_priority():
+    import logging
+
+    from server.logsetup import JournalFormatter
+    formatter = JournalFormatter()
+    record = logging.LogRecord("server.connection", logging.WARNING, __file__, 1,
+                               "peer=%s user=%s closed: %s", ("10.0.0.1:5000", 7, "slow reader"), None)
+    assert formatter.format(record) == "<4>WARNING server.connection: peer=10.0.0.1:5000 user=7 closed: slow reader"
+    record = logging.LogRecord("server", logging.ERROR, __file__, 1, "two\nlines", (), None)
+    assert formatter.format(record) == "<3>ERROR server: two\n<3>lines"
+
+
+def test_journald_format_only_when_stderr_is_the_journal_stream(tmp_path):
+    code = ("import logging, os, sys\n"
+            "st = os.fstat(2)\n"
+            "os.environ['JOURNAL_STREAM'] = sys.argv[1] or f'{st.st_dev}:{st.st_ino}'\n"
+            "from server.logsetup import setup_logging\n"
+            "setup_logging('INFO')\n"
+            "logging.getLogger('server').warning('hello')\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ours = subprocess.run([sys.executable, "-c", code, ""], env=env, capture_output=True, text=True, timeout=30)
+    assert ours.stderr == "<4>WARNING server: hello\n"
+    inherited = subprocess.run([sys.executable, "-c", code, "1:2"], env=env, capture_output=True, text=True,
+                               timeout=30)
+    assert inherited.stderr.endswith(" WARNING server: hello\n") and not inherited.stderr.startswith("<")
