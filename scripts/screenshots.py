@@ -55,7 +55,6 @@ def main() -> int:
     try:
         from client.ui import chat_window
         from client.ui.app import App
-        from common.media import MediaKind
 
         root = tk.Tk()
         app = App(root, server=f"127.0.0.1:{server.port}")

@@ -145,3 +145,26 @@ def press_key(widget: tk.Misc, key: str, state: int = 0) -> None:
     widget.update()
     widget.event_generate(f"<KeyPress-{key}>", state=state) if state else widget.event_generate(f"<{key}>")
     widget.update()
+
+
+@pytest.fixture
+def gui_app(xdisplay, tmp_path, monkeypatch, server):
+    """The real app, registered and logged in as Alice on the test server (main window shown)."""
+    from client.ui.app import App
+    from client.ui.main_window import MainWindow
+    from tests.helpers import unique_phone
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    root = tk.Tk()
+    app = App(root, server=f"127.0.0.1:{server.port}")
+    view = app.login_view
+    view.set_mode("register")
+    for name, value in (("phone", unique_phone()), ("password", "correct horse battery"), ("nickname", "Alice")):
+        view.fields[name].insert(0, value)
+    view.submit()
+    pump_until(root, lambda: isinstance(app.main_window, MainWindow), 20, "the main window")
+    yield app
+    try:
+        app.quit()
+    except tk.TclError:
+        pass

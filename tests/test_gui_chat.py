@@ -4,35 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tkinter as tk
-
-import pytest
 
 from client.ui import chat_window
 from client.ui.app import App
 from client.ui.chat_window import ChatWindow
-from client.ui.main_window import MainWindow
 from client.ui.widgets import Dialog
-from tests.gui_helpers import find_toplevels, press_key, pump_until, wait_event, xdisplay  # noqa: F401
+from tests.gui_helpers import (find_toplevels, gui_app, press_key, pump_until, wait_event,  # noqa: F401
+                               xdisplay)
 from tests.helpers import unique_phone
-
-
-@pytest.fixture
-def alice(xdisplay, tmp_path, monkeypatch, server):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    root = tk.Tk()
-    app = App(root, server=f"127.0.0.1:{server.port}")
-    view = app.login_view
-    view.set_mode("register")
-    for name, value in (("phone", unique_phone()), ("password", "correct horse battery"), ("nickname", "Alice")):
-        view.fields[name].insert(0, value)
-    view.submit()
-    pump_until(root, lambda: isinstance(app.main_window, MainWindow), 20, "the main window")
-    yield app
-    try:
-        app.quit()
-    except tk.TclError:
-        pass
 
 
 def befriend(app: App, bot) -> None:
@@ -50,8 +29,8 @@ def bubbles(window: ChatWindow) -> list[tuple[bool, str, str]]:
     return window.bubbles()
 
 
-def test_friends_requests_presence_and_delete(alice, server, client_factory):
-    app, main = alice, alice.main_window
+def test_friends_requests_presence_and_delete(gui_app, server, client_factory):
+    app, main = gui_app, gui_app.main_window
     main.add_entry.insert(0, "12")
     main.add_button.invoke()
     assert "5 to 20 digits" in main.add_info.cget("text")
@@ -91,8 +70,8 @@ def test_friends_requests_presence_and_delete(alice, server, client_factory):
     wait_event(app.root, carol.events, "friend_removed", timeout=5)
 
 
-def test_chat_both_ways_marks_typing_unread_and_history(alice, server, client_factory):
-    app, main = alice, alice.main_window
+def test_chat_both_ways_marks_typing_unread_and_history(gui_app, server, client_factory):
+    app, main = gui_app, gui_app.main_window
     bob = client_factory(server.port)
     bob.register_and_login("Bob")
     befriend(app, bob)
@@ -155,8 +134,8 @@ def test_chat_both_ways_marks_typing_unread_and_history(alice, server, client_fa
     assert texts == sorted(texts, key=texts.index)  # order kept
 
 
-def test_files_both_ways_with_progress(alice, server, client_factory, tmp_path, monkeypatch):
-    app, main = alice, alice.main_window
+def test_files_both_ways_with_progress(gui_app, server, client_factory, tmp_path, monkeypatch):
+    app, main = gui_app, gui_app.main_window
     bob = client_factory(server.port)
     bob.register_and_login("Bob")
     befriend(app, bob)
@@ -185,10 +164,40 @@ def test_files_both_ways_with_progress(alice, server, client_factory, tmp_path, 
     row = pump_until(app.root, lambda: next((r for r in window.transfers.values() if r.direction == "receive"), None),
                      10, "the incoming offer")
     assert set(row.button_widgets) == {"Accept…", "Decline"}
-    target = tmp_path / "alice" / "saved.bin"
+    target = tmp_path / "gui_app" / "saved.bin"
     target.parent.mkdir()
     monkeypatch.setattr(chat_window, "ask_save_path", lambda parent, name: str(target))
     row.button_widgets["Accept…"].invoke()
     pump_until(app.root, lambda: row.state == "done", 30, "the download to finish")
     assert "Saved to" in row.info.cget("text") and "Open folder" in row.button_widgets
     assert target.read_bytes() == incoming.read_bytes()
+
+
+def test_file_decline_and_cancel(gui_app, server, client_factory, tmp_path, monkeypatch):
+    app, main = gui_app, gui_app.main_window
+    bob = client_factory(server.port)
+    bob.register_and_login("Bob")
+    befriend(app, bob)
+    window = main.open_chat(bob.kernel.user["id"])
+
+    # Bob's offer, declined in the window
+    offered = tmp_path / "unwanted.zip"
+    offered.write_bytes(b"z" * 5000)
+    bob.kernel.files.send_file(app.kernel.user["id"], offered)
+    row = pump_until(app.root, lambda: next(iter(window.transfers.values()), None), 10, "the offer")
+    row.button_widgets["Decline"].invoke()
+    wait_event(app.root, bob.events, "file_declined", timeout=10)
+    pump_until(app.root, lambda: not row.winfo_exists(), 5, "the offer to go away")
+
+    # Alice's offer, cancelled (after confirming) while Bob has not answered
+    mine = tmp_path / "draft.txt"
+    mine.write_text("draft " * 1000)
+    monkeypatch.setattr(chat_window, "ask_open_path", lambda parent: str(mine))
+    window.choose_file()
+    offer = wait_event(app.root, bob.events, "file_offer", timeout=10)
+    row = pump_until(app.root, lambda: window.transfers.get(offer["transfer_id"]), 5, "the outgoing row")
+    row.button_widgets["Cancel"].invoke()
+    dialog = pump_until(app.root, lambda: find_toplevels(window, Dialog), 5, "the confirmation")[0]
+    dialog.buttons["Stop"].invoke()
+    wait_event(app.root, bob.events, "file_cancelled", lambda e: e["transfer_id"] == offer["transfer_id"], 10)
+    pump_until(app.root, lambda: row.info.cget("text") == "Cancelled", 5, "'Cancelled'")

@@ -2,34 +2,12 @@
 follow, room chat both ways, host actions, leaving."""
 from __future__ import annotations
 
-import tkinter as tk
-
-import pytest
-
 from client.ui.app import App
 from client.ui.meeting_window import MeetingWindow
 from client.ui.widgets import Dialog
 from common.media import MediaKind
-from tests.gui_helpers import find_toplevels, label_texts, press_key, pump, pump_until, screenshot, wait_event, xdisplay  # noqa: F401
-from tests.helpers import unique_phone
-
-
-@pytest.fixture
-def logged_in_app(xdisplay, tmp_path, monkeypatch, server):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    root = tk.Tk()
-    app = App(root, server=f"127.0.0.1:{server.port}")
-    view = app.login_view
-    view.set_mode("register")
-    for name, value in (("phone", unique_phone()), ("password", "correct horse battery"), ("nickname", "Alice")):
-        view.fields[name].insert(0, value)
-    view.submit()
-    pump_until(root, lambda: app.main_window, 20, "the main window")
-    yield app
-    try:
-        app.quit()
-    except tk.TclError:
-        pass
+from tests.gui_helpers import (find_toplevels, gui_app, label_texts, press_key, pump,  # noqa: F401
+                               pump_until, screenshot, wait_event, xdisplay)
 
 
 def open_meeting(app: App, title: str = "Weekly sync") -> MeetingWindow:
@@ -40,8 +18,8 @@ def open_meeting(app: App, title: str = "Weekly sync") -> MeetingWindow:
     return pump_until(app.root, lambda: app.meeting, 10, "the meeting window")
 
 
-def test_meeting_members_chat_and_host_actions(logged_in_app, server, client_factory):
-    app = logged_in_app
+def test_meeting_members_chat_and_host_actions(gui_app, server, client_factory):
+    app = gui_app
     meeting = open_meeting(app)
     number = meeting.room["number"]
     assert meeting.number_label.cget("text").replace(" ", "").endswith(number)
@@ -87,8 +65,8 @@ def test_meeting_members_chat_and_host_actions(logged_in_app, server, client_fac
     wait_event(app.root, bob.events, "room_members", lambda e: e["room"]["host_id"] == bob_id, 5)
 
 
-def test_join_errors_are_shown_in_the_dialog(logged_in_app):
-    app = logged_in_app
+def test_join_errors_are_shown_in_the_dialog(gui_app):
+    app = gui_app
     app.main_window.join_meeting_button.invoke()
     dialog = app.root.winfo_children()[-1]
     dialog.fields["number"].insert(0, "12345")
@@ -116,8 +94,8 @@ def tile_difference(a, b) -> float:
     return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
 
 
-def test_tiles_show_moving_video_from_two_bots(logged_in_app, server, client_factory):
-    app = logged_in_app
+def test_tiles_show_moving_video_from_two_bots(gui_app, server, client_factory):
+    app = gui_app
     meeting = open_meeting(app, "Video check")
     number = meeting.room["number"]
     bots, publishers = [], []
@@ -142,6 +120,29 @@ def test_tiles_show_moving_video_from_two_bots(logged_in_app, server, client_fac
             assert colours > 50, "the tile shows a flat colour, not the test pattern"
         me = meeting.grid_view.tiles[(app.kernel.user["id"], MediaKind.CAMERA)]
         assert me.paints > 0, "no self view"
+
+        # Bob talks (a tone): his tile gets the active-speaker ring; Carol's does not
+        from client.media.audio_io import ToneSource
+        from client.media.pipeline import AudioPublisher
+        bob, carol = bots
+        bob.kernel.rooms.set_media_state(True, True, False)
+        publishers.append(AudioPublisher(bob.kernel.rooms, ToneSource(440.0)).start())
+        pump_until(app.root, lambda: tiles[bob.kernel.user["id"]].speaking, 10, "Bob's speaking ring")
+        assert not tiles[carol.kernel.user["id"]].speaking
+
+        # Carol shares her screen: it takes the big stage, the cameras move to a strip
+        from client.media.pipeline import VideoPublisher
+        from client.media.sources import TestPatternSource
+        from client.media.video_codec import H264Encoder, screen_profile
+        carol.kernel.rooms.set_media_state(True, False, True)
+        publishers.append(VideoPublisher(carol.kernel.rooms, TestPatternSource(640, 360, 5.0, "screen"),
+                                         H264Encoder(screen_profile(640, 360, 5.0)), kind=MediaKind.SCREEN).start())
+        screen_key = (carol.kernel.user["id"], MediaKind.SCREEN)
+        pump_until(app.root, lambda: meeting.grid_view.stage == screen_key
+                   and meeting.grid_view.tiles[screen_key].paints > 2, 10, "the shared screen on stage")
+        stage = meeting.grid_view.tiles[screen_key]
+        assert stage.winfo_width() > 2 * max(t.winfo_width() for t in tiles.values())
+        assert "sharing" in " ".join(label_texts(meeting.member_rows[carol.kernel.user["id"]]))
 
         # my camera off: my tile shows my initial, the bots are told
         meeting.cam_button.invoke()
