@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from client.loadtest.cli import main, parse_rate, parse_size
 from client.loadtest.metrics import Metrics, percentile, summarize

@@ -1,5 +1,11 @@
 """`meeting-loadtest SCENARIO [options]`: simulated clients against a running server.
 
+scenarios:
+  connect  N clients register and log in at --ramp per second, then heartbeat for --duration s
+  chat     --pairs of friends message each other flat out (--window in flight) or at --rate in all
+  room     --rooms meetings of --members, all publishing pre-encoded H.264 (+ Opus) at --fps
+  files    --pairs send --file-size files back to back over the live path for --duration s
+
 The server should hash passwords cheaply for a load test (``MEETING_SCRYPT_N=1024``), or the
 run measures scrypt. See docs/PERFORMANCE.md for the measured tables and their command lines.
 """

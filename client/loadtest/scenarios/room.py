@@ -1,0 +1,100 @@
+"""`room`: meetings whose members all publish pre-encoded media."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from common import frame as wire
+from common.media import FLAG_KEYFRAME, MEDIA_HEADER, Codec, MediaHeader, MediaKind, pack_media
+from common.packets import PacketType
+
+from ..sim import SimClient, error_kind
+from ..worker import Worker
+
+
+async def room(w: Worker) -> None:
+    """K meetings of M members; every member publishes the pre-encoded H.264 clip at the
+    given fps (and Opus audio every 20 ms). Measures capture-to-receive latency per kind and
+    counts frames sent, received and missing (dropped by the relay or late)."""
+    s = w.settings
+    clip = s.extra["clip"]
+    my_rooms = [r for r in range(s.rooms) if r % s.processes == w.index]
+    w.target = len(my_rooms) * s.members
+    w.phase = "logging in"
+    clients = await w.login_many(w.target, lambda i: f"room{w.index}-{i}")
+    meetings: list[list[SimClient]] = []
+    for k in range(len(my_rooms)):
+        members = [c for c in clients[k * s.members:(k + 1) * s.members] if c is not None]
+        if len(members) < 2:
+            continue
+        try:
+            created = await members[0].request(PacketType.ROOM_CREATE, {"title": f"load {k}"}, s.timeout)
+            number = created["room"]["number"]
+            for member in members[1:]:
+                await member.request(PacketType.ROOM_JOIN, {"number": number}, s.timeout)
+            for member in members:
+                await member.request(PacketType.MEDIA_STATE, {"camera": True, "microphone": s.audio,
+                                                              "screen": False}, s.timeout)
+        except Exception as exc:
+            w.metrics.error(error_kind(exc))
+            continue
+        meetings.append(members)
+    w.metrics.count("rooms_joined", len(meetings))
+
+    def on_media(frame) -> None:
+        header = MediaHeader(*MEDIA_HEADER.unpack_from(frame.body))
+        delay = (time.time_ns() // 1000 - header.capture_us) / 1e6   # same machine, same clock
+        name = "video" if header.kind == MediaKind.CAMERA else "audio"
+        w.metrics.count(f"{name}_frames_received")
+        now = time.monotonic()
+        w.metrics.latency(f"{name}_latency", now - delay, now)
+
+    async def publish(member: SimClient, kind: MediaKind, fanout: int) -> None:
+        video = kind == MediaKind.CAMERA
+        packets = clip.video if video else [(p, False) for p in clip.audio]
+        interval = 1.0 / s.fps if video else 0.02
+        name = "video" if video else "audio"
+        position = [0]
+
+        def on_keyframe_request(frame) -> None:
+            if json.loads(frame.body).get("kind") == MediaKind.CAMERA:
+                position[0] = 0       # the clip starts with a keyframe
+                w.metrics.count("keyframe_requests")
+        if video:
+            member.handlers[PacketType.KEYFRAME_REQUEST_EVENT] = on_keyframe_request
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + w.random.uniform(0, interval)
+        seq = 0
+        while not w.stop.is_set() and member.connected:
+            await w.sleep_or_stop(max(0.0, next_at - loop.time()))
+            if w.stop.is_set():
+                break
+            payload, keyframe = packets[position[0] % len(packets)]
+            position[0] += 1
+            seq = (seq + 1) & 0xFFFFFFFF
+            header = MediaHeader(0, kind, Codec.H264 if video else Codec.OPUS, FLAG_KEYFRAME if keyframe else 0,
+                                 seq, time.time_ns() // 1000)
+            member.send_frame(wire.encode_frame(PacketType.MEDIA_FRAME, pack_media(header, payload)))
+            w.metrics.count(f"{name}_frames_sent")
+            w.metrics.count(f"{name}_frames_expected", fanout)
+            next_at += interval
+            if loop.time() - next_at > 1.0:      # fell behind (overloaded generator): do not burst
+                w.metrics.count(f"{name}_frames_skipped_by_generator")
+                next_at = loop.time()
+
+    w.phase = "publishing"
+    tasks = []
+    for members in meetings:
+        for member in members:
+            member.handlers[PacketType.MEDIA_FRAME] = on_media
+            tasks.append(asyncio.create_task(publish(member, MediaKind.CAMERA, len(members) - 1)))
+            if s.audio and clip.audio:
+                tasks.append(asyncio.create_task(publish(member, MediaKind.MICROPHONE, len(members) - 1)))
+    await w.hold(s.duration)
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(0.5)   # frames still on the wire
+    for name in ("video", "audio"):
+        missing = w.metrics.counters[f"{name}_frames_expected"] - w.metrics.counters[f"{name}_frames_received"]
+        if missing > 0:
+            w.metrics.count(f"{name}_frames_missing", missing)
