@@ -145,3 +145,24 @@ def test_long_friend_list_comes_in_pages(storage, server_factory, client_factory
     me.kernel.friends.refresh()
     friends = me.events.wait_for("friends_changed", start=mark)["friends"]
     assert len(friends) == 260 and not any(f["online"] for f in friends)
+
+
+def test_crossing_requests_race_in_storage(storage):
+    """Two transactions asking each other at the same instant: exactly one stores a request and
+    the other turns it into a friendship; nothing is left pending."""
+    for n in range(15):
+        a = storage.create_user(f"1660000{n:04d}", "x", "a", 1).id
+        b = storage.create_user(f"1670000{n:04d}", "x", "b", 1).id
+        start, outcomes = threading.Barrier(2), []
+
+        def ask(x, y):
+            start.wait(5)
+            outcomes.append(storage.request_friend(x, y, "", 1).status)
+        threads = [threading.Thread(target=ask, args=(a, b)), threading.Thread(target=ask, args=(b, a))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(15)
+        assert sorted(outcomes) == ["friends", "pending"], n
+        assert storage.are_friends(a, b) and storage.are_friends(b, a)
+        assert storage.friend_requests_page(a, True, 0, 10) == [] and storage.friend_requests_page(b, True, 0, 10) == []

@@ -101,6 +101,17 @@ def test_uploaded_picture_is_cropped_to_128_png(fmt, storage, server_factory, cl
         assert g > 150 and r < 60 and bl < 60, (fmt, (x, y), (r, g, bl))
     assert storage.get_avatar(uid(a)).png == png
 
+    # cached by (user, version): shown again without asking; a new version is fetched
+    asked = []
+    request = b.kernel.request
+    b.kernel.request = lambda ptype, *args, **kw: (asked.append(ptype), request(ptype, *args, **kw))[1]
+    assert b.kernel.profile.avatar_png(changed) == png and PacketType.AVATAR_GET not in asked
+    mark = b.events.mark()
+    a.kernel.profile.upload_avatar(encode(wide.transpose(Image.Transpose.ROTATE_90), fmt))
+    newer = b.events.wait_for("profile_changed", start=mark)["user"]
+    assert newer["avatar"]["version"] == 2
+    assert b.kernel.profile.avatar_png(newer) != png and asked.count(PacketType.AVATAR_GET) == 1
+
 
 def test_noisy_photo_fits_one_reply(storage, server_factory, client_factory):
     running = server_factory(storage=storage)
