@@ -124,3 +124,19 @@ def test_room_scenario_relays_every_frame(server_factory, capsys):
     assert result["metrics"]["video_latency"]["p50_ms"] < 1000
     during = result["server"]["during"]
     assert during["rooms"] == 2 and during["room_members"] == 6
+
+
+def test_server_going_away_mid_run_is_reported_by_kind(server_factory, capsys):
+    import threading
+    server = server_factory()
+    stopper = threading.Timer(3.0, server.stop)
+    stopper.start()
+    try:
+        code = main(["connect", "--server", f"127.0.0.1:{server.port}", "--clients", "8", "--processes", "1",
+                     "--ramp", "100", "--duration", "6", "--heartbeat", "0.3", "--json", "--quiet"])
+    finally:
+        stopper.join()
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert result["counters"]["logged_in"] == 8
+    assert result["errors"] == {"connection lost: GOING_AWAY": 8}
