@@ -333,9 +333,11 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0) -> d
             time.sleep(max(0.0, start_at.value - time.time()))
             admin = Path(tmp) / "admin.sock"
             before = query_status(admin)
-            cpu_before = server.cpu_times()
+            loaders = [psutil.Process(w.pid) for w in workers]
+            cpu_before, load_before = server.cpu_times(), [p.cpu_times() for p in loaders]
             rtts = probe_heartbeats(probe, duration)
-            cpu_after = server.cpu_times()
+            cpu_after, load_after = server.cpu_times(), [p.cpu_times() for p in loaders]
+            load_cpu = sum(a.user + a.system - b.user - b.system for a, b in zip(load_after, load_before))
             rss = server.memory_info().rss
             totals = {"scheduled": 0, "sent": 0, "dropped_locally": 0, "received": 0, "keyframe_asks": 0}
             delays: list[float] = []
@@ -367,6 +369,7 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0) -> d
         "delay_p50_ms": round(percentile(delays, 50), 1), "delay_p95_ms": round(percentile(delays, 95), 1),
         "delay_p99_ms": round(percentile(delays, 99), 1),
         "server_cpu_pct": round(100 * cpu_window / duration, 1), "server_rss_mb": round(rss / 2 ** 20, 1),
+        "load_cpu_pct": round(100 * load_cpu / duration, 1), "machine_load_avg": round(os.getloadavg()[0], 1),
         "server_cpu_us_per_relayed_frame": round(1e6 * cpu_total / max(1, relayed_out), 1),
         "heartbeat_rtt_p50_ms": round(percentile(rtts, 50), 1), "heartbeat_rtt_max_ms": round(max(rtts), 1),
         "keyframe_requests": totals["keyframe_asks"],
@@ -382,7 +385,7 @@ def main() -> int:
     args = parser.parse_args()
     header = (f"{'rooms':>5} {'members':>7} {'loss %':>7} {'relay drop %':>12} {'relayed/s':>9} "
               f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'server CPU %':>12} {'us/frame':>8} {'RSS MB':>7} "
-              f"{'hb max ms':>9}")
+              f"{'hb max ms':>9} {'load CPU %':>10} {'loadavg':>7}")
     if not args.json:
         print(f"frames: keyframe {KEYFRAME_SIZE} B every {GOP} frames, delta {DELTA_SIZE} B, {FPS} fps "
               f"(~{BITRATE // 1000} kbit/s per publisher); {args.duration:g} s per level, {args.procs} load processes")
@@ -396,7 +399,8 @@ def main() -> int:
                   f"{result['relay_dropped_pct']:>12.2f} {result['relay_frames_per_s']:>9} "
                   f"{result['delay_p50_ms']:>7} {result['delay_p95_ms']:>7} {result['delay_p99_ms']:>7} "
                   f"{result['server_cpu_pct']:>12} {result['server_cpu_us_per_relayed_frame']:>8} "
-                  f"{result['server_rss_mb']:>7} {result['heartbeat_rtt_max_ms']:>9}", flush=True)
+                  f"{result['server_rss_mb']:>7} {result['heartbeat_rtt_max_ms']:>9} {result['load_cpu_pct']:>10} "
+                  f"{result['machine_load_avg']:>7}", flush=True)
     return 0
 
 
