@@ -28,6 +28,8 @@ class Presence:
     def __init__(self, server: "Server") -> None:
         self.server = server
         self._friends: dict[int, set[int]] = {}   # announced user -> friend ids (reactor thread only)
+        # users whose friend ids are being loaded -> friendship changes since (replayed on the result)
+        self._loading: dict[int, list[tuple[int, bool]]] = {}
         self.online_events = 0
         self.offline_events = 0
         server.session_started.append(self._session_started)
@@ -46,20 +48,24 @@ class Presence:
 
     # -- friendship changes (reactor thread) ----------------------------------------------------------
     def friendship_added(self, a: int, b: int) -> None:
-        for user, other in ((a, b), (b, a)):
-            if user in self._friends:
-                self._friends[user].add(other)
+        self._friendship_changed(a, b, True)
 
     def friendship_removed(self, a: int, b: int) -> None:
+        self._friendship_changed(a, b, False)
+
+    def _friendship_changed(self, a: int, b: int, added: bool) -> None:
         for user, other in ((a, b), (b, a)):
             if user in self._friends:
-                self._friends[user].discard(other)
+                (self._friends[user].add if added else self._friends[user].discard)(other)
+            if user in self._loading:
+                self._loading[user].append((other, added))
 
     # -- session hooks (reactor thread) ---------------------------------------------------------------
     def _session_started(self, conn: "Connection", replaced: bool) -> None:
         user_id = conn.user_id
         if replaced and user_id in self._friends:
             return  # a login elsewhere took over: still online, nobody is told anything
+        self._loading.setdefault(user_id, [])
         future = self.server.pool.submit(self.server.storage.friend_ids, user_id)
         future.add_done_callback(
             lambda fut: self.server.reactor.call_soon_threadsafe(self._announce, conn, fut))
@@ -75,12 +81,15 @@ class Presence:
             log.error("%s cannot load friends for presence: %s", conn.who, error)
             return
         friends = set(future.result())
+        for other, added in self._loading.pop(user_id, []):   # changes the read may have missed
+            (friends.add if added else friends.discard)(other)
         self._friends[user_id] = friends
         self._fan_out(user_id, friends, PacketType.FRIEND_ONLINE)
 
     def _session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
         if not went_offline or conn.user_id is None:
             return
+        self._loading.pop(conn.user_id, None)
         friends = self._friends.pop(conn.user_id, None)
         if friends is not None:
             self._fan_out(conn.user_id, friends, PacketType.FRIEND_OFFLINE)
