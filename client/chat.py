@@ -13,7 +13,6 @@ backlog fetched after every login and resume. Events for the UI: ``chat_pending`
 from __future__ import annotations
 
 import collections
-import logging
 import threading
 import uuid
 from concurrent.futures import Future
@@ -29,8 +28,6 @@ from .ordered import wait
 if TYPE_CHECKING:
     from .events import Event
     from .kernel import ClientKernel
-
-log = logging.getLogger("client.chat")
 
 # Refusals worth another try later; any other ApiError drops the message from the outbox.
 RETRYABLE = frozenset({ErrorCode.SHUTTING_DOWN, ErrorCode.INTERNAL, ErrorCode.TIMEOUT, ErrorCode.RATE_LIMITED})

@@ -89,6 +89,7 @@ def install(server: "Server") -> None:
 
         def done(result: Any, error: ApiError | None) -> None:
             if error is not None:
+                log.info("%s message to user %d refused: %s", conn.who, recipient, error.code.name)
                 send_error(conn, request_id, error)
                 return
             message, created = result

@@ -57,7 +57,11 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.AVATAR_UPLOAD, blocking=True)
     def avatar_upload(req: Request) -> dict:
-        png = normalize_avatar(req.body)
+        try:
+            png = normalize_avatar(req.body)
+        except ApiError as exc:
+            log.info("%s avatar refused (%d bytes): %s %s", req.conn.who, len(req.body), exc.code.name, exc.message)
+            raise
         user = storage.set_avatar_png(req.user_id, png)
         log.info("%s uploaded an avatar (%d bytes in, %d bytes stored)", req.conn.who, len(req.body), len(png))
         return changed(req, user)
