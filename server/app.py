@@ -106,6 +106,7 @@ class Server:
         self.session_started: list[Callable[[Connection, bool], None]] = []
         self.session_ended: list[Callable[[Connection, str, bool], None]] = []
         self.status_providers: list[Callable[[], dict[str, Any]]] = []
+        self.status_providers.append(self.rate_limits.status)
         self.shutdown_hooks: list[Callable[[], None]] = []
         from .handlers import install_all
         install_all(self)

@@ -41,6 +41,7 @@ class TokenBucket:
         self._clock = clock
         self._buckets: dict[object, tuple[float, float]] = {}  # key -> (tokens, at)
         self._lock = threading.Lock()
+        self.refused = 0
 
     def take(self, key: object) -> float:
         """Spend one token; 0.0 if allowed, else the seconds until one is available."""
@@ -52,6 +53,7 @@ class TokenBucket:
             tokens = min(float(self.per_minute), tokens + (now - at) * self.rate)
             if tokens < 1.0:
                 self._buckets[key] = (tokens, now)
+                self.refused += 1
                 return (1.0 - tokens) / self.rate
             self._buckets[key] = (tokens - 1.0, now)
             if len(self._buckets) > PRUNE_ABOVE:
@@ -72,6 +74,12 @@ class RateLimits:
         self.messages = TokenBucket(config.messages_per_minute, clock)
         self.friend_requests = TokenBucket(config.friend_requests_per_minute, clock)
         self.rooms = TokenBucket(config.rooms_per_minute, clock)
+
+    def status(self) -> dict[str, int]:
+        """Refusals since the start, for the admin status."""
+        return {"rate_limited_messages": self.messages.refused,
+                "rate_limited_friend_requests": self.friend_requests.refused,
+                "rate_limited_rooms": self.rooms.refused}
 
     def message(self, user_id: int) -> None:
         """A chat message (one-to-one or in a room); raises RATE_LIMITED when over the limit."""

@@ -171,3 +171,18 @@ def test_token_dies_at_a_kick(server, client_factory):
     reply = resume_raw(server.port, old_token)
     assert not reply["ok"] and reply["code"] == ErrorCode.INVALID_TOKEN
     assert resume_raw(server.port, second.kernel.token)["ok"], "the new session lives on"
+
+
+def test_expired_tokens_are_purged_from_the_database(server_factory, client_factory, monkeypatch):
+    from server.handlers import session
+    monkeypatch.setattr(session, "SESSION_PURGE_INTERVAL", 0.5)
+    srv = server_factory(session_ttl=0.5)
+    client = client_factory(srv.port)
+    client.register_and_login("forgotten")
+    hashed = hashlib.sha256(client.kernel.token.encode()).hexdigest()
+
+    def rows() -> int:
+        with srv.server.storage.db.tx() as cur:
+            return len(cur.all("SELECT 1 FROM sessions WHERE token_hash = ?", (hashed,)))
+    assert rows() == 1
+    assert wait_until(lambda: rows() == 0, timeout=5), "the expired token is still stored"

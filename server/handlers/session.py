@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("server.session")
 
 SERVER_NAME = "real-time-meeting/0.1"
+SESSION_PURGE_INTERVAL = 3600.0   # seconds between sweeps of expired session tokens
 
 
 def now_ms() -> int:
@@ -145,6 +146,18 @@ def install(server: "Server") -> None:
             server.storage.delete_session(req.conn.token_hash)
         req.on_reactor(req.conn.close_after_flush, "logged out")
         return {}
+
+    def purge_expired_sessions() -> None:
+        """Worker: delete expired tokens (a session that is never resumed is otherwise kept)."""
+        try:
+            removed = server.storage.delete_expired_sessions(now_ms())
+        except Exception as exc:
+            log.warning("could not purge expired sessions: %s", exc)
+            return
+        if removed:
+            log.info("purged %d expired session tokens", removed)
+
+    server.reactor.call_every(SESSION_PURGE_INTERVAL, lambda: server.pool.submit(purge_expired_sessions))
 
     def session_reply(user: User, token: str) -> dict:
         return {"user": user.public(), "token": token, "server_time": now_ms(),
