@@ -68,18 +68,20 @@ class TokenBucket:
 
 
 class RateLimits:
-    """The per-user limits of ServerConfig: messages, friend requests and room creations."""
+    """The per-user limits of ServerConfig: messages, friend requests, room creations and joins."""
 
     def __init__(self, config: "ServerConfig", clock: Callable[[], float] = time.monotonic) -> None:
         self.messages = TokenBucket(config.messages_per_minute, clock)
         self.friend_requests = TokenBucket(config.friend_requests_per_minute, clock)
         self.rooms = TokenBucket(config.rooms_per_minute, clock)
+        self.room_joins = TokenBucket(config.room_joins_per_minute, clock)
 
     def status(self) -> dict[str, int]:
         """Refusals since the start, for the admin status."""
         return {"rate_limited_messages": self.messages.refused,
                 "rate_limited_friend_requests": self.friend_requests.refused,
-                "rate_limited_rooms": self.rooms.refused}
+                "rate_limited_rooms": self.rooms.refused,
+                "rate_limited_room_joins": self.room_joins.refused}
 
     def message(self, user_id: int) -> None:
         """A chat message (one-to-one or in a room); raises RATE_LIMITED when over the limit."""
@@ -90,6 +92,10 @@ class RateLimits:
 
     def room_create(self, user_id: int) -> None:
         _spend(self.rooms, user_id, "meeting rooms created")
+
+    def room_join(self, user_id: int) -> None:
+        """Joining a meeting: slows anyone guessing meeting numbers or passwords."""
+        _spend(self.room_joins, user_id, "attempts to join a meeting")
 
 
 def _spend(bucket: TokenBucket, user_id: int, what: str) -> None:
