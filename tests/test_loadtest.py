@@ -140,3 +140,20 @@ def test_server_going_away_mid_run_is_reported_by_kind(server_factory, capsys):
     assert code == 0
     assert result["counters"]["logged_in"] == 8
     assert result["errors"] == {"connection lost: GOING_AWAY": 8}
+
+
+def test_connect_over_tls_with_a_pin_or_a_ca_file(server_factory, capsys, tmp_path):
+    made = subprocess.run(["bash", str(REPO / "scripts" / "make-cert.sh"), str(tmp_path / "tls")],
+                          capture_output=True, text=True, timeout=60, check=True)
+    pin = made.stdout.strip().splitlines()[-1]
+    cert, key = str(tmp_path / "tls" / "server.crt"), str(tmp_path / "tls" / "server.key")
+    server = server_factory(tls_cert=cert, tls_key=key)
+    for trust in (["--tls-pin", pin], ["--tls-ca", cert]):
+        result = run_loadtest(capsys, server, "connect", "--clients", "6", "--processes", "1", "--duration", "0.6",
+                              "--heartbeat", "0.2", *trust)
+        assert result["errors"] == {} and result["counters"]["logged_in"] == 6, trust
+    wrong = "00" * 32
+    code = main(["connect", "--server", f"127.0.0.1:{server.port}", "--clients", "2", "--processes", "1",
+                 "--duration", "0.2", "--tls-pin", wrong, "--json", "--quiet"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1 and result["errors"] == {"FingerprintMismatch": 2}

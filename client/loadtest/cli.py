@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=float, default=0.0,
                    help="seconds between heartbeats (default: the server's heartbeat_interval)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before a request counts as lost")
+    p.add_argument("--tls-ca", metavar="FILE", default="", help="speak TLS, verifying the server against this CA file")
+    p.add_argument("--tls-pin", metavar="SHA256", default="",
+                   help="speak TLS, trusting the server certificate with this fingerprint (scripts/make-cert.sh prints it)")
     p.add_argument("--run-id", type=int, default=None,
                    help="phone numbers are 7<run-id:6><process:2><index:6>; the same id reuses the accounts")
     chat = p.add_argument_group("chat")
@@ -96,7 +99,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         timeout=args.timeout, run_id=args.run_id if args.run_id is not None else random.randrange(10 ** 6),
         rate=args.rate, window=args.window, message_size=args.message_size, rooms=args.rooms,
         members=args.members, bitrate=args.bitrate, fps=args.fps, video_size=args.video_size, audio=args.audio,
-        file_size=args.file_size)
+        file_size=args.file_size, tls_ca=args.tls_ca, tls_pin=args.tls_pin)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

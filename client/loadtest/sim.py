@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
 import time
 from typing import Any, Callable
 
@@ -43,6 +44,8 @@ def error_kind(exc: BaseException) -> str:
         return f"timeout {PacketType(exc.packet_type).name}"
     if isinstance(exc, ConnectionLost):
         return f"connection lost: {exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc.__class__.__name__}"
     if isinstance(exc, OSError):
         return f"connect: {exc.__class__.__name__}"
     return exc.__class__.__name__
@@ -58,7 +61,6 @@ class SimClient(asyncio.Protocol):
         self.decoder = FrameDecoder()
         self.pending: dict[int, asyncio.Future] = {}
         self.handlers: dict[int, Callable[[Frame], None]] = {}
-        self.binary_handlers: dict[int, Callable[[bytes], None]] = {}
         self.user: dict[str, Any] = {}
         self.closed = self.loop.create_future()
         self.close_reason = ""
@@ -158,8 +160,14 @@ class SimClient(asyncio.Protocol):
         return reply_body(frame)
 
     # -- session ---------------------------------------------------------------------------------
-    async def connect(self, host: str, port: int, timeout: float = 30.0) -> None:
-        await asyncio.wait_for(self.loop.create_connection(lambda: self, host, port), timeout)
+    async def connect(self, host: str, port: int, timeout: float = 30.0,
+                      tls: tuple[ssl.SSLContext, Callable[[bytes], None] | None] | None = None) -> None:
+        """Connect (over TLS when ``tls`` is ``client.tls.TlsOptions.build()``'s result)."""
+        context, check = tls if tls else (None, None)
+        await asyncio.wait_for(self.loop.create_connection(lambda: self, host, port, ssl=context), timeout)
+        if check is not None:
+            assert self.transport is not None
+            check(self.transport.get_extra_info("ssl_object").getpeercert(binary_form=True))
 
     async def hello(self) -> dict:
         info = await self.request(PacketType.HELLO, {"version": limits.PROTOCOL_VERSION, "client": CLIENT_NAME})

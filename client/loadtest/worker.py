@@ -40,6 +40,8 @@ class Settings:
     video_size: str = "320x240"  # room: encoded picture size
     audio: bool = True           # room: publish Opus audio too
     file_size: int = 4 * 1024 * 1024   # files: bytes per transfer
+    tls_ca: str = ""             # TLS, verifying the server against this CA file
+    tls_pin: str = ""            # TLS, trusting the certificate with this SHA-256 fingerprint
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,6 +58,10 @@ class Worker:
         self.clients: list[SimClient] = []
         self.steady: list[float] = []   # [start, end] of the steady phase (monotonic)
         self.random = random.Random(settings.run_id * 1000 + index)
+        self.tls = None
+        if settings.tls_ca or settings.tls_pin:
+            from client.tls import TlsOptions
+            self.tls = TlsOptions(settings.tls_ca or None, settings.tls_pin or None).build()
 
     @property
     def phase(self) -> str:
@@ -87,7 +93,7 @@ class Worker:
         client = SimClient(self.metrics, self.phone(i), nickname or f"load{self.index}-{i}")
         started = time.monotonic()
         try:
-            await client.connect(s.host, s.port, timeout=s.timeout)
+            await client.connect(s.host, s.port, timeout=s.timeout, tls=self.tls)
             await client.hello()
             await client.register_and_login()
         except (Exception, asyncio.TimeoutError) as exc:
