@@ -34,6 +34,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common import frame as wire
 from common import limits
 from common.errors import ApiError, ErrorCode
 from common.filenames import sanitize_filename
@@ -52,8 +53,10 @@ ACK_EVERY = 4 * CHUNK            # the receiver confirms at least this often (an
 HASH_BLOCK = 1024 * 1024
 PROGRESS_INTERVAL = 0.25
 DEFAULT_WINDOW = 2 * 1024 * 1024
+MAX_EARLY = 64                   # stashed early events kept at most
 MAX_QUEUED = 32 * 1024 * 1024    # received, not yet written: far above any sane server window
 OFFSET = struct.Struct("!Q")
+CHUNK_PREFIX = limits.HEADER_SIZE + FILE_CHUNK_HEADER_SIZE   # frame header + transfer id + offset
 ERROR_MESSAGES = {
     ErrorCode.DISK_FULL.name: "the disk is full",
     ErrorCode.CHECKSUM_MISMATCH.name: "the file arrived damaged",
@@ -188,11 +191,14 @@ class Outgoing:
             while (chunk := self._next_chunk()) is not None:
                 offset, size = chunk
                 kernel.link.wait_for_room(QUEUE_LIMIT, timeout=5.0)
-                data = os.pread(fd, size, offset)
-                if len(data) != size:
+                # The whole frame in one buffer, the file read straight into it: no copies.
+                frame = bytearray(CHUNK_PREFIX + size)
+                wire.HEADER.pack_into(frame, 0, wire.MAGIC, PacketType.FILE_CHUNK, FILE_CHUNK_HEADER_SIZE + size, 0)
+                frame[wire.HEADER.size:CHUNK_PREFIX] = self.raw_id + OFFSET.pack(offset)
+                if os.preadv(fd, [memoryview(frame)[CHUNK_PREFIX:]], offset) != size:
                     self.files.local_failure(self.id, f"{self.path.name} became shorter while being sent")
                     return
-                if not kernel.send_binary(PacketType.FILE_CHUNK, self.raw_id + OFFSET.pack(offset) + data):
+                if not kernel.link.send(frame):
                     self.pause()   # the session hook resumes from the server's offset
         except OSError as exc:
             self.files.local_failure(self.id, f"cannot read {self.path.name}: {exc.strerror}")
@@ -307,6 +313,7 @@ class FilesClient:
         self._outgoing: dict[str, Outgoing] = {}
         self._incoming: dict[str, Incoming] = {}
         self._incoming_by_raw: dict[bytes, Incoming] = {}
+        self._early: dict[str, list] = {}   # events that overtook their offer's reply
         self._lock = threading.Lock()
         kernel.on_packet(PacketType.FILE_OFFER_EVENT, self._on_offer)
         kernel.on_packet(PacketType.FILE_ANSWER_EVENT, self._on_answer)
@@ -340,9 +347,12 @@ class FilesClient:
                                 int(reply.get("window", DEFAULT_WINDOW)))
             with self._lock:
                 self._outgoing[outgoing.id] = outgoing
+                early = self._early.pop(outgoing.id, [])
             outgoing.thread.start()
             if reply.get("mode") == "spool":
                 outgoing.go(int(reply.get("offset", 0)), 0)
+            for handler, body in early:
+                handler(body)
 
         future = self.kernel.request_async(PacketType.FILE_OFFER, {"to": to, "name": offered_name,
                                                                    "size": size, "sha256": sha256})
@@ -355,7 +365,21 @@ class FilesClient:
                          mode=reply.get("mode"))
         return reply["transfer_id"]
 
+    def _stashed(self, handler, body: dict) -> bool:
+        """An answer may overtake the registration of its offer (the reply callback can run on
+        the caller's thread): keep it until the offer is registered. True if stashed."""
+        file_id = str(body.get("transfer_id"))
+        with self._lock:
+            if file_id in self._outgoing or file_id in self._incoming or file_id in self.offers:
+                return False
+            while len(self._early) >= MAX_EARLY:
+                self._early.pop(next(iter(self._early)))
+            self._early.setdefault(file_id, []).append((handler, body))
+            return True
+
     def _on_answer(self, body: dict) -> None:
+        if self._stashed(self._on_answer, body):
+            return
         outgoing = self._outgoing.get(str(body.get("transfer_id")))
         if outgoing is None:
             return
@@ -528,6 +552,8 @@ class FilesClient:
         return ended
 
     def _on_cancel(self, body: dict) -> None:
+        if body.get("by") != 0 and self._stashed(self._on_cancel, body):
+            return
         file_id = str(body.get("transfer_id"))
         direction = "send" if file_id in self._outgoing else "receive"
         # The server (by 0) also reports on transfers this client already let go of, such as a

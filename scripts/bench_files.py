@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""File transfer throughput through the server next to a plain loopback socket copy.
+
+In one run: writes a SIZE file of pseudo-random bytes, copies it once over a plain loopback
+TCP socket (file → socket → file, fsync at the end), then sends it between two friends
+through the real server (``python -m server`` as its own process) and measures:
+
+* the time from the recipient's accept to its ``file_done`` (bytes streamed, hashed, written,
+  SHA-256 checked, fsynced and renamed), next to the plain copy of the same bytes;
+* the sender's SHA-256 of the file before the offer (reported apart: it is not transfer time);
+* the server process's peak RSS during the transfer (psutil, sampled every 20 ms).
+
+    python scripts/bench_files.py                 # 1 GiB
+    python scripts/bench_files.py --size-mib 256 --window-mib 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from client.files import file_sha256  # noqa: E402
+from server.storage import open_storage  # noqa: E402
+from tests.helpers import TestClient  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
+
+MiB = 1024 * 1024
+BLOCK = 256 * 1024
+
+
+def make_file(path: Path, size: int) -> None:
+    block = os.urandom(MiB)
+    with open(path, "wb") as fh:
+        for index in range(0, size, MiB):
+            fh.write(((index // MiB).to_bytes(8, "big") + block[8:])[:min(MiB, size - index)])
+
+
+def plain_copy(source: Path, target: Path) -> float:
+    """file → loopback TCP → file, same chunk size, fsync at the end; returns seconds."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    finished = threading.Event()
+
+    def receive() -> None:
+        conn, _ = listener.accept()
+        buffer = bytearray(BLOCK)
+        view = memoryview(buffer)
+        with conn, open(target, "wb") as out:
+            while (n := conn.recv_into(buffer)) > 0:
+                out.write(view[:n])
+            out.flush()
+            os.fsync(out.fileno())
+        finished.set()
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as sock, open(source, "rb") as src:
+        while block := src.read(BLOCK):
+            sock.sendall(block)
+    finished.wait()
+    elapsed = time.perf_counter() - started
+    receiver.join()
+    listener.close()
+    return elapsed
+
+
+class PeakRss(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = self.process.memory_info().rss
+        self.before = self.peak
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def receive_one(port: int, inbox: str, pipe) -> None:
+    """The recipient, in its own process (as a friend on another machine would be): log in,
+    report the user id, accept the first offer, report the accept-to-done time and path."""
+    recipient = TestClient(port)
+    try:
+        recipient.register_and_login("recipient")
+        pipe.send(recipient.kernel.user["id"])
+        offer = recipient.events.wait_for("file_offer", timeout=120)
+        started = time.perf_counter()
+        recipient.kernel.files.accept(offer["transfer_id"], directory=inbox)
+        done = recipient.events.wait_for("file_done", lambda e: e["transfer_id"] == offer["transfer_id"],
+                                         timeout=600)
+        pipe.send({"transfer_s": time.perf_counter() - started, "path": done["path"],
+                   "cpu_s": sum(psutil.Process().cpu_times()[:2])})
+    finally:
+        recipient.close()
+
+
+def through_server(source: Path, inbox: Path, data_dir: Path, window: int) -> dict:
+    url = f"sqlite:///{data_dir}/bench.db"
+    env = {"MEETING_FILE_WINDOW": str(window), "MEETING_MAX_FILE_SIZE": str(64 * 1024 ** 3)}
+    with ServerProcess(url, data_dir, env=env) as server:
+        port = server.start()
+        sender = TestClient(port)
+        ours, theirs = multiprocessing.get_context("spawn").Pipe()
+        child = multiprocessing.get_context("spawn").Process(target=receive_one, args=(port, str(inbox), theirs))
+        child.start()
+        try:
+            sender.register_and_login("sender")
+            if not ours.poll(60):
+                raise RuntimeError("the recipient process did not log in")
+            recipient_id = ours.recv()
+            storage = open_storage(url)
+            storage.add_friendship(sender.kernel.user["id"], recipient_id, 1)
+            storage.close()
+            rss = PeakRss(server.pid)
+            rss.start()
+            server_cpu = sum(rss.process.cpu_times()[:2])
+            own = psutil.Process()
+            own_cpu = sum(own.cpu_times()[:2])
+            started = time.perf_counter()
+            transfer_id = sender.kernel.files.send_file(recipient_id, source)
+            hashed = time.perf_counter() - started
+            sender.events.wait_for("file_done", lambda e: e["transfer_id"] == transfer_id, timeout=600)
+            server_cpu = sum(rss.process.cpu_times()[:2]) - server_cpu
+            own_cpu = sum(own.cpu_times()[:2]) - own_cpu
+            rss.done.set()
+            rss.join()
+            if not ours.poll(60):
+                raise RuntimeError("the recipient process did not finish")
+            received = ours.recv()
+            return {"transfer_s": received["transfer_s"], "hash_and_offer_s": hashed,
+                    "server_rss_before": rss.before, "server_rss_peak": rss.peak, "path": received["path"],
+                    "server_cpu_s": server_cpu, "sender_cpu_s": own_cpu, "recipient_cpu_s": received["cpu_s"]}
+        finally:
+            sender.close()
+            child.join(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--window-mib", type=float, default=2.0, help="the server's file_window")
+    parser.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
+                        help="where the files go (default /dev/shm: measures the transfer path, not a "
+                             "disk shared with other jobs)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    size = args.size_mib * MiB
+    work = Path(tempfile.mkdtemp(prefix="bench-files-", dir=args.dir))
+    try:
+        source = work / "source.bin"
+        make_file(source, size)
+        digest = file_sha256(source)
+        copy_s = plain_copy(source, work / "plain.bin")
+        (work / "plain.bin").unlink()
+        inbox = work / "inbox"
+        inbox.mkdir()
+        result = through_server(source, inbox, work / "server", int(args.window_mib * MiB))
+        if file_sha256(result["path"]) != digest:
+            print("the received file differs from the source", file=sys.stderr)
+            return 1
+    finally:
+        for path in sorted(work.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        work.rmdir()
+    figures = {
+        "size_mib": args.size_mib,
+        "window_mib": args.window_mib,
+        "plain_copy_s": round(copy_s, 2),
+        "plain_copy_mib_s": round(size / copy_s / MiB),
+        "server_transfer_s": round(result["transfer_s"], 2),
+        "server_transfer_mib_s": round(size / result["transfer_s"] / MiB),
+        "ratio": round(copy_s / result["transfer_s"], 2),
+        "sender_hash_and_offer_s": round(result["hash_and_offer_s"], 2),
+        "server_cpu_s": round(result["server_cpu_s"], 2),
+        "sender_cpu_s": round(result["sender_cpu_s"], 2),
+        "recipient_cpu_s": round(result["recipient_cpu_s"], 2),
+        "server_rss_before_mb": round(result["server_rss_before"] / 1e6, 1),
+        "server_rss_peak_mb": round(result["server_rss_peak"] / 1e6, 1),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key:26} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
