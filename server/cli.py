@@ -101,11 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
         from .app import Server
         server = Server(config, storage)
+        # before listening: a SIGTERM right after the "listening" line must still drain cleanly
+        install_signal_handlers(server, lambda: load_config(args.config, overrides=overrides))
         server.listen()
     except (StorageError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
-    install_signal_handlers(server, lambda: load_config(args.config, overrides=overrides))
     server.serve_forever()
     return 0
 
