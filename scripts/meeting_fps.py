@@ -69,7 +69,7 @@ def serve_bots(count: int, fps: int) -> int:
     return 0
 
 
-def measure(bots: int, seconds: float, fps: int, display: str | None) -> dict:
+def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bool = True) -> dict:
     import psutil
     import tkinter as tk
 
@@ -101,6 +101,8 @@ def measure(bots: int, seconds: float, fps: int, display: str | None) -> dict:
         dialog.submit()
         meeting = pump_until(root, lambda: app.meeting, 10, "the meeting")
         meeting.geometry("1180x740+0+0")
+        if not camera:
+            meeting.toggle_camera()
         child.stdin.write(meeting.room["number"] + "\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "PUBLISHING"
@@ -130,6 +132,7 @@ def measure(bots: int, seconds: float, fps: int, display: str | None) -> dict:
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "streams": bots, "stream": f"640x480 H.264 {fps} fps", "seconds": round(elapsed, 1),
+            "own_camera": camera,
             "tile_size": [list(t.slot.size) for t in tiles.values()][0],
             "paint_fps": {f"user {k[0]}": round((t.paints - start_paints[k]) / elapsed, 1) for k, t in tiles.items()},
             "decoded_fps": {f"user {k[0]}": round((receiver.members[k[0]].video[MediaKind.CAMERA].stats.decoded
@@ -160,11 +163,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--display", default=None, help="use this X display instead of a private Xvfb")
+    parser.add_argument("--no-camera", action="store_true", help="my own camera off (no self view, no encoding)")
     parser.add_argument("--serve-bots", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bots is not None:
         return serve_bots(args.serve_bots, args.fps)
-    print(json.dumps(measure(args.bots, args.seconds, args.fps, args.display), indent=2))
+    print(json.dumps(measure(args.bots, args.seconds, args.fps, args.display, not args.no_camera), indent=2))
     return 0
 
 

@@ -39,7 +39,7 @@ def test_edit_profile_and_avatars(gui_app, server, client_factory, tmp_path):
     window.builtin_buttons[4].event_generate("<Button-1>")
     window.save_button.invoke()
     pump_until(app.root, lambda: not window.winfo_exists(), 10, "the window to close after saving")
-    assert main.me_name.cget("text") == "Alice B."
+    pump_until(app.root, lambda: main.me_name.cget("text") == "Alice B.", 5, "the new nickname in the header")
     assert main.me_signature.cget("text") == "Out of office until Monday"
     assert app.kernel.user["avatar"]["builtin"] == 4
     changed = wait_event(app.root, bob.events, "profile_changed", lambda e: e["user"]["nickname"] == "Alice B.", 10)

@@ -27,7 +27,7 @@ class FrameSlot:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._image: Image.Image | None = None
-        self.size = (320, 240)          # the tile's picture size; set by Tk, read by producers
+        self.size = (320, 240)          # the tile's box; set by Tk, read by producers
         self.offered = 0
         self.replaced = 0
 
@@ -42,6 +42,12 @@ class FrameSlot:
         with self._lock:
             image, self._image = self._image, None
             return image
+
+
+def fit(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:
+    """The largest even size with the picture's aspect ratio inside ``box``."""
+    scale = min(box[0] / max(1, width), box[1] / max(1, height))
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
 class VideoTile(tk.Frame):
@@ -88,9 +94,7 @@ class VideoTile(tk.Frame):
 
     def _on_resize(self, event) -> None:
         w, h = max(16, event.width), max(16, event.height)
-        # keep 4:3 inside the tile; the producer scales to exactly this
-        scale = min(w / 4, h / 3)
-        self.slot.size = (max(16, int(scale * 4)) // 2 * 2, max(12, int(scale * 3)) // 2 * 2)
+        self.slot.size = (w, h)         # producers fit each picture into this box, keeping its shape
         self.canvas.coords(self._image_item, w // 2, h // 2)
         self.canvas.coords(self._placeholder, w // 2, h // 2)
         self._place_label()
