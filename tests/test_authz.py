@@ -180,6 +180,8 @@ def test_history_and_receipts_of_others_stay_private(trio_plain):
     a, b, c = trio_plain
     sent = a.kernel.chat.send_and_wait(uid(b), "between A and B only")
     b.events.wait_for("chat_message", lambda e: e["message"]["id"] == sent["id"])
+    # B's client acknowledges delivery by itself; let that receipt reach A first.
+    a.events.wait_for("chat_status", lambda e: e["status"] == "delivered" and sent["id"] in (e["ids"] or []))
     # C asks for A's history (naming A, or B, as the peer): only C's own conversations exist.
     for peer in (uid(a), uid(b)):
         page = c.kernel.request(PacketType.CHAT_HISTORY, {"user_id": peer, "limit": 100})
