@@ -249,6 +249,9 @@ _LABELS = [
 ]
 
 
+LABEL_WIDTH = 24
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -273,9 +276,6 @@ def _add(lines: list[str], label: str, value: Any, indent: str = "") -> None:
             lines.append(f"{indent}  - " + ", ".join(f"{k}={_fmt(v)}" if k else _fmt(v) for k, v in fields))
     else:
         lines.append(f"{indent}{label + ':':<{LABEL_WIDTH - len(indent)}} {_fmt(value)}")
-
-
-LABEL_WIDTH = 24
 
 
 def format_status(figures: Mapping[str, Any]) -> str:
