@@ -123,6 +123,9 @@ def reload(server, load) -> None:
         log.error("reload refused, keeping the running configuration: %s", exc)
     else:
         applied, need_restart = apply_reload(server.config, new)
+        if "max_connections" in applied:
+            from .daemon import raise_fd_limit
+            raise_fd_limit(server.config.max_connections + FD_MARGIN)
         try:
             setup_logging(server.config.log_level, server.config.log_file)
         except OSError as exc:
