@@ -1,6 +1,7 @@
 """Meeting room packets (types 80-99): create, join, leave, host controls, room chat, media state.
 
 All inline on the reactor thread: rooms live in memory (server/rooms.py), nothing blocks.
+Creating, joining and room chat spend the user's rate-limit tokens (server/ratelimit.py).
 """
 from __future__ import annotations
 
@@ -57,12 +58,14 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.ROOM_CREATE)
     def create(req: Request) -> dict:
+        server.rate_limits.room_create(req.user_id)
         title = room_title(req.body)
         password = get_str(req.body, "password", "", max_len=ROOM_PASSWORD_MAX)
         return {"room": rooms.create(req.conn, title, password).public()}
 
     @handler(PacketType.ROOM_JOIN)
     def join(req: Request) -> dict:
+        server.rate_limits.room_join(req.user_id)       # every attempt counts: slows guessing
         number = room_number(req.body)
         password = get_str(req.body, "password", "", max_len=ROOM_PASSWORD_MAX)
         return {"room": rooms.join(req.conn, number, password).public()}
@@ -88,7 +91,9 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.ROOM_CHAT)
     def chat(req: Request) -> dict:
-        return {"time": rooms.chat(req.conn, chat_text(req.body))}
+        text = chat_text(req.body)
+        server.rate_limits.message(req.user_id)
+        return {"time": rooms.chat(req.conn, text)}
 
     @handler(PacketType.MEDIA_STATE)
     def media_state(req: Request) -> dict:
