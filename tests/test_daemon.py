@@ -382,3 +382,18 @@ def test_journald_format_only_when_stderr_is_the_journal_stream(tmp_path):
     inherited = subprocess.run([sys.executable, "-c", code, "1:2"], env=env, capture_output=True, text=True,
                                timeout=30)
     assert inherited.stderr.endswith(" WARNING server: hello\n") and not inherited.stderr.startswith("<")
+
+
+def test_open_files_limit_is_raised_up_to_the_hard_limit():
+    code = ("import resource\n"
+            "from server.daemon import raise_fd_limit\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+            "print(raise_fd_limit(1000), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
+            "print(raise_fd_limit(100))\n")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=30)
+    raised, now, hard = proc.stdout.split("\n")[0].split()
+    expected = 1000 if hard == str(-1) or int(hard) >= 1000 else int(hard)
+    assert int(raised) == int(now) == expected
+    assert proc.stdout.split("\n")[1] == str(expected)   # never lowered
