@@ -11,25 +11,36 @@ def backend(request) -> str:
 
 
 @pytest.fixture
-def storage(backend, tmp_path):
+def running_servers():
+    """Every server a test started; stopped before any storage they use is closed."""
+    servers = []
+    yield servers
+    stop_all(servers)
+
+
+def stop_all(servers) -> None:
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def storage(backend, tmp_path, running_servers):
     store, cleanup = fresh_storage(backend, tmp_path)
     yield store
+    stop_all(running_servers)   # a server still using this storage must stop first
     cleanup()
 
 
 @pytest.fixture
-def server_factory(tmp_path):
+def server_factory(tmp_path, running_servers):
     """Start servers (real reactor on an ephemeral port); all stopped at the end."""
-    running = []
-
     def make(storage=None, **overrides):
         config = test_config(tmp_path, **overrides)
         srv = start_server(config, storage)
-        running.append(srv)
+        running_servers.append(srv)
         return srv
     yield make
-    for srv in running:
-        srv.stop()
+    stop_all(running_servers)
 
 
 @pytest.fixture
