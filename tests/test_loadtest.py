@@ -133,7 +133,7 @@ def test_server_going_away_mid_run_is_reported_by_kind(server_factory, capsys):
     stopper.start()
     try:
         code = main(["connect", "--server", f"127.0.0.1:{server.port}", "--clients", "8", "--processes", "1",
-                     "--ramp", "100", "--duration", "6", "--heartbeat", "0.3", "--json", "--quiet"])
+                     "--ramp", "100", "--duration", "30", "--heartbeat", "0.3", "--json", "--quiet"])
     finally:
         stopper.join()
     result = json.loads(capsys.readouterr().out)

@@ -151,10 +151,12 @@ class Worker:
             pass
 
     async def hold(self, seconds: float) -> None:
-        """The steady phase: measured load for ``seconds``, then stop everything."""
+        """The steady phase: measured load for ``seconds`` (or until every client has lost
+        its connection), then stop everything."""
         self.phase = "steady"
         self.steady = [time.monotonic(), 0.0]
-        await self.sleep_or_stop(seconds)
+        if self.clients:
+            await asyncio.wait([c.closed for c in self.clients], timeout=seconds)
         self.steady[1] = time.monotonic()
         self.stop.set()
 
