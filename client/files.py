@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("client.files")
 
 CHUNK = limits.MAX_FILE_CHUNK
-QUEUE_LIMIT = 2 * CHUNK          # link output queued before the sender waits
+QUEUE_LIMIT = CHUNK              # link output queued before the sender adds a chunk (<= 2 queued)
 ACK_EVERY = 4 * CHUNK            # the receiver confirms at least this often (and when idle)
 HASH_BLOCK = 1024 * 1024
 PROGRESS_INTERVAL = 0.25
@@ -171,7 +171,7 @@ class Outgoing:
     def _next_chunk(self) -> tuple[int, int] | None:
         with self.cond:
             while True:
-                if self.state == "ended":
+                if self.state == "ended" or not self.files.alive:
                     return None
                 size = min(CHUNK, self.size - self.next)
                 if self.state == "sending" and size > 0 and self.next + size - self.acked <= self.window:
@@ -259,9 +259,9 @@ class Incoming:
         try:
             while self.written < self.size:
                 with self.cond:
-                    while not self.queue and self.state == "receiving":
-                        self.cond.wait()
-                    if self.state != "receiving":
+                    while not self.queue and self.state == "receiving" and self.files.alive:
+                        self.cond.wait(1.0)
+                    if self.state != "receiving" or not self.queue:
                         return
                     data = self.queue.popleft()
                     self.queued -= len(data)
@@ -324,6 +324,11 @@ class FilesClient:
         kernel.on_binary(PacketType.FILE_CHUNK, self._on_chunk)
         kernel.session_hooks.append(self._on_session)
         kernel.add_listener(self._on_kernel_event)
+
+    @property
+    def alive(self) -> bool:
+        """False once the kernel is closed: the transfer threads then stop."""
+        return self.kernel.link.is_alive()
 
     # -- sending ---------------------------------------------------------------------------------
     def send_file(self, to: int, path: str | os.PathLike, name: str | None = None,

@@ -102,7 +102,9 @@ class FrameDecoder:
                 if end - pos - HEADER.size < length:
                     break
                 start = pos + HEADER.size
-                frames.append(Frame(ptype, request_id, bytes(buf[start:start + length])))
+                with memoryview(buf) as view:   # one copy (a bytearray slice would make two)
+                    body = bytes(view[start:start + length])
+                frames.append(Frame(ptype, request_id, body))
                 pos = start + length
         except ProtocolError as exc:
             self._error = exc

@@ -265,6 +265,41 @@ def test_offline_recipient_gets_the_spooled_file_at_login(server_factory, client
     assert running.server.storage.get_file(transfer_id).state == "done"
 
 
+def test_upload_to_the_spool_resumes_after_a_server_restart(server_factory, client_factory, tmp_path,
+                                                           monkeypatch):
+    running = server_factory()
+    alice = client_factory(running.port)
+    alice.register_and_login("alice")
+    bob = offline_friend(running, client_factory, alice)
+    original = server_spool.SpoolWriter.write
+
+    def slow_write(self, data):
+        time.sleep(0.003)
+        original(self, data)
+    monkeypatch.setattr(server_spool.SpoolWriter, "write", slow_write)
+    size = 24 * MiB
+    source = tmp_path / "upload.bin"
+    digest = make_file(source, size)
+    transfer_id = alice.kernel.files.send_file(running.server.storage.get_user_by_phone(bob.phone).id, source)
+    alice.events.wait_for("file_progress", lambda e: e["direction"] == "send" and e["done"] >= size // 3)
+    port = running.port
+    running.stop()
+    partial = running.config.spool_path / f"{transfer_id}.part"
+    kept = partial.stat().st_size
+    assert 0 < kept < size
+    mark = alice.events.mark()
+    running = server_factory(port=port)              # same database, data dir and port
+    alice.events.wait_for("reconnected", start=mark, timeout=15)
+    alice.events.wait_for("file_spooled", lambda e: e["transfer_id"] == transfer_id, timeout=30)
+    progress = [e["done"] for e in alice.events.events[mark:] if e.kind == "file_progress"]
+    assert progress and min(progress) >= kept        # continued, not restarted from zero
+    bob = log_back_in(running, client_factory, bob)
+    bob.events.wait_for("file_offer", lambda e: e["transfer_id"] == transfer_id)
+    bob.kernel.files.accept(transfer_id, directory=tmp_path / "bob")
+    done = bob.events.wait_for("file_done", lambda e: e["transfer_id"] == transfer_id, timeout=30)
+    assert sha256_of(Path(done["path"])) == digest
+
+
 def test_spool_quota_refuses_what_does_not_fit(server_factory, client_factory, tmp_path):
     running = server_factory(spool_quota=MiB)
     alice = client_factory(running.port)
