@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.scenario == "room":
         from .clip import encode_clip
         width, _, height = settings.video_size.partition("x")
-        settings.extra["clip"] = encode_clip(int(width), int(height), settings.fps, settings.bitrate, settings.audio)
+        settings.clip = encode_clip(int(width), int(height), settings.fps, settings.bitrate, settings.audio)
     result = run(settings, admin_socket=args.admin_socket, show_progress=not args.quiet)
     if args.json:
         json.dump(to_json(result), sys.stdout, indent=2)

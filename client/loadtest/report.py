@@ -55,7 +55,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         return value
     return clean({
         "scenario": result.settings.scenario,
-        "settings": {k: v for k, v in asdict(result.settings).items() if k != "extra"},
+        "settings": {k: v for k, v in asdict(result.settings).items() if k != "clip"},
         "clip": _clip_summary(result),
         "elapsed_s": round(result.elapsed, 3),
         "steady_window_s": list(result.steady) if result.steady else None,
@@ -69,7 +69,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
 
 
 def _clip_summary(result: RunResult) -> dict[str, Any] | None:
-    clip = result.settings.extra.get("clip")
+    clip = result.settings.clip
     if clip is None:
         return None
     return {"video_frames": len(clip.video), "keyframes": sum(1 for _, k in clip.video if k),

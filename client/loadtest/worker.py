@@ -6,7 +6,7 @@ import random
 import resource
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .metrics import Metrics
@@ -42,7 +42,7 @@ class Settings:
     file_size: int = 4 * 1024 * 1024   # files: bytes per transfer
     tls_ca: str = ""             # TLS, verifying the server against this CA file
     tls_pin: str = ""            # TLS, trusting the certificate with this SHA-256 fingerprint
-    extra: dict[str, Any] = field(default_factory=dict)
+    clip: Any = None             # room: the pre-encoded media (client.loadtest.clip.Clip)
 
 
 class Worker:

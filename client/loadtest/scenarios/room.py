@@ -18,7 +18,7 @@ async def room(w: Worker) -> None:
     given fps (and Opus audio every 20 ms). Measures capture-to-receive latency per kind and
     counts frames sent, received and missing (dropped by the relay or late)."""
     s = w.settings
-    clip = s.extra["clip"]
+    clip = s.clip
     my_rooms = [r for r in range(s.rooms) if r % s.processes == w.index]
     w.target = len(my_rooms) * s.members
     w.phase = "logging in"
