@@ -10,13 +10,16 @@ clients'), two clients log in, and:
   * media: the first publishes MEDIA_FRAMEs of 1 KiB (audio-sized) and 32 KiB (video-sized)
     into a meeting for ``--seconds``, keeping at most 1 MiB queued; the second counts what the
     relay delivers.
-Reported: messages or MiB per second received, and the server's CPU seconds per unit of work.
+  * connections: 300 connect + (TLS handshake +) HELLO + close, from 4 threads.
+Reported: connections, messages or MiB per second received, and the server's CPU seconds per unit of work.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from client.kernel import ClientKernel  # noqa: E402
 from client.tls import TlsOptions, certificate_fingerprint  # noqa: E402
+from common import frame as wire  # noqa: E402
 from common.media import Codec, MediaKind  # noqa: E402
 from common.packets import PacketType  # noqa: E402
 
@@ -149,6 +153,35 @@ def bench_room_chat(a: ClientKernel, b: ClientKernel, count: int) -> dict:
     return {"messages": count, "seconds": round(elapsed, 3), "per_second": round(count / elapsed)}
 
 
+def bench_connects(port: int, tls: bool, count: int = 300, threads: int = 4) -> dict:
+    """Connect, (shake hands,) HELLO and close, ``count`` times from ``threads`` threads."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE   # the bench measures cost, the tests check trust
+    hello = wire.encode_json(PacketType.HELLO, {"version": 1, "client": "bench"}, 1)
+
+    def worker(n: int) -> None:
+        for _ in range(n):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            if tls:
+                sock = context.wrap_socket(sock)
+            sock.sendall(hello)
+            decoder = wire.FrameDecoder()
+            while not decoder.feed(sock.recv(65536)):
+                pass
+            sock.close()
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=worker, args=(count // threads,)) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    done = count // threads * threads
+    return {"connections": done, "seconds": round(elapsed, 3), "per_second": round(done / elapsed)}
+
+
 class MediaCounter:
     """Counts MEDIA_FRAMEs arriving at a client (called on its network thread)."""
 
@@ -190,6 +223,10 @@ def run_transport(name: str, workdir: Path, cert: tuple[str, str, str] | None, s
         base = int(time.time()) % 10**6 * 100
         a = login(server.port, tls, "bench-a", f"1{base + 1:010d}")
         b = login(server.port, tls, "bench-b", f"1{base + 2:010d}")
+        cpu = server.cpu()
+        results["connect_hello"] = bench_connects(server.port, cert is not None)
+        results["connect_hello"]["server_cpu_ms_per_1000"] = round(
+            (server.cpu() - cpu) / results["connect_hello"]["connections"] * 1e6, 1)
         befriend(a, b)
         cpu = server.cpu()
         results["direct_chat"] = bench_direct_chat(a, b, 3000)
@@ -231,10 +268,11 @@ def main() -> int:
     for key in results["plain"]:
         plain, tls = results["plain"][key], results["tls"][key]
         unit = "per_second" if "per_second" in plain else "mib_per_second"
-        label = "msg/s" if unit == "per_second" else "MiB/s"
+        label = ("conn/s" if key == "connect_hello" else "msg/s") if unit == "per_second" else "MiB/s"
         print(f"{key + ' ' + label:<28}{plain[unit]:>14}{tls[unit]:>14}{tls[unit] / plain[unit]:>11.2f}")
         cost = "server_cpu_ms_per_1000" if "server_cpu_ms_per_1000" in plain else "server_cpu_s_per_gib"
-        cost_label = "server CPU ms/1000 msg" if cost.endswith("1000") else "server CPU s/GiB"
+        cost_label = "server CPU s/GiB" if not cost.endswith("1000") else (
+            "server CPU ms/1000 conn" if key == "connect_hello" else "server CPU ms/1000 msg")
         print(f"{'  ' + cost_label:<28}{plain[cost]:>14}{tls[cost]:>14}{tls[cost] / max(plain[cost], 1e-9):>11.2f}")
     return 0
 

@@ -224,3 +224,22 @@ def test_login_chat_and_meeting_over_each_transport(transport, server_factory, c
     assert heard["alice"].wait(5) and heard["bob"].wait(5)
     bob.kernel.rooms.leave()
     alice.kernel.rooms.leave()
+
+
+def test_garbage_instead_of_a_client_hello_is_dropped_quietly(tls_server, cert, client_factory, caplog):
+    caplog.set_level(logging.DEBUG)
+    for junk in (b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", wire.encode_json(PacketType.HELLO, HELLO, 1),
+                 b"\x16\x03\x03\xff\xff" + b"\x01" * 100):
+        with socket.create_connection(("127.0.0.1", tls_server.port), timeout=5) as sock:
+            sock.sendall(junk)
+            sock.settimeout(5)
+            try:
+                assert sock.recv(4096) is not None
+                while sock.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+    client = client_factory(tls_server.port, tls=TlsOptions(fingerprint=cert["printed"]))
+    client.register_and_login("unbothered")
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert any("TLS handshake failed" in r.getMessage() for r in caplog.records)
