@@ -9,9 +9,6 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from tests.helpers import TestClient
 
-PASSWORD = "correct horse battery"
-
-
 @pytest.fixture
 def people(client_factory):
     """make(n, running_server) -> n logged-in clients of that server, named A, B, C..."""
