@@ -121,6 +121,16 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
         start_replaced = {k: t.slot.replaced for k, t in tiles.items()}
         receiver = meeting.media.receiver
         start_decoded = {k: receiver.members[k[0]].video[MediaKind.CAMERA].stats.decoded for k in tiles}
+        import gc
+        gc_pauses: list[float] = []
+        gc_started = [0.0]
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            else:
+                gc_pauses.append(time.perf_counter() - gc_started[0])
+        gc.callbacks.append(on_gc)
         process = psutil.Process()
         process.cpu_percent(None)
         started = time.monotonic()
@@ -128,6 +138,7 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
         root.mainloop()
         elapsed = time.monotonic() - started
         cpu = process.cpu_percent(None)
+        gc.callbacks.remove(on_gc)
         gaps = [b - a for a, b in zip(loop_times, loop_times[1:])]
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -141,6 +152,7 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
             "paint_loop_ms": {"mean": round(1000 * sum(gaps) / max(1, len(gaps)), 1),
                               "max": round(1000 * max(gaps, default=0), 1)},
             "window_process_cpu_percent": round(cpu, 1),
+            "gc": {"collections": len(gc_pauses), "max_ms": round(1000 * max(gc_pauses, default=0), 1)},
             "cores": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }

@@ -168,11 +168,10 @@ class App:
 
     # -- session ends ------------------------------------------------------------------------------
     def _end_session(self, title: str, text: str) -> None:
+        """Back to the login view at once (however the dialog is closed), the reason on top."""
         self._drop_kernel()
-        if self.main_window is not None:
-            self.main_window.close_children()
-        self.dialog = Dialog(self.root, title, text, [("Log in again", lambda: self.show_login(text),
-                                                        "Accent.TButton")], icon="warning")
+        self.show_login(text)
+        self.dialog = Dialog(self.root, title, text, [("Log in again", None, "Accent.TButton")], icon="warning")
 
     def _on_kicked(self, event) -> None:
         where = event.data.get("address") or "another device"
