@@ -15,6 +15,12 @@ from tests.social import befriend, wait_session_ready
 
 
 @pytest.fixture
+def server(storage, server_factory):
+    """Every test here runs on SQLite and on MySQL (the ``backend`` fixture)."""
+    return server_factory(storage=storage)
+
+
+@pytest.fixture
 def people(client_factory):
     def make(n: int, port: int) -> list[TestClient]:
         clients = []

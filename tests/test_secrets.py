@@ -17,6 +17,12 @@ from tests.helpers import HELLO, raw_connect, raw_request, unique_phone
 PASSWORD = "correct horse battery"
 
 
+@pytest.fixture
+def server(storage, server_factory):
+    """Every test here runs on SQLite and on MySQL (the ``backend`` fixture)."""
+    return server_factory(storage=storage)
+
+
 class Everything(logging.Handler):
     """Every log record of the process (server and client), fully formatted."""
 
