@@ -6,7 +6,6 @@ The app owns the kernel of the current session. It switches views on login, logo
 from __future__ import annotations
 
 import gc
-import logging
 import tkinter as tk
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from .bridge import UiBridge
 from .login import LoginView
 from .settings import Settings
 from .widgets import Dialog, apply_theme, describe_error
-
-log = logging.getLogger("client.ui")
 
 _FIELD_OF_ERROR = {
     ErrorCode.INVALID_PHONE: "phone", ErrorCode.PHONE_TAKEN: "phone",
@@ -45,7 +42,6 @@ class App:
         self.login_view: LoginView | None = None
         self.main_window = None
         self.meeting = None
-        self.dialog: Dialog | None = None
         self.bridge.subscribe("kicked", self._on_kicked)
         self.bridge.subscribe("session_expired", self._on_session_expired)
         root.protocol("WM_DELETE_WINDOW", self.quit)
@@ -171,7 +167,7 @@ class App:
         """Back to the login view at once (however the dialog is closed), the reason on top."""
         self._drop_kernel()
         self.show_login(text)
-        self.dialog = Dialog(self.root, title, text, [("Log in again", None, "Accent.TButton")], icon="warning")
+        Dialog(self.root, title, text, [("Log in again", None, "Accent.TButton")], icon="warning")
 
     def _on_kicked(self, event) -> None:
         where = event.data.get("address") or "another device"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 import tkinter as tk
 from typing import Callable
 
@@ -28,15 +27,13 @@ class FrameSlot:
         self._lock = threading.Lock()
         self._image: Image.Image | None = None
         self.size = (320, 240)          # the tile's box; set by Tk, read by producers
-        self.offered = 0
-        self.replaced = 0
+        self.replaced = 0       # pictures overwritten before the Tk thread took them
 
     def put(self, image: Image.Image) -> None:
         with self._lock:
             if self._image is not None:
                 self.replaced += 1
             self._image = image
-            self.offered += 1
 
     def take(self) -> Image.Image | None:
         with self._lock:
@@ -60,7 +57,6 @@ class VideoTile(tk.Frame):
         self.self_view = self_view
         self.slot = FrameSlot()
         self.paints = 0
-        self._paint_times: list[float] = []
         self.canvas = tk.Canvas(self, background=COLORS["video_bg"], highlightthickness=0)
         self.canvas.pack(fill="both", expand=True)
         self._photo: ImageTk.PhotoImage | None = None
@@ -139,19 +135,7 @@ class VideoTile(tk.Frame):
             self.canvas.itemconfigure(self._image_item, state="normal")
             self.canvas.itemconfigure(self._placeholder, state="hidden")
         self.paints += 1
-        now = time.monotonic()
-        self._paint_times.append(now)
-        if len(self._paint_times) > 240:
-            del self._paint_times[:120]
         return True
-
-    def paint_rate(self, window: float = 2.0) -> float:
-        """Pictures painted per second over the last ``window`` seconds."""
-        now = time.monotonic()
-        recent = [t for t in self._paint_times if now - t <= window]
-        if len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max(1e-6, recent[-1] - recent[0])
 
 
 class VideoGrid(tk.Frame):
