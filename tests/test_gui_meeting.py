@@ -121,6 +121,17 @@ def test_tiles_show_moving_video_from_two_bots(gui_app, server, client_factory):
         me = meeting.grid_view.tiles[(app.kernel.user["id"], MediaKind.CAMERA)]
         assert me.paints > 0, "no self view"
 
+        # a minimised window asks the relay to pause the remote video; shown again, it resumes
+        stream = meeting.media.receiver.members[bots[0].kernel.user["id"]].video[MediaKind.CAMERA]
+        meeting.withdraw()
+        pump(app.root, 1.0)
+        received = stream.stats.received
+        pump(app.root, 1.0)
+        assert stream.stats.received - received <= 3, "video still flows to a hidden window"
+        meeting.deiconify()
+        painted = tiles[bots[0].kernel.user["id"]].paints
+        pump_until(app.root, lambda: tiles[bots[0].kernel.user["id"]].paints > painted + 10, 10, "video again")
+
         # Bob talks (a tone): his tile gets the active-speaker ring; Carol's does not
         from client.media.audio_io import ToneSource
         from client.media.pipeline import AudioPublisher

@@ -121,6 +121,13 @@ class MeetingMedia:
             self.screen, self.screen_tap = None, None
         self.targets = {key: tile.slot for key, tile in self.window.grid_view.tiles.items()}
 
+    def set_visible(self, visible: bool, bridge) -> None:
+        """Window hidden (minimised): ask the relay to stop sending the remote video we would
+        not show, and to resume (with a keyframe) when it is shown again."""
+        streams = [(uid, MediaKind(kind)) for (uid, kind) in self.targets if uid != self.me]
+        for uid, kind in streams:
+            bridge.call(self.receiver.set_paused, uid, kind, not visible)
+
     def _stop_publisher(self, publisher: VideoPublisher) -> None:
         threading.Thread(target=publisher.stop, name="stop-publisher", daemon=True).start()
 

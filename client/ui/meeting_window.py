@@ -51,6 +51,9 @@ class MeetingWindow(tk.Toplevel):
                               ("reconnected", self._on_link)):
             self._subscriptions.append((kind, self.bridge.subscribe(kind, handler)))
         self.protocol("WM_DELETE_WINDOW", self.ask_leave)
+        self.visible = True
+        self.bind("<Unmap>", lambda e: e.widget is self and self._set_visible(False), add="+")
+        self.bind("<Map>", lambda e: e.widget is self and self._set_visible(True), add="+")
         self.render_members(room)
         self._send_media_state()
         self._tick_clock()
@@ -147,6 +150,12 @@ class MeetingWindow(tk.Toplevel):
         self.clock_label.configure(text=f"{elapsed // 3600:d}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
                                    if elapsed >= 3600 else f"{elapsed // 60:02d}:{elapsed % 60:02d}")
         self.after(1000, self._tick_clock)
+
+    def _set_visible(self, visible: bool) -> None:
+        if visible != self.visible and not self.closed:
+            self.visible = visible
+            if self.media is not None:
+                self.media.set_visible(visible, self.bridge)
 
     def _tick_speakers(self) -> None:
         """Rings on the tiles of who is talking (voice activity from the media pipeline)."""
