@@ -201,3 +201,25 @@ def test_file_decline_and_cancel(gui_app, server, client_factory, tmp_path, monk
     dialog.buttons["Stop"].invoke()
     wait_event(app.root, bob.events, "file_cancelled", lambda e: e["transfer_id"] == offer["transfer_id"], 10)
     pump_until(app.root, lambda: row.info.cget("text") == "Cancelled", 5, "'Cancelled'")
+
+
+def test_messages_received_while_logged_out_show_as_unread(gui_app, server, client_factory):
+    app = gui_app
+    bob = client_factory(server.port)
+    bob.register_and_login("Bob")
+    befriend(app, bob)
+    bob_id, alice_id = bob.kernel.user["id"], app.kernel.user["id"]
+
+    app.main_window.menu.invoke("Log out")
+    login = pump_until(app.root, lambda: app.login_view, 5, "the login view")
+    assert "logged out" in login.notice.cget("text")
+    wait_event(app.root, bob.events, "friend_offline", timeout=10)
+    bob.kernel.chat.send_and_wait(alice_id, "first while you were away")
+    bob.kernel.chat.send_and_wait(alice_id, "second while you were away")
+
+    login.fields["password"].insert(0, "correct horse battery")
+    login.button.invoke()
+    main = pump_until(app.root, lambda: app.main_window, 20, "the main window again")
+    pump_until(app.root, lambda: bob_id in main.badges and main.badges[bob_id].count == 2, 10, "two unread")
+    pump_until(app.root, lambda: "second while you were away" in main.rows[bob_id].preview.cget("text"), 5,
+               "the preview")

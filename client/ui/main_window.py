@@ -31,7 +31,9 @@ class MainWindow(ttk.Frame):
         self.friends: list[dict] = self.kernel.friends.friend_list()
         self.incoming: list[dict] = list(self.kernel.friends.incoming.values())
         self.outgoing: list[dict] = list(self.kernel.friends.outgoing.values())
-        self.unread: dict[int, int] = {}
+        # Unread message ids (and file offer ids) per friend: a set, so a message counted from
+        # the core's state at start and then again from its (queued) event counts once.
+        self.unread: dict[int, set] = {}
         self.last: dict[int, dict] = {}          # peer -> newest message seen
         self._last_asked: set[int] = set()
         self.rows: dict[int, tk.Frame] = {}
@@ -53,6 +55,7 @@ class MainWindow(ttk.Frame):
                 ("file_offer", self._on_file_offer)):
             self._subscribe(kind, handler)
         self.bind("<Destroy>", self._on_destroy, add="+")
+        self._load_unread()
         self.render_friends()
         self.render_requests()
 
@@ -186,7 +189,7 @@ class MainWindow(ttk.Frame):
         sub = tk.Label(bottom, text=line, background=bg, foreground=COLORS["muted"], font=(FONT, 9), anchor="w")
         sub.pack(side="left", fill="x", expand=True)
         badge = Badge(bottom, background=bg)
-        badge.set(self.unread.get(uid, 0))
+        badge.set(len(self.unread.get(uid, ())))
         badge.pack(side="right")
         self.badges[uid] = badge
         row.preview = sub  # type: ignore[attr-defined]
@@ -236,11 +239,28 @@ class MainWindow(ttk.Frame):
             self.last[peer] = message
             self._schedule_render()
 
-    def set_unread(self, peer: int, count: int) -> None:
-        self.unread[peer] = count
+    def add_unread(self, peer: int, key: object) -> None:
+        self.unread.setdefault(peer, set()).add(key)
+        self._show_unread(peer)
+
+    def clear_unread(self, peer: int) -> None:
+        self.unread.pop(peer, None)
+        self._show_unread(peer)
+
+    def _show_unread(self, peer: int) -> None:
         badge = self.badges.get(peer)
         if badge is not None:
-            badge.set(count)
+            badge.set(len(self.unread.get(peer, ())))
+
+    def _load_unread(self) -> None:
+        """What the core already holds when the window opens (the backlog may come first)."""
+        for peer, messages in list(self.kernel.chat.conversations.items()):
+            for message in list(messages.values()):
+                if message["from"] == peer and not message.get("read_at"):
+                    self.unread.setdefault(peer, set()).add(message["id"])
+                self._set_last(peer, message)
+        for offer in list(self.kernel.files.offers.values()):
+            self.unread.setdefault(offer["from"], set()).add(offer["transfer_id"])
 
     def friend(self, user_id: int) -> dict | None:
         return next((f for f in self.friends if f["id"] == user_id), None)
@@ -331,7 +351,7 @@ class MainWindow(ttk.Frame):
         else:
             window.deiconify()
             window.lift()
-        self.set_unread(user_id, 0)
+        self.clear_unread(user_id)
         return window
 
     def chat_closed(self, user_id: int) -> None:
@@ -412,7 +432,7 @@ class MainWindow(ttk.Frame):
         window = self.chats.get(peer)
         if window is not None and window.winfo_exists():
             return                      # the open window shows it and marks it read
-        self.set_unread(peer, self.unread.get(peer, 0) + 1)
+        self.add_unread(peer, message["id"])
         if not event.data.get("backlog"):
             friend = self.friend(peer) or {}
             self.notify(f"{friend.get('nickname', '?')}: {preview(message.get('text', ''), 40)}")
@@ -425,7 +445,7 @@ class MainWindow(ttk.Frame):
         peer = event.data["from"]
         window = self.chats.get(peer)
         if window is None or not window.winfo_exists():
-            self.set_unread(peer, self.unread.get(peer, 0) + 1)
+            self.add_unread(peer, event.data["transfer_id"])
             self.notify(f"{event.data.get('from_nickname') or 'A friend'} wants to send you {event.data['name']}")
 
     # -- connection state and notices ------------------------------------------------------------
