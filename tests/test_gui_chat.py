@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pytest
+
 from client.ui import chat_window
 from client.ui.app import App
 from client.ui.chat_window import ChatWindow
@@ -12,6 +14,8 @@ from client.ui.widgets import Dialog
 from tests.gui_helpers import (find_toplevels, gui_app, press_key, pump_until, wait_event,  # noqa: F401
                                xdisplay)
 from tests.helpers import unique_phone
+
+pytestmark = pytest.mark.gui
 
 
 def befriend(app: App, bot) -> None:

@@ -14,6 +14,8 @@ from client.ui.widgets import Dialog
 from tests.gui_helpers import find_toplevels, pump_until, xdisplay  # noqa: F401
 from tests.helpers import unique_phone
 
+pytestmark = pytest.mark.gui
+
 
 @pytest.fixture
 def make_app(xdisplay, tmp_path, monkeypatch):

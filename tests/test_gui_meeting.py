@@ -2,12 +2,16 @@
 follow, room chat both ways, host actions, leaving."""
 from __future__ import annotations
 
+import pytest
+
 from client.ui.app import App
 from client.ui.meeting_window import MeetingWindow
 from client.ui.widgets import Dialog
 from common.media import MediaKind
 from tests.gui_helpers import (find_toplevels, gui_app, label_texts, press_key, pump,  # noqa: F401
                                pump_until, screenshot, wait_event, xdisplay)
+
+pytestmark = pytest.mark.gui
 
 
 def open_meeting(app: App, title: str = "Weekly sync") -> MeetingWindow:
@@ -148,6 +152,8 @@ def test_tiles_show_moving_video_from_two_bots(gui_app, server, client_factory):
         carol.kernel.rooms.set_media_state(True, False, True)
         publishers.append(VideoPublisher(carol.kernel.rooms, TestPatternSource(640, 360, 5.0, "screen"),
                                          H264Encoder(screen_profile(640, 360, 5.0)), kind=MediaKind.SCREEN).start())
+
+pytestmark = pytest.mark.gui
         screen_key = (carol.kernel.user["id"], MediaKind.SCREEN)
         pump_until(app.root, lambda: meeting.grid_view.stage == screen_key
                    and meeting.grid_view.tiles[screen_key].paints > 2, 10, "the shared screen on stage")

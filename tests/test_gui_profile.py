@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from client.ui.profile import ProfileWindow
 from tests.gui_helpers import gui_app, pump_until, wait_event, xdisplay  # noqa: F401
+
+pytestmark = pytest.mark.gui
 
 
 def open_profile(app) -> ProfileWindow:
