@@ -152,8 +152,6 @@ def test_tiles_show_moving_video_from_two_bots(gui_app, server, client_factory):
         carol.kernel.rooms.set_media_state(True, False, True)
         publishers.append(VideoPublisher(carol.kernel.rooms, TestPatternSource(640, 360, 5.0, "screen"),
                                          H264Encoder(screen_profile(640, 360, 5.0)), kind=MediaKind.SCREEN).start())
-
-pytestmark = pytest.mark.gui
         screen_key = (carol.kernel.user["id"], MediaKind.SCREEN)
         pump_until(app.root, lambda: meeting.grid_view.stage == screen_key
                    and meeting.grid_view.tiles[screen_key].paints > 2, 10, "the shared screen on stage")
