@@ -6,6 +6,7 @@ Tk thread). Every action goes through the bridge so the window never waits on th
 """
 from __future__ import annotations
 
+import logging
 import time
 import tkinter as tk
 from tkinter import ttk
@@ -18,6 +19,8 @@ from .widgets import COLORS, FONT, Dialog, confirm, describe_error, format_clock
 
 if TYPE_CHECKING:
     from .app import App
+
+log = logging.getLogger("client.ui")
 
 
 def format_number(number: str) -> str:
@@ -44,7 +47,13 @@ class MeetingWindow(tk.Toplevel):
         self.minsize(760, 480)
         self._subscriptions: list[tuple[str, object]] = []
         self._build()
-        self.media = media_factory(self) if media_factory else None
+        self.media = None
+        if media_factory is not None:
+            try:
+                self.media = media_factory(self)
+            except Exception as exc:        # no codecs or devices: still a meeting with chat
+                log.exception("audio and video are unavailable")
+                self.show_notice(f"Audio and video are unavailable: {exc}")
         for kind, handler in (("room_members", self._on_members), ("room_chat", self._on_chat),
                               ("room_removed", self._on_removed), ("room_mute", self._on_muted),
                               ("room_closed", self._on_closed), ("disconnected", self._on_link),
