@@ -387,3 +387,26 @@ def test_a_congested_publisher_holds_video_until_a_keyframe(meeting):
     got = inbox_b.of(uid(a), CAMERA)
     assert [(h.seq, h.keyframe) for h, _ in got] == [(0, True), (1, True), (2, False)]   # no gap in seq
     assert [p for _, p in got][1:] == [payload(CAMERA, 4), payload(CAMERA, 5)]
+
+
+def test_media_control_errors(server, meeting, client_factory):
+    from common.errors import ApiError, ErrorCode
+
+    a, b = meeting(2)
+    loner = client_factory(server.port)
+    loner.register_and_login("L")
+
+    def code(client: TestClient, ptype: PacketType, body: dict) -> ErrorCode:
+        with pytest.raises(ApiError) as err:
+            client.kernel.request(ptype, body)
+        return err.value.code
+
+    assert code(b, PacketType.KEYFRAME_REQUEST, {"user_id": 999_999, "kind": 1}) == ErrorCode.NO_SUCH_MEMBER
+    assert code(b, PacketType.MEDIA_SUBSCRIBE, {"user_id": uid(b), "kind": 1, "paused": True}) == ErrorCode.NO_SUCH_MEMBER
+    assert code(b, PacketType.MEDIA_SUBSCRIBE, {"user_id": uid(a), "kind": 7, "paused": True}) == ErrorCode.BAD_REQUEST
+    assert code(loner, PacketType.MEDIA_SUBSCRIBE, {"user_id": uid(a), "kind": 1, "paused": True}) == ErrorCode.NOT_IN_ROOM
+    assert code(loner, PacketType.MEDIA_STATS, {}) == ErrorCode.NOT_IN_ROOM
+    assert b.kernel.request(PacketType.KEYFRAME_REQUEST, {"user_id": uid(a), "kind": 1}) == {}
+    b.kernel.rooms.request_keyframe(999_999, CAMERA)           # fire-and-forget about someone gone: no error
+    b.kernel.rooms.chat("after the loss report")               # replies come in order: the report was handled
+    assert b.events.count("server_error") == 0
