@@ -149,6 +149,14 @@ class RoomsClient:
     def add_keyframe_listener(self, fn: KeyframeListener) -> None:
         self._keyframe_listeners.append(fn)
 
+    def remove_media_listener(self, fn: MediaListener) -> None:
+        if fn in self._media_listeners:
+            self._media_listeners.remove(fn)
+
+    def remove_keyframe_listener(self, fn: KeyframeListener) -> None:
+        if fn in self._keyframe_listeners:
+            self._keyframe_listeners.remove(fn)
+
     # -- network thread ------------------------------------------------------------------------------
     def _on_media(self, body: bytes) -> None:
         try:

@@ -95,6 +95,12 @@ class FakeRooms:
     def add_keyframe_listener(self, fn) -> None:
         self.keyframe_listeners.append(fn)
 
+    def remove_media_listener(self, fn) -> None:
+        self.media_listeners.remove(fn)
+
+    def remove_keyframe_listener(self, fn) -> None:
+        self.keyframe_listeners.remove(fn)
+
     def request_keyframe(self, user_id, kind) -> None:
         self.keyframe_requests.append((user_id, kind))
         for listener in self.hub.members[user_id].keyframe_listeners:

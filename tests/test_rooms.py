@@ -2,10 +2,13 @@
 state, errors, host hand-over, the grace period for dropped members, and replaced sessions."""
 from __future__ import annotations
 
+import queue
+
 import pytest
 
 from common import frame as wire
 from common.errors import ApiError, ErrorCode
+from common.media import Codec, MediaKind
 from common.packets import PacketType
 from tests.helpers import TestClient
 
@@ -259,3 +262,20 @@ def test_bad_fields_are_refused(server, people):
     assert error_of(kernel.request, PacketType.ROOM_CREATE, {"title": "bad\x07title"}) == ErrorCode.BAD_REQUEST
     assert error_of(kernel.request, PacketType.ROOM_JOIN, {"number": 123456789}) == ErrorCode.BAD_REQUEST
     assert error_of(kernel.request, PacketType.ROOM_LOCK, {"locked": "yes"}) == ErrorCode.BAD_REQUEST
+
+
+def test_a_removed_media_listener_hears_nothing_more(server, people):
+    """A closed meeting window's receiver stops hearing the room; the others still hear it."""
+    a, b = people(2, server)
+    number = a.kernel.rooms.create("t")["number"]
+    b.kernel.rooms.join(number)
+    wait_members(a, lambda r: len(r["members"]) == 2)
+    kept: queue.Queue = queue.Queue()
+    removed: list = []
+    b.kernel.rooms.add_media_listener(lambda header, payload: kept.put(header.seq))
+    b.kernel.rooms.add_media_listener(removed.append)
+    b.kernel.rooms.remove_media_listener(removed.append)
+    b.kernel.rooms.remove_media_listener(removed.append)   # removing twice is harmless
+    assert a.kernel.rooms.publish(MediaKind.MICROPHONE, Codec.OPUS, b"x" * 40, False, 1)
+    assert kept.get(timeout=5) == 0
+    assert removed == []

@@ -51,6 +51,8 @@ class MediaRooms(Protocol):
     def publish(self, kind: MediaKind, codec: Codec, payload: bytes, keyframe: bool, capture_us: int) -> bool: ...
     def add_media_listener(self, fn: Callable[[MediaHeader, bytes], None]) -> None: ...
     def add_keyframe_listener(self, fn: Callable[[MediaKind], None]) -> None: ...
+    def remove_media_listener(self, fn: Callable[[MediaHeader, bytes], None]) -> None: ...
+    def remove_keyframe_listener(self, fn: Callable[[MediaKind], None]) -> None: ...
     def request_keyframe(self, user_id: int, kind: MediaKind) -> None: ...
     def subscribe(self, user_id: int, kind: MediaKind, paused: bool) -> None: ...
 
@@ -132,6 +134,10 @@ class VideoPublisher(_Publisher):
     def _on_keyframe_request(self, kind: MediaKind) -> None:
         if kind == self.kind:
             self.encoder.request_keyframe()
+
+    def stop(self) -> None:
+        self.rooms.remove_keyframe_listener(self._on_keyframe_request)
+        super().stop()
 
     def _step(self) -> bool:
         if self._pacer is not None and not self._pacer.wait(self._stop):
@@ -438,6 +444,7 @@ class Receiver:
 
     def close(self) -> None:
         self._closed = True
+        self.rooms.remove_media_listener(self._on_media)
         self.sink.close()
         self.retain(set())
 
