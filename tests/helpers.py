@@ -35,6 +35,9 @@ def test_config(tmp_path, **overrides) -> ServerConfig:
     return config
 
 
+test_config.__test__ = False  # a helper, not a test
+
+
 def mysql_server_url() -> str:
     return os.environ.get("MEETING_TEST_MYSQL_URL", DEFAULT_MYSQL_URL)
 
@@ -109,6 +112,8 @@ def start_server(config: ServerConfig, storage: Storage | None = None) -> Runnin
 
 class TestClient:
     """A ClientKernel plus the events it emitted."""
+
+    __test__ = False  # a helper, not a test class
 
     def __init__(self, port: int, **kwargs) -> None:
         self.kernel = ClientKernel("127.0.0.1", port, request_timeout=10.0, **kwargs)
