@@ -30,7 +30,7 @@ import shutil
 import struct
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,8 +266,10 @@ class Incoming:
                     data = self.queue.popleft()
                     self.queued -= len(data)
                     idle = not self.queue
+                # Hash on another thread while this one writes: both release the GIL.
+                hashed = self.files.hashing.submit(self.hasher.update, data)
                 write_all(self.fd, data)
-                self.hasher.update(data)
+                hashed.result()
                 self.written += len(data)
                 if idle or self.written - last_ack >= ACK_EVERY:
                     last_ack = self.written
@@ -314,6 +316,7 @@ class FilesClient:
         self._incoming: dict[str, Incoming] = {}
         self._incoming_by_raw: dict[bytes, Incoming] = {}
         self._early: dict[str, list] = {}   # events that overtook their offer's reply
+        self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="file-hash")
         self._lock = threading.Lock()
         kernel.on_packet(PacketType.FILE_OFFER_EVENT, self._on_offer)
         kernel.on_packet(PacketType.FILE_ANSWER_EVENT, self._on_answer)
@@ -502,17 +505,17 @@ class FilesClient:
 
     def delivered(self, incoming: Incoming) -> None:
         """Writer thread: the file is verified and in place; confirm it to the server."""
-        self.kernel.emit("file_done", transfer_id=incoming.id, direction="receive", path=str(incoming.final_path),
-                         size=incoming.size)
         self._confirm_complete(incoming)
 
     def _confirm_complete(self, incoming: Incoming) -> None:
-        """Send the final FILE_ACK as a request; if the link drops first, the session hook
+        """Send the final FILE_ACK as a request and report ``file_done`` once the server has
+        it (so a client may close right after); if the link drops first, the session hook
         sends it again."""
         def done(future: Future) -> None:
             error = future.exception()
-            if error is None or isinstance(error, ApiError):
-                self._forget_incoming(incoming)
+            if (error is None or isinstance(error, ApiError)) and self._forget_incoming(incoming):
+                self.kernel.emit("file_done", transfer_id=incoming.id, direction="receive",
+                                 path=str(incoming.final_path), size=incoming.size)
         future = self.kernel.request_async(PacketType.FILE_ACK, {"transfer_id": incoming.id,
                                                                  "offset": incoming.size, "complete": True})
         future.add_done_callback(done)
