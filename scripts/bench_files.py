@@ -132,7 +132,7 @@ def through_server(source: Path, inbox: Path, data_dir: Path, window: int) -> di
             started = time.perf_counter()
             transfer_id = sender.kernel.files.send_file(recipient_id, source)
             hashed = time.perf_counter() - started
-            sender.events.wait_for("file_done", lambda e: e["transfer_id"] == transfer_id, timeout=600)
+            sender.events.wait_for("file_done", lambda e: e["transfer_id"] == transfer_id, timeout=180)
             server_cpu = sum(rss.process.cpu_times()[:2]) - server_cpu
             own_cpu = sum(own.cpu_times()[:2]) - own_cpu
             rss.done.set()
