@@ -184,6 +184,24 @@ def test_cancel_midway_tells_the_other_side_and_leaves_nothing(pair, tmp_path, s
     assert bob.events.count("file_done") == 0
 
 
+def test_a_stalled_transfer_times_out_on_both_sides(server_factory, client_factory, tmp_path):
+    running = server_factory(file_idle_timeout=0.6)
+    alice = client_factory(running.port)
+    alice.register_and_login("alice")
+    bob = client_factory(running.port)
+    bob.register_and_login("bob")
+    befriend(running, alice, bob)
+    source = tmp_path / "a.bin"
+    make_file(source, 1000)
+    transfer_id = alice.kernel.files.send_file(user_id(bob), source)
+    bob.events.wait_for("file_offer", lambda e: e["transfer_id"] == transfer_id)   # never answered
+    for client in (alice, bob):
+        failed = client.events.wait_for("file_failed", lambda e: e["transfer_id"] == transfer_id, timeout=5)
+        assert failed["error"] == "TIMEOUT"
+    assert transfer_id not in bob.kernel.files.offers
+    assert running.server.storage.get_file(transfer_id).state == "failed"
+
+
 # -- resume ---------------------------------------------------------------------------------------------------
 def kill_session(running, client: TestClient) -> None:
     conn = running.server.sessions.get(user_id(client))

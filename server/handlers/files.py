@@ -197,6 +197,6 @@ def install(server: "Server") -> None:
 
     server.reactor.call_later(0, sweep, True)
     server.reactor.call_every(config.spool_sweep_interval, lambda: sweep(False))
-    server.reactor.call_every(IDLE_CHECK_INTERVAL, service.check_idle)
+    server.reactor.call_every(min(IDLE_CHECK_INTERVAL, config.file_idle_timeout / 2), service.check_idle)
     server.status_providers.append(service.figures)
     server.shutdown_hooks.append(service.close_all)
