@@ -283,6 +283,24 @@ def test_offline_recipient_gets_the_spooled_file_at_login(server_factory, client
     assert running.server.storage.get_file(transfer_id).state == "done"
 
 
+def test_spool_delivery_on_both_backends(storage, server_factory, client_factory, tmp_path):
+    running = server_factory(storage=storage)
+    alice = client_factory(running.port)
+    alice.register_and_login("alice")
+    bob = offline_friend(running, client_factory, alice)
+    source = tmp_path / "backend.bin"
+    digest = make_file(source, MiB + 3)
+    transfer_id = alice.kernel.files.send_file(storage.get_user_by_phone(bob.phone).id, source)
+    alice.events.wait_for("file_spooled", lambda e: e["transfer_id"] == transfer_id)
+    bob = log_back_in(running, client_factory, bob)
+    bob.events.wait_for("file_offer", lambda e: e["transfer_id"] == transfer_id)
+    bob.kernel.files.accept(transfer_id, directory=tmp_path / "bob")
+    done = bob.events.wait_for("file_done", lambda e: e["transfer_id"] == transfer_id)
+    assert sha256_of(Path(done["path"])) == digest
+    alice.events.wait_for("file_done", lambda e: e["transfer_id"] == transfer_id)
+    assert storage.get_file(transfer_id).state == "done"
+
+
 def test_upload_to_the_spool_resumes_after_a_server_restart(server_factory, client_factory, tmp_path,
                                                            monkeypatch):
     running = server_factory()
