@@ -90,8 +90,15 @@ def test_other_clients_are_served_while_one_does_not_read(server_factory):
                              media_video_budget=16 * 1024, media_audio_budget=32 * 1024)
     lazy = raw_connect(running.port)
     lazy.sendall(wire.encode_json(PacketType.HELLO, HELLO, 1))
-    threading.Thread(target=lambda: lazy.sendall(
-        b"".join(wire.encode_json(PacketType.HEARTBEAT, {}, 2 + i) for i in range(50_000))), daemon=True).start()
+    flood = b"".join(wire.encode_json(PacketType.HEARTBEAT, {}, 2 + i) for i in range(50_000))
+
+    def send_flood() -> None:
+        try:
+            lazy.sendall(flood)
+        except OSError:
+            pass    # the test closes the socket while this still sends
+    sender = threading.Thread(target=send_flood, daemon=True)
+    sender.start()
     good = raw_connect(running.port)
     assert raw_request(good, PacketType.HELLO, HELLO).type == PacketType.RESULT
     for rid in range(2, 50):
@@ -99,6 +106,8 @@ def test_other_clients_are_served_while_one_does_not_read(server_factory):
         assert raw_request(good, PacketType.HEARTBEAT, {}, request_id=rid).type == PacketType.RESULT
         assert time.perf_counter() - started < 0.5
     good.close()
+    lazy.shutdown(socket.SHUT_RDWR)
+    sender.join(10)
     lazy.close()
 
 
