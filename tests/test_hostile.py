@@ -498,6 +498,60 @@ def rate_limited(client, ptype: PacketType, body: dict) -> dict:
     return info.value.details
 
 
+def test_rate_limits_refuse_only_the_user_over_the_limit(server_factory, client_factory):
+    srv = server_factory(messages_per_minute=5, friend_requests_per_minute=2, rooms_per_minute=2)
+    a, b, c, d = (client_factory(srv.port) for _ in range(4))
+    for client, name in ((a, "a"), (b, "b"), (c, "c"), (d, "d")):
+        client.register_and_login(name)
+    befriend(a, b)
+    # Messages: one-to-one and room chat share A's allowance of 5 a minute.
+    for i in range(4):
+        a.kernel.request(PacketType.CHAT_SEND, {"to": uid(b), "text": f"m{i}", "client_msg_id": f"a-{i}"})
+    room = a.kernel.rooms.create("limits")
+    a.kernel.rooms.chat("the fifth")
+    details = rate_limited(a, PacketType.CHAT_SEND, {"to": uid(b), "text": "sixth", "client_msg_id": "a-6"})
+    assert 10 <= details["retry_after"] <= 13 and details["limit"] == 5       # one token per 12 s
+    rate_limited(a, PacketType.ROOM_CHAT, {"text": "also too many"})
+    # B is not slowed by A's limit.
+    for i in range(5):
+        b.kernel.request(PacketType.CHAT_SEND, {"to": uid(a), "text": f"b{i}", "client_msg_id": f"b-{i}"})
+    # Friend requests: 2 a minute for C; D is unaffected.
+    c.kernel.friends.add(user_id=uid(a))
+    c.kernel.friends.add(user_id=uid(b))
+    details = rate_limited(c, PacketType.FRIEND_REQUEST, {"user_id": uid(d)})
+    assert 25 <= details["retry_after"] <= 31
+    d.kernel.friends.add(user_id=uid(c))
+    # Rooms: 2 created a minute for A (one above), the second now; B still creates freely.
+    a.kernel.rooms.leave()
+    a.kernel.rooms.create("second")
+    a.kernel.rooms.leave()
+    rate_limited(a, PacketType.ROOM_CREATE, {"title": "third"})
+    b.kernel.rooms.create("b's own")
+    assert room["number"]
+    figures = srv.server.status()
+    assert figures["rate_limited_messages"] == 2
+    assert figures["rate_limited_friend_requests"] == 1 and figures["rate_limited_rooms"] == 1
+
+
+def test_a_rate_limited_sender_is_slowed_not_dropped(server_factory, client_factory):
+    """The client's outbox waits retry_after and sends again: every message arrives, late."""
+    srv = server_factory(messages_per_minute=60)
+    a, b = client_factory(srv.port), client_factory(srv.port)
+    a.register_and_login("hasty")
+    b.register_and_login("patient")
+    befriend(a, b)
+    started = time.monotonic()
+    entries = [a.kernel.chat.send(uid(b), f"burst {i}") for i in range(62)]
+    for entry in entries:
+        entry.acked.result(timeout=15)
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.9, f"62 messages at 60 a minute took only {elapsed:.2f} s"
+    texts = set()
+    for i in range(62):
+        texts.add(b.events.wait_for("chat_message", lambda e, i=i: e["message"]["text"] == f"burst {i}")["message"]["text"])
+    assert len(texts) == 62
+
+
 def test_guessing_meeting_numbers_is_slowed(server_factory, client_factory):
     srv = server_factory(room_joins_per_minute=3)
     host, guesser = client_factory(srv.port), client_factory(srv.port)

@@ -81,6 +81,7 @@ def install(server: "Server") -> None:
         client_msg_id = get_str(req.body, "client_msg_id", max_len=64)
         if not CLIENT_MSG_ID.fullmatch(client_msg_id):
             raise ApiError(ErrorCode.BAD_REQUEST, "client_msg_id must be 1-64 of A-Z a-z 0-9 _ . : -")
+        server.rate_limits.message(req.user_id)
         sender, conn, request_id = req.user_id, req.conn, req.request_id
         # The presence cache knows the friends of an online sender: then the batch needs no
         # friendship query for this message.

@@ -88,6 +88,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.FRIEND_REQUEST, blocking=True)
     def friend_request(req: Request) -> None:
+        server.rate_limits.friend_request(req.user_id)
         greeting = normalize_greeting(get_str(req.body, "greeting", "", max_len=1000))
         target = find_target(req)
         if target.id == req.user_id:
