@@ -11,14 +11,14 @@ Usage: python scripts/bench_foundation.py idle --clients 2000
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import selectors
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
@@ -28,6 +28,7 @@ from common import frame as wire  # noqa: E402
 from common.packets import PacketType  # noqa: E402
 from server.passwords import ScryptParams, hash_password  # noqa: E402
 from server.storage import open_storage  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
 
 PASSWORD = "benchmark password"
 
@@ -51,21 +52,18 @@ def prepare_users(db_url: str, count: int, params: ScryptParams) -> list[str]:
     return phones
 
 
-def start_server(data_dir: str, db_url: str, extra_env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    env = dict(os.environ, **extra_env)
-    log = open(Path(data_dir) / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--db", db_url, "--data-dir", data_dir,
-                             "--log-level", "INFO"], env=env, stderr=log, cwd=Path(__file__).resolve().parents[1])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        listening = [c.laddr.port for c in psutil.Process(proc.pid).net_connections("tcp")
-                     if c.status == psutil.CONN_LISTEN]
-        if listening:
-            return proc, listening[0]
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {(Path(data_dir) / 'server.log').read_text()}")
-        time.sleep(0.05)
-    raise RuntimeError("server did not start listening")
+@contextlib.contextmanager
+def serving(data_dir: str, db_url: str) -> Iterator[ServerProcess]:
+    """The server as its own process; its log tail is printed if the benchmark fails."""
+    process = ServerProcess(db_url, data_dir, env={"MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "100000"})
+    process.start()
+    try:
+        yield process
+    except BaseException:
+        print("server log tail:\n" + process.log_tail(15), file=sys.stderr)
+        raise
+    finally:
+        process.terminate()
 
 
 class RawClient:
@@ -105,9 +103,9 @@ def bench_idle(clients: int, idle_seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         phones = prepare_users(db_url, clients, ScryptParams(n=2 ** 10))
-        proc, port = start_server(tmp, db_url, {"MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "100000"})
-        try:
-            server = psutil.Process(proc.pid)
+        with serving(tmp, db_url) as process:
+            port = process.port
+            server = psutil.Process(process.pid)
             rss_empty = server.memory_info().rss
             selector = selectors.DefaultSelector()
             conns = []
@@ -153,12 +151,6 @@ def bench_idle(clients: int, idle_seconds: float) -> None:
                   f"p99 {percentile(rtts, 99) * 1000:.2f} ms, max {max(rtts) * 1000:.2f} ms")
             for client in conns:
                 client.sock.close()
-        except BaseException:
-            print("server log tail:\n" + "".join(open(Path(tmp) / "server.log").readlines()[-15:]), file=sys.stderr)
-            raise
-        finally:
-            proc.terminate()
-            proc.wait(30)
 
 
 def bench_logins(logins: int) -> None:
@@ -166,8 +158,8 @@ def bench_logins(logins: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         phones = prepare_users(db_url, logins + 1, params)
-        proc, port = start_server(tmp, db_url, {"MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "100000"})
-        try:
+        with serving(tmp, db_url) as process:
+            port = process.port
             probe = RawClient(port)
             probe.request(PacketType.HELLO, {"version": 1, "client": "bench"})
             probe.request(PacketType.LOGIN, {"phone": phones[0], "password": PASSWORD})
@@ -209,12 +201,6 @@ def bench_logins(logins: int) -> None:
                   f"all answered in {elapsed:.1f} s ({logins / elapsed:.1f} logins/s)")
             print(f"  heartbeats during them {len(rtts)}: p50 {percentile(rtts, 50) * 1000:.2f} ms, "
                   f"p99 {percentile(rtts, 99) * 1000:.2f} ms, max {max(rtts) * 1000:.2f} ms")
-        except BaseException:
-            print("server log tail:\n" + "".join(open(Path(tmp) / "server.log").readlines()[-15:]), file=sys.stderr)
-            raise
-        finally:
-            proc.terminate()
-            proc.wait(30)
 
 
 def main() -> None:
