@@ -119,6 +119,13 @@ class RoomsClient:
             raise ValueError(f"a media frame carries at most {limits.MAX_MEDIA_PAYLOAD} bytes")
         if self.room is None:
             return False
+        if self.kernel.state != "online":
+            # reconnecting: nothing goes out before the session is resumed (the server would
+            # refuse a large frame from a connection that has not logged in yet)
+            if kind != MediaKind.MICROPHONE:
+                with self._lock:
+                    self._held.add(kind)
+            return False
         hold = False
         with self._lock:
             if kind != MediaKind.MICROPHONE:
@@ -234,7 +241,8 @@ class RoomsClient:
             self.join(room["number"], self._password)
         except ApiError as exc:
             if exc.code == ErrorCode.ALREADY_IN_ROOM and exc.details.get("number") == room["number"]:
-                return                      # the server kept the place
+                self._restart_video()       # the server kept the place
+                return
             if self.room is None or self.room.get("number") != room["number"]:
                 return                      # the user left or joined another room meanwhile
             self._forget()
@@ -242,3 +250,10 @@ class RoomsClient:
                 self.kernel.emit("room_closed", message="the meeting ended while you were away")
             else:
                 self.kernel.emit("room_removed", reason="rejoin_failed", message=exc.message)
+            return
+        self._restart_video()
+
+    def _restart_video(self) -> None:
+        """After a reconnect the others missed frames: our video starts again at a keyframe."""
+        for kind in (MediaKind.CAMERA, MediaKind.SCREEN):
+            self._notify_keyframe(kind)

@@ -279,3 +279,20 @@ def test_a_removed_media_listener_hears_nothing_more(server, people):
     assert a.kernel.rooms.publish(MediaKind.MICROPHONE, Codec.OPUS, b"x" * 40, False, 1)
     assert kept.get(timeout=5) == 0
     assert removed == []
+
+
+def test_no_media_before_the_session_resumes_and_video_restarts_at_a_keyframe(server, people):
+    a, b = people(2, server)
+    number = a.kernel.rooms.create("t")["number"]
+    b.kernel.rooms.join(number)
+    requests: queue.Queue = queue.Queue()
+    a.kernel.rooms.add_keyframe_listener(requests.put)
+    a.kernel.state = "reconnecting"      # as between a dropped link and the resume reply
+    assert not a.kernel.rooms.publish(MediaKind.CAMERA, Codec.H264, b"v" * 100_000, True, 1)
+    assert not a.kernel.rooms.publish(MediaKind.MICROPHONE, Codec.OPUS, b"a" * 40, False, 1)
+    a.kernel.state = "online"
+    mark = a.events.mark()
+    a.kernel.link.drop("test: link cut")
+    a.events.wait_for("reconnected", start=mark, timeout=15)
+    assert requests.get(timeout=10) == MediaKind.CAMERA   # our publishers restart with a keyframe
+    assert a.kernel.rooms.room["number"] == number
