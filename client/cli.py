@@ -18,6 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bot_main(argv[1:])
     parser = argparse.ArgumentParser(prog="meeting-client", description="Real-Time Meeting desktop client")
     parser.add_argument("--server", default=None, help="HOST:PORT to prefill (default: the last one used)")
+    parser.add_argument("--tls-ca", default=None, help="speak TLS; trust the server's certificate by this CA file")
+    parser.add_argument("--tls-pin", default=None,
+                        help="speak TLS; trust the server whose certificate has this SHA-256 fingerprint")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -26,4 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"meeting-client: the desktop window is not available: {exc}", file=sys.stderr)
         return 2
-    return run(server=args.server)
+    from .tls import TlsOptions
+    tls = TlsOptions(args.tls_ca, args.tls_pin) if (args.tls_ca or args.tls_pin) else None
+    return run(server=args.server, tls=tls)

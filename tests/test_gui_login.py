@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tkinter as tk
+from pathlib import Path
 
 import pytest
 
 from client.ui.app import App
 from client.ui.login import LoginView
 from client.ui.main_window import MainWindow
+from client.tls import TlsOptions, certificate_fingerprint
 from client.ui.widgets import Dialog
 from tests.gui_helpers import find_toplevels, pump_until, xdisplay  # noqa: F401
 from tests.helpers import unique_phone
@@ -22,9 +25,9 @@ def make_app(xdisplay, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     apps = []
 
-    def make(server: str) -> App:
+    def make(server: str, tls: TlsOptions | None = None) -> App:
         root = tk.Tk()
-        app = App(root, server=server)
+        app = App(root, server=server, tls=tls)
         apps.append(app)
         root.update()
         return app
@@ -94,3 +97,24 @@ def test_register_login_remember_reconnect_and_kicked(make_app, server, client_f
     pump_until(app.root, lambda: isinstance(app.login_view, LoginView), 5, "the login view")
     assert app.login_view.fields["phone"].get() == phone
     assert app.kernel is None
+
+
+def test_the_window_logs_in_over_tls_and_names_a_wrong_pin(make_app, server_factory, tmp_path):
+    make_cert = Path(__file__).resolve().parents[1] / "scripts" / "make-cert.sh"
+    for name in ("real", "other"):
+        subprocess.run(["bash", str(make_cert), str(tmp_path / name)], capture_output=True, timeout=60, check=True)
+    tls_server = server_factory(tls_cert=str(tmp_path / "real" / "server.crt"),
+                                tls_key=str(tmp_path / "real" / "server.key"))
+    address = f"127.0.0.1:{tls_server.port}"
+
+    wrong = make_app(address, TlsOptions(fingerprint=certificate_fingerprint(str(tmp_path / "other" / "server.crt"))))
+    fill(wrong.login_view, phone=unique_phone(), password="correct horse battery")
+    wrong.login_view.button.invoke()
+    errors = wrong.login_view.field_errors["server"]
+    pump_until(wrong.root, lambda: errors.cget("text"), 15, "the certificate error")
+    assert "does not match the pinned fingerprint" in errors.cget("text")
+    wrong.quit()
+
+    right = make_app(address, TlsOptions(fingerprint=certificate_fingerprint(str(tmp_path / "real" / "server.crt"))))
+    main = register_in_window(right, unique_phone(), "Tess")
+    assert main.me_name.cget("text") == "Tess"

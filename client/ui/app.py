@@ -11,6 +11,7 @@ from pathlib import Path
 
 from client.kernel import ClientKernel
 from client.link import ConnectError
+from client.tls import TlsOptions
 from common.errors import ApiError, ErrorCode
 
 from .bridge import UiBridge
@@ -25,8 +26,10 @@ _FIELD_OF_ERROR = {
 
 
 class App:
-    def __init__(self, root: tk.Tk, server: str | None = None, settings_path: Path | None = None) -> None:
+    def __init__(self, root: tk.Tk, server: str | None = None, settings_path: Path | None = None,
+                 tls: TlsOptions | None = None) -> None:
         self.root = root
+        self.tls = tls
         self.settings_path = settings_path
         self.settings = Settings.load(settings_path)
         if server:
@@ -115,7 +118,7 @@ class App:
     # -- login ------------------------------------------------------------------------------------
     def _submit(self, mode: str, address: tuple[str, int], phone: str, password: str, nickname: str) -> None:
         self._drop_kernel()
-        kernel = ClientKernel(address[0], address[1], request_timeout=10.0)
+        kernel = ClientKernel(address[0], address[1], tls=self.tls, request_timeout=10.0)
         self._listener.active = False
         self._listener = self.bridge.kernel_listener()
         kernel.add_listener(self._listener)
@@ -188,13 +191,14 @@ class App:
         gc.collect()    # free cycles that hold Tk objects here, on the Tk thread, not in some worker
 
 
-def run(server: str | None = None) -> int:
-    """Open the desktop window; returns the process exit code."""
+def run(server: str | None = None, tls: TlsOptions | None = None) -> int:
+    """Open the desktop window; returns the process exit code. With ``tls`` the client speaks
+    TLS and trusts the server by that CA file or pinned fingerprint."""
     try:
         root = tk.Tk(className="RealTimeMeeting")
     except tk.TclError as exc:
         print(f"meeting-client: cannot open a window ({exc}); is DISPLAY set?")
         return 2
-    App(root, server=server)
+    App(root, server=server, tls=tls)
     root.mainloop()
     return 0
