@@ -71,15 +71,16 @@ class ClientKernel:
         self._closed = False
         self.on_packet(PacketType.KICKED, self._on_kicked)
         self.on_packet(PacketType.GOING_AWAY, self._on_going_away)
+        # The domain modules import names from this module, hence the imports here.
         from .chat import ChatClient
+        from .files import FilesClient
         from .friends import FriendsClient
         from .profile import ProfileClient
+        from .rooms import RoomsClient
         self.friends = FriendsClient(self)
         self.chat = ChatClient(self)
         self.profile = ProfileClient(self)
-        from .rooms import RoomsClient
         self.rooms = RoomsClient(self)
-        from .files import FilesClient
         self.files = FilesClient(self)
 
     # -- events ---------------------------------------------------------------------------------
