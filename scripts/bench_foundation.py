@@ -26,31 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import frame as wire  # noqa: E402
 from common.packets import PacketType  # noqa: E402
-from server.passwords import ScryptParams, hash_password  # noqa: E402
-from server.storage import open_storage  # noqa: E402
+from benchlib import PASSWORD, percentile, prepare_users  # noqa: E402
+from server.passwords import ScryptParams  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
-
-PASSWORD = "benchmark password"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def prepare_users(db_url: str, count: int, params: ScryptParams) -> list[str]:
-    """Create users directly in the database, all with one hash of PASSWORD at the given cost."""
-    storage = open_storage(db_url)
-    storage.init_schema()
-    password_hash = hash_password(PASSWORD, params)
-    phones = [f"1500{i:07d}" for i in range(count)]
-    with storage.db.tx() as cur:
-        for phone in phones:
-            cur.execute("INSERT INTO users (phone, password_hash, nickname, signature, created_at) "
-                        "VALUES (?, ?, ?, '', 0)", (phone, password_hash, f"bench{phone[-4:]}"))
-    storage.close()
-    return phones
-
 
 @contextlib.contextmanager
 def serving(data_dir: str, db_url: str) -> Iterator[ServerProcess]:
@@ -102,7 +80,7 @@ class RawClient:
 def bench_idle(clients: int, idle_seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
-        phones = prepare_users(db_url, clients, ScryptParams(n=2 ** 10))
+        phones = prepare_users(db_url, clients, ScryptParams(n=2 ** 10), prefix="1500")
         with serving(tmp, db_url) as process:
             port = process.port
             server = psutil.Process(process.pid)
@@ -157,7 +135,7 @@ def bench_logins(logins: int) -> None:
     params = ScryptParams()  # the production default
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
-        phones = prepare_users(db_url, logins + 1, params)
+        phones = prepare_users(db_url, logins + 1, params, prefix="1500")
         with serving(tmp, db_url) as process:
             port = process.port
             probe = RawClient(port)

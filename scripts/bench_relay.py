@@ -44,10 +44,9 @@ from common import frame as wire  # noqa: E402
 from common.media import FLAG_KEYFRAME, MEDIA_HEADER, Codec, MediaKind  # noqa: E402
 from common.packets import PacketType  # noqa: E402
 from server.admin import query_status  # noqa: E402
-from server.passwords import ScryptParams, hash_password  # noqa: E402
-from server.storage import open_storage  # noqa: E402
+from benchlib import PASSWORD, percentile, prepare_users  # noqa: E402
+from server.passwords import ScryptParams  # noqa: E402
 
-PASSWORD = "benchmark password"
 MEMBERS = 4
 FPS = 30
 BITRATE = 500_000
@@ -57,26 +56,6 @@ DELTA_SIZE = (BITRATE // 8 * GOP // FPS - KEYFRAME_SIZE) // (GOP - 1)
 SEND_BUDGET = 128 * 1024
 FRAME_PREFIX = struct.Struct("!2sHII")
 CAPTURE = struct.Struct("!Q")      # at offset 11 of the media sub-header
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def prepare_users(db_url: str, count: int) -> list[str]:
-    storage = open_storage(db_url)
-    storage.init_schema()
-    password_hash = hash_password(PASSWORD, ScryptParams(n=2 ** 10))
-    phones = [f"1600{i:07d}" for i in range(count)]
-    with storage.db.tx() as cur:
-        for phone in phones:
-            cur.execute("INSERT INTO users (phone, password_hash, nickname, signature, created_at) "
-                        "VALUES (?, ?, ?, '', 0)", (phone, password_hash, f"bench{phone[-4:]}"))
-    storage.close()
-    return phones
 
 
 def start_server(data_dir: str, db_url: str) -> tuple[subprocess.Popen, int]:
@@ -306,7 +285,7 @@ def take(results: multiprocessing.Queue, expected: str, timeout: float, data_dir
 def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
-        phones = prepare_users(db_url, rooms * MEMBERS + 1)
+        phones = prepare_users(db_url, rooms * MEMBERS + 1, ScryptParams(n=2 ** 10), prefix="1600")
         proc, port = start_server(tmp, db_url)
         try:
             server = psutil.Process(proc.pid)

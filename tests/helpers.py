@@ -150,5 +150,19 @@ def raw_request(sock: socket.socket, ptype: int, body: dict | None = None, reque
                 return frame
 
 
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (a timeout fails the test)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        return data
+
+
 HELLO = {"version": 1, "client": "raw-test"}
 RESULT = PacketType.RESULT

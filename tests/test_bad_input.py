@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 
@@ -11,7 +10,7 @@ import pytest
 
 from common import frame as wire
 from common.packets import PacketType
-from tests.helpers import HELLO, raw_connect, raw_request
+from tests.helpers import HELLO, raw_connect, raw_request, read_until_closed
 
 
 class HeartbeatProbe(threading.Thread):
@@ -45,19 +44,6 @@ class HeartbeatProbe(threading.Thread):
         if self.error:
             raise self.error
         return self.rtts
-
-
-def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-    except (ConnectionResetError, BrokenPipeError):
-        return data
 
 
 def random_bytes_peer(port: int) -> str:

@@ -10,7 +10,7 @@ import pytest
 from client.kernel import ClientKernel
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
-from tests.helpers import HELLO, raw_connect, raw_request, unique_phone
+from tests.helpers import HELLO, raw_connect, raw_request, read_until_closed, unique_phone
 
 
 @pytest.fixture
@@ -141,13 +141,7 @@ def test_a_silent_raw_socket_is_dropped_after_the_timeout(server_factory):
     sock = raw_connect(running.port, timeout=5)
     assert raw_request(sock, PacketType.HELLO, HELLO).type == PacketType.RESULT
     started = time.monotonic()
-    sock.settimeout(5)
-    data = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
+    read_until_closed(sock, 5)
     assert 0.9 <= time.monotonic() - started < 4.0
     sock.close()
 
@@ -155,14 +149,7 @@ def test_a_silent_raw_socket_is_dropped_after_the_timeout(server_factory):
 def test_an_unauthenticated_connection_must_log_in_in_time(server_factory):
     running = server_factory(login_deadline=0.5)
     sock = raw_connect(running.port, timeout=5)
-    sock.settimeout(5)
-    data = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    assert b"LOGIN_DEADLINE" in data
+    assert b"LOGIN_DEADLINE" in read_until_closed(sock, 5)
     sock.close()
 
 

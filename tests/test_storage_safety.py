@@ -7,8 +7,6 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from server.storage.files import FileRecord
