@@ -73,8 +73,7 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
     import psutil
     import tkinter as tk
 
-    from tests.gui_helpers import Xvfb, pump_until
-    from tests.helpers import unique_phone
+    from tests.gui_helpers import Xvfb, pump_until, register_in_window
 
     xvfb = None
     if display:
@@ -91,12 +90,7 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
         from common.media import MediaKind
         root = tk.Tk()
         app = App(root, server=f"127.0.0.1:{port}")
-        view = app.login_view
-        view.set_mode("register")
-        for name, value in (("phone", unique_phone()), ("password", "correct horse battery"), ("nickname", "Me")):
-            view.fields[name].insert(0, value)
-        view.submit()
-        pump_until(root, lambda: app.main_window, 30, "login")
+        register_in_window(app, "Me", timeout=30)
         dialog = app.start_meeting("create")
         dialog.submit()
         meeting = pump_until(root, lambda: app.meeting, 10, "the meeting")

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.gui_helpers import Xvfb, pump, pump_until, screenshot  # noqa: E402
+from tests.gui_helpers import Xvfb, pump, pump_until, register_in_window, screenshot  # noqa: E402
 from tests.helpers import TestClient, start_server, test_config, unique_phone  # noqa: E402
 
 PASSWORD = "correct horse battery"
@@ -65,13 +65,7 @@ def main() -> int:
         screenshot(root).save(out / "login.png")
         print("saved", out / "login.png")
 
-        view = app.login_view
-        view.set_mode("register")
-        view.fields["password"].insert(0, PASSWORD)
-        view.fields["nickname"].insert(0, "Alice")
-        view.submit()
-        pump_until(root, lambda: app.main_window, 20, "the main window")
-        main_window = app.main_window
+        main_window = register_in_window(app, "Alice", phone=phone, password=PASSWORD)
         app.kernel.profile.update(signature="Product design · Berlin")
         app.kernel.profile.choose_builtin_avatar(3)
         me = app.kernel.user["id"]

@@ -147,22 +147,31 @@ def press_key(widget: tk.Misc, key: str, state: int = 0) -> None:
     widget.update()
 
 
+def register_in_window(app, nickname: str, phone: str | None = None,
+                       password: str = "correct horse battery", timeout: float = 20.0):
+    """Fill the login view in register mode and submit; returns the main window once shown."""
+    from client.ui.main_window import MainWindow
+    from tests.helpers import unique_phone
+
+    view = app.login_view
+    view.set_mode("register")
+    for name, value in (("phone", phone or unique_phone()), ("password", password), ("nickname", nickname)):
+        view.fields[name].delete(0, "end")
+        view.fields[name].insert(0, value)
+    view.submit()
+    return pump_until(app.root, lambda: isinstance(app.main_window, MainWindow) and app.main_window,
+                      timeout, "the main window")
+
+
 @pytest.fixture
 def gui_app(xdisplay, tmp_path, monkeypatch, server):
     """The real app, registered and logged in as Alice on the test server (main window shown)."""
     from client.ui.app import App
-    from client.ui.main_window import MainWindow
-    from tests.helpers import unique_phone
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     root = tk.Tk()
     app = App(root, server=f"127.0.0.1:{server.port}")
-    view = app.login_view
-    view.set_mode("register")
-    for name, value in (("phone", unique_phone()), ("password", "correct horse battery"), ("nickname", "Alice")):
-        view.fields[name].insert(0, value)
-    view.submit()
-    pump_until(root, lambda: isinstance(app.main_window, MainWindow), 20, "the main window")
+    register_in_window(app, "Alice")
     yield app
     try:
         app.quit()

@@ -210,15 +210,21 @@ def db_url(backend, tmp_path):
     drop()
 
 
+def friends_with_bob_offline(port: int, client_factory):
+    """Alice online, Bob her friend and logged out (his id kept): what she sends waits for him."""
+    a, b = client_factory(port), client_factory(port)
+    a.register_and_login("Alice")
+    b.register_and_login("Bob")
+    befriend(a, b)
+    b_id = uid(b)
+    b.kernel.logout()
+    return a, b, b_id
+
+
 def test_no_loss_when_the_server_is_killed_after_the_ack(db_url, tmp_path, client_factory):
     with ServerProcess(db_url, tmp_path / "data") as proc:
         port = proc.start()
-        a, b = client_factory(port), client_factory(port)
-        a.register_and_login("Alice")
-        b.register_and_login("Bob")
-        befriend(a, b)
-        b_id = uid(b)
-        b.kernel.logout()
+        a, b, b_id = friends_with_bob_offline(port, client_factory)
         acks = [a.kernel.chat.send_and_wait(b_id, f"survives SIGKILL {n}") for n in range(5)]
 
         proc.kill()                                # right after the acks: a crash, no shutdown code
@@ -240,12 +246,7 @@ def test_no_loss_when_the_server_is_killed_after_the_ack(db_url, tmp_path, clien
 def test_graceful_stop_with_messages_in_flight_loses_and_doubles_nothing(db_url, tmp_path, client_factory):
     with ServerProcess(db_url, tmp_path / "data") as proc:
         port = proc.start()
-        a, b = client_factory(port), client_factory(port)
-        a.register_and_login("Alice")
-        b.register_and_login("Bob")
-        befriend(a, b)
-        b_id = uid(b)
-        b.kernel.logout()
+        a, b, b_id = friends_with_bob_offline(port, client_factory)
         texts = [f"in flight {n}" for n in range(100)]
         entries = [a.kernel.chat.send(b_id, text) for text in texts]
         assert proc.terminate() == 0               # SIGTERM while the burst is being written
