@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from tests.helpers import TestClient, fresh_storage, start_server, test_config
@@ -59,3 +61,11 @@ def client_factory():
     yield make
     for client in clients:
         client.close()
+
+
+def pytest_runtest_logfinish(nodeid: str, location) -> None:
+    """After a GUI test has released its fixtures, collect its Tk objects here on the main
+    thread. Left to the garbage collector they would be freed by whichever thread runs it next
+    (a server's reactor), and Tcl aborts the process when its interpreter dies off its thread."""
+    if "/test_gui_" in nodeid:
+        gc.collect()
