@@ -191,14 +191,14 @@ class Outgoing:
             while (chunk := self._next_chunk()) is not None:
                 offset, size = chunk
                 kernel.link.wait_for_room(QUEUE_LIMIT, timeout=5.0)
-                # The whole frame in one buffer, the file read straight into it: no copies.
-                frame = bytearray(CHUNK_PREFIX + size)
+                # The whole frame in one pooled buffer, the file read straight into it.
+                frame = kernel.link.buffers.take(CHUNK_PREFIX + size)
                 wire.HEADER.pack_into(frame, 0, wire.MAGIC, PacketType.FILE_CHUNK, FILE_CHUNK_HEADER_SIZE + size, 0)
                 frame[wire.HEADER.size:CHUNK_PREFIX] = self.raw_id + OFFSET.pack(offset)
                 if os.preadv(fd, [memoryview(frame)[CHUNK_PREFIX:]], offset) != size:
                     self.files.local_failure(self.id, f"{self.path.name} became shorter while being sent")
                     return
-                if not kernel.link.send(frame):
+                if not kernel.link.send(frame, recycle=True):
                     self.pause()   # the session hook resumes from the server's offset
         except OSError as exc:
             self.files.local_failure(self.id, f"cannot read {self.path.name}: {exc.strerror}")
@@ -270,6 +270,8 @@ class Incoming:
                 hashed = self.files.hashing.submit(self.hasher.update, data)
                 write_all(self.fd, data)
                 hashed.result()
+                if isinstance(data.obj, bytearray):   # a large body: from the link's pool
+                    kernel.link.buffers.give(data.obj)
                 self.written += len(data)
                 if idle or self.written - last_ack >= ACK_EVERY:
                     last_ack = self.written
@@ -499,7 +501,7 @@ class FilesClient:
         return offer
 
     def _on_chunk(self, body: bytes) -> None:
-        incoming = self._incoming_by_raw.get(body[:16])
+        incoming = self._incoming_by_raw.get(bytes(body[:16]))
         if incoming is not None and len(body) > FILE_CHUNK_HEADER_SIZE:
             incoming.on_chunk(OFFSET.unpack_from(body, 16)[0], memoryview(body)[FILE_CHUNK_HEADER_SIZE:])
 

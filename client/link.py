@@ -14,11 +14,14 @@ import threading
 import time
 from typing import Protocol
 
+from common.buffers import BufferPool
 from common.frame import Frame, FrameDecoder, ProtocolError
 
 log = logging.getLogger("client.link")
 
 TICK = 0.2
+READ_SIZE = 256 * 1024
+POOL_BYTES = 8 * 1024 * 1024   # file chunk buffers kept for reuse (both directions)
 
 
 class LinkHandler(Protocol):
@@ -45,8 +48,9 @@ class Link(threading.Thread):
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._sock: socket.socket | None = None
-        self._decoder = FrameDecoder()
-        self._out: collections.deque[memoryview] = collections.deque()
+        self.buffers = BufferPool(POOL_BYTES)
+        self._decoder = FrameDecoder(new_body=self.buffers.take)
+        self._out: collections.deque[tuple[memoryview, bool]] = collections.deque()
         self.out_size = 0
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)   # notified whenever queued output shrinks
@@ -61,12 +65,15 @@ class Link(threading.Thread):
     def connected(self) -> bool:
         return self._sock is not None
 
-    def send(self, data: bytes) -> bool:
-        """Queue a frame; False if not connected (the caller decides what to keep)."""
+    def send(self, data: bytes | bytearray, recycle: bool = False) -> bool:
+        """Queue a frame; False if not connected (the caller decides what to keep).
+
+        With ``recycle`` the frame is a bytearray from ``buffers`` that goes back to the pool
+        once sent."""
         with self._lock:
             if self._sock is None:
                 return False
-            self._out.append(memoryview(data))
+            self._out.append((memoryview(data), recycle))
             self.out_size += len(data)
         self._wake()
         return True
@@ -186,7 +193,7 @@ class Link(threading.Thread):
             self._sock = sock
             self._out.clear()
             self.out_size = 0
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(new_body=self.buffers.take)
         self._registered = 0
         self.last_recv = time.monotonic()
 
@@ -208,26 +215,27 @@ class Link(threading.Thread):
     def _read(self) -> None:
         sock = self._sock
         while sock is not None:
+            buffer = self._decoder.read_buffer(READ_SIZE)
             try:
-                data = sock.recv(256 * 1024)
+                received = sock.recv_into(buffer)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             except (OSError, ssl.SSLError) as exc:
                 self._close(f"connection lost: {exc.__class__.__name__}")
                 return
-            if not data:
+            if not received:
                 self._close("the server closed the connection")
                 return
-            self.bytes_in += len(data)
+            self.bytes_in += received
             self.last_recv = time.monotonic()
             try:
-                frames = self._decoder.feed(data)
+                frames = self._decoder.commit(received)
             except ProtocolError as exc:
                 self._close(f"protocol error from the server: {exc}")
                 return
             for frame in frames:
                 self.handler.on_frame(frame)
-            if len(data) < 256 * 1024 and not isinstance(sock, ssl.SSLSocket):
+            if received < len(buffer) and not isinstance(sock, ssl.SSLSocket):
                 return
 
     def _write(self) -> None:
@@ -236,7 +244,7 @@ class Link(threading.Thread):
             with self._lock:
                 if not self._out:
                     return
-                head = self._out[0]
+                head, recycle = self._out[0]
             try:
                 sent = sock.send(head)
             except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
@@ -248,11 +256,12 @@ class Link(threading.Thread):
             with self._lock:
                 self.out_size -= sent
                 self._room.notify_all()
-                if sent == len(head):
-                    self._out.popleft()
-                else:
-                    self._out[0] = head[sent:]
+                if sent < len(head):
+                    self._out[0] = (head[sent:], recycle)
                     return
+                self._out.popleft()
+            if recycle:
+                self.buffers.give(head.obj)
 
     def _close(self, reason: str, notify: bool = True) -> None:
         with self._lock:

@@ -16,11 +16,12 @@ import json
 import struct
 from typing import Callable, NamedTuple
 
-from . import packets
+from . import limits, packets
 
 MAGIC = b"RM"
 HEADER = struct.Struct("!2sHII")
 MAX_REQUEST_ID = 0xFFFFFFFF
+LARGE_BODY = limits.MAX_CONTROL_BODY   # bodies above this (binary only) get their own buffer
 
 
 class ProtocolError(Exception):
@@ -38,6 +39,8 @@ class FrameTooLarge(ProtocolError):
 
 
 class Frame(NamedTuple):
+    """A decoded frame; ``body`` is a ``bytearray`` when it was larger than ``LARGE_BODY``."""
+
     type: int
     request_id: int
     body: bytes
@@ -71,23 +74,59 @@ def decode_json(body: bytes) -> dict:
 class FrameDecoder:
     """Incremental decoder: feed any slices of bytes, get whole frames back.
 
-    After a ProtocolError the decoder is dead and keeps raising: the stream has lost sync.
+    Two ways in: ``feed(data)`` with bytes already read, or ``read_buffer()`` then
+    ``commit(n)`` around a ``recv_into``. The second reads a large body (over
+    ``LARGE_BODY``: file chunks, media, avatars) straight into the buffer that becomes the
+    frame's body, so the bytes are copied once, from the kernel; such a body is a
+    ``bytearray`` from ``new_body``, allocated whole when its header arrives. After a
+    ProtocolError the decoder is dead and keeps raising: the stream has lost sync.
     """
 
-    def __init__(self, max_body: Callable[[int], int] = packets.max_body) -> None:
+    def __init__(self, max_body: Callable[[int], int] = packets.max_body,
+                 new_body: Callable[[int], bytearray] = bytearray) -> None:
         self._buf = bytearray()
         self._max_body = max_body
+        self._new_body = new_body      # where large bodies come from (a BufferPool's take)
         self._error: ProtocolError | None = None
+        self._scratch = bytearray()
+        self._body: bytearray | None = None     # a large body being filled
+        self._body_filled = 0
+        self._body_type = 0
+        self._body_request = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + (self._body_filled if self._body is not None else 0)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def read_buffer(self, size: int) -> memoryview:
+        """Where the next read should put its bytes: the rest of a large body being received
+        (possibly shorter than ``size``), else a scratch buffer of ``size`` bytes."""
+        if self._body is not None:
+            return memoryview(self._body)[self._body_filled:]
+        if len(self._scratch) < size:
+            self._scratch = bytearray(size)
+        return memoryview(self._scratch)[:size]
+
+    def commit(self, nbytes: int) -> list[Frame]:
+        """``nbytes`` were read into the buffer from the last ``read_buffer``: decode them."""
         if self._error is not None:
             raise self._error
-        self._buf += data
+        if self._body is not None:
+            return self._fill_body(nbytes)
+        return self.feed(memoryview(self._scratch)[:nbytes])
+
+    def feed(self, data: bytes | memoryview) -> list[Frame]:
+        if self._error is not None:
+            raise self._error
         frames: list[Frame] = []
+        if self._body is not None:
+            taken = min(len(data), len(self._body) - self._body_filled)
+            self._body[self._body_filled:self._body_filled + taken] = data[:taken]
+            frames.extend(self._fill_body(taken))
+            data = data[taken:]
+            if self._body is not None or not data:
+                return frames
+        self._buf += data
         pos = 0
         buf = self._buf
         end = len(buf)
@@ -99,9 +138,12 @@ class FrameDecoder:
                 limit = self._max_body(ptype)
                 if length > limit:
                     raise FrameTooLarge(ptype, length, limit)
-                if end - pos - HEADER.size < length:
-                    break
                 start = pos + HEADER.size
+                if end - start < length:
+                    if length > LARGE_BODY:
+                        self._start_body(ptype, request_id, length, buf, start, end)
+                        pos = end
+                    break
                 with memoryview(buf) as view:   # one copy (a bytearray slice would make two)
                     body = bytes(view[start:start + length])
                 frames.append(Frame(ptype, request_id, body))
@@ -113,3 +155,20 @@ class FrameDecoder:
         if pos:
             del buf[:pos]
         return frames
+
+    def _start_body(self, ptype: int, request_id: int, length: int, buf: bytearray, start: int, end: int) -> None:
+        self._body = self._new_body(length)
+        self._body[:end - start] = memoryview(buf)[start:end]
+        self._body_filled = end - start
+        self._body_type = ptype
+        self._body_request = request_id
+
+    def _fill_body(self, nbytes: int) -> list[Frame]:
+        assert self._body is not None
+        self._body_filled += nbytes
+        if self._body_filled < len(self._body):
+            return []
+        frame = Frame(self._body_type, self._body_request, self._body)
+        self._body = None
+        self._body_filled = 0
+        return [frame]

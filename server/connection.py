@@ -138,8 +138,9 @@ class Connection:
                 return
         budget = READ_BUDGET
         while budget > 0 and not self.closed:
+            buffer = self.decoder.read_buffer(READ_CHUNK)
             try:
-                data = self.sock.recv(READ_CHUNK)
+                received = self.sock.recv_into(buffer)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
                 break
             except ssl.SSLWantWriteError:
@@ -147,14 +148,14 @@ class Connection:
             except (ConnectionError, OSError, ssl.SSLError) as exc:
                 self.close(f"read error: {exc.__class__.__name__}")
                 return
-            if not data:
+            if not received:
                 self.close("closed by peer")
                 return
-            budget -= len(data)
-            self.bytes_in += len(data)
+            budget -= received
+            self.bytes_in += received
             self.last_recv = time.monotonic()
             try:
-                frames = self.decoder.feed(data)
+                frames = self.decoder.commit(received)
             except FrameTooLarge as exc:
                 self.send(wire.encode_json(PacketType.ERROR, ApiError(
                     ErrorCode.TOO_LARGE, str(exc), type=exc.packet_type, limit=exc.limit).to_body()))
@@ -169,7 +170,7 @@ class Connection:
                 self.server.mediator.pump(self)
             if self.reading_paused:
                 break
-            if not isinstance(self.sock, ssl.SSLSocket) and len(data) < READ_CHUNK:
+            if not isinstance(self.sock, ssl.SSLSocket) and received < len(buffer):
                 break
         self._update_interest()
 

@@ -108,7 +108,11 @@ def _spend(bucket: TokenBucket, user_id: int, what: str) -> None:
 
 
 class FrameLimits:
-    """The largest body the server buffers for a packet type, depending on login state."""
+    """The largest body the server buffers for a packet type, depending on login state.
+
+    A body over ``common.frame.LARGE_BODY`` is allocated whole as soon as its header arrives;
+    only a logged-in peer may declare one, so a bare header costs at most one legal frame per
+    session."""
 
     def __init__(self, config: "ServerConfig", handled: Callable[[int], bool]) -> None:
         self.max_control_body = min(config.max_control_body, limits.MAX_CONTROL_BODY)

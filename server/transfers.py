@@ -141,7 +141,7 @@ class TransferService:
         """A FILE_CHUNK from a sender: forward it, queue it for the spool, or drop it."""
         size = len(body) - FILE_CHUNK_HEADER_SIZE
         with self._lock:
-            transfer = self._by_raw.get(body[:ID_SIZE])
+            transfer = self._by_raw.get(bytes(body[:ID_SIZE]))
             if (size <= 0 or transfer is None or transfer.sender_id != user_id
                     or transfer.state not in ("sending", "uploading")):
                 self.stats.chunks_dropped += 1

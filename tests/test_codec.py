@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from common import frame as wire
 from common import limits
+from common.buffers import BufferPool
 from common.frame import Frame, FrameDecoder, ProtocolError
 from common.media import Codec, MediaHeader, MediaKind, pack_media, unpack_media, with_user
 from common.packets import PacketType
@@ -130,3 +131,71 @@ def test_valid_frame_after_garbage_in_a_new_decoder(prefix, ptype, rid):
             assert len(frame.body) <= 4 * 1024 * 1024
     except ProtocolError:
         pass
+
+
+def read_in_pieces(decoder: FrameDecoder, stream: bytes, sizes: list[int]) -> list[Frame]:
+    """Drive the decoder the way the network threads do: recv_into read_buffer(), commit()."""
+    frames: list[Frame] = []
+    pos = 0
+    turn = 0
+    while pos < len(stream):
+        buffer = decoder.read_buffer(sizes[turn % len(sizes)] if sizes else 256 * 1024)
+        turn += 1
+        n = min(len(buffer), len(stream) - pos)
+        buffer[:n] = stream[pos:pos + n]
+        pos += n
+        frames.extend(decoder.commit(n))
+    return frames
+
+
+large_frames_strategy = st.lists(
+    st.tuples(st.sampled_from([PacketType.FILE_CHUNK, PacketType.MEDIA_FRAME, PacketType.HEARTBEAT]),
+              st.integers(0, limits.MAX_FILE_CHUNK), st.integers(0, 2**32 - 1)),
+    min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(frames=large_frames_strategy, sizes=st.lists(st.integers(1, 300_000), max_size=8))
+def test_reading_into_the_decoders_buffers_decodes_large_and_small_frames_alike(frames, sizes):
+    bodies = [(t, bytes([n % 251]) * (n if t != PacketType.HEARTBEAT else min(n, 100)), rid)
+              for t, n, rid in frames]
+    stream = b"".join(wire.encode_frame(t, body, rid) for t, body, rid in bodies)
+    decoder = FrameDecoder()
+    got = read_in_pieces(decoder, stream, sizes)
+    assert [(f.type, f.request_id, bytes(f.body)) for f in got] == [(int(t), rid, body) for t, body, rid in bodies]
+    assert decoder.buffered == 0
+
+
+def test_large_bodies_come_from_new_body_and_mix_with_feed():
+    made: list[int] = []
+
+    def new_body(size: int) -> bytearray:
+        made.append(size)
+        return bytearray(size)
+
+    chunk = wire.encode_frame(PacketType.FILE_CHUNK, b"c" * 100_000)
+    ping = wire.encode_frame(PacketType.HEARTBEAT, b"{}")
+    decoder = FrameDecoder(new_body=new_body)
+    assert decoder.feed(chunk[:50_000]) == []
+    assert decoder.buffered == 50_000 - wire.HEADER.size
+    frames = read_in_pieces(decoder, chunk[50_000:] + ping, [30_000])
+    frames += decoder.feed(chunk)
+    assert [f.type for f in frames] == [PacketType.FILE_CHUNK, PacketType.HEARTBEAT, PacketType.FILE_CHUNK]
+    assert made == [100_000]   # only a body still being read gets its own buffer, of its size
+    assert isinstance(frames[0].body, bytearray) and frames[0].body == b"c" * 100_000
+    assert isinstance(frames[1].body, bytes) and frames[2].body == b"c" * 100_000
+
+
+def test_buffer_pool_reuses_buffers_of_the_same_size_up_to_its_limit():
+    pool = BufferPool(max_bytes=300)
+    first = pool.take(100)
+    pool.give(first)
+    assert pool.take(100) is first
+    assert pool.take(100) is not first
+    buffers = [bytearray(100) for _ in range(4)]
+    for buffer in buffers:
+        pool.give(buffer)
+    assert pool.kept == 300
+    again = [pool.take(100) for _ in range(4)]
+    assert [any(b is g for g in buffers[:3]) for b in again] == [True, True, True, False]
+    assert len(pool.take(50)) == 50 and pool.kept == 0
