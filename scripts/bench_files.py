@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
 """File transfer throughput through the server next to a plain loopback socket copy.
 
-In one run: writes a SIZE file of pseudo-random bytes, copies it once over a plain loopback
-TCP socket (file → socket → file, fsync at the end), then sends it between two friends
-through the real server (``python -m server`` as its own process) and measures:
+In one run: writes a SIZE file of pseudo-random bytes, does one plain copy to warm up (not
+counted), then ROUNDS paired rounds of: a plain loopback TCP copy (file → socket → file,
+fsync at the end), and a transfer between two friends through the real server
+(``python -m server`` as its own process, the recipient in another process). Per round:
 
 * the time from the recipient's accept to its ``file_done`` (bytes streamed, hashed, written,
   SHA-256 checked, fsynced and renamed), next to the plain copy of the same bytes;
 * the sender's SHA-256 of the file before the offer (reported apart: it is not transfer time);
 * the server process's peak RSS during the transfer (psutil, sampled every 20 ms).
 
-    python scripts/bench_files.py                 # 1 GiB
-    python scripts/bench_files.py --size-mib 256 --window-mib 4
+The summary is the median of the rounds. The warm-up matters on a virtual machine: the first
+writes after an idle spell fault in memory the host had taken back, which made whichever copy
+came first up to 3x slower.
+
+    python scripts/bench_files.py                 # 1 GiB, 3 rounds
+    python scripts/bench_files.py --size-mib 256 --window-mib 4 --rounds 5
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import json
 import multiprocessing
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import threading
@@ -148,10 +154,29 @@ def through_server(source: Path, inbox: Path, data_dir: Path, window: int) -> di
             child.join(30)
 
 
+def one_round(source: Path, work: Path, digest: str, window: int) -> dict:
+    copy_s = plain_copy(source, work / "plain.bin")
+    (work / "plain.bin").unlink()
+    inbox = work / "inbox"
+    inbox.mkdir()
+    try:
+        result = through_server(source, inbox, work / "server", window)
+        if file_sha256(result["path"]) != digest:
+            raise RuntimeError("the received file differs from the source")
+    finally:
+        for path in sorted([*inbox.rglob("*"), *(work / "server").rglob("*")], reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        inbox.rmdir()
+        if (work / "server").exists():
+            (work / "server").rmdir()
+    return {"plain_copy_s": copy_s, **result, "load_avg_1m": os.getloadavg()[0]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--window-mib", type=float, default=2.0, help="the server's file_window")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
                         help="where the files go (default /dev/shm: measures the transfer path, not a "
                              "disk shared with other jobs)")
@@ -159,44 +184,57 @@ def main() -> int:
     args = parser.parse_args()
     size = args.size_mib * MiB
     work = Path(tempfile.mkdtemp(prefix="bench-files-", dir=args.dir))
+    rounds = []
     try:
         source = work / "source.bin"
         make_file(source, size)
         digest = file_sha256(source)
-        copy_s = plain_copy(source, work / "plain.bin")
+        plain_copy(source, work / "plain.bin")
         (work / "plain.bin").unlink()
-        inbox = work / "inbox"
-        inbox.mkdir()
-        result = through_server(source, inbox, work / "server", int(args.window_mib * MiB))
-        if file_sha256(result["path"]) != digest:
-            print("the received file differs from the source", file=sys.stderr)
-            return 1
+        for _ in range(args.rounds):
+            rounds.append(one_round(source, work, digest, int(args.window_mib * MiB)))
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     finally:
         for path in sorted(work.rglob("*"), reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
         work.rmdir()
+    per_round = [{
+        "plain_copy_s": round(r["plain_copy_s"], 2),
+        "server_transfer_s": round(r["transfer_s"], 2),
+        "ratio": round(r["plain_copy_s"] / r["transfer_s"], 2),
+        "server_cpu_s": round(r["server_cpu_s"], 2),
+        "sender_cpu_s": round(r["sender_cpu_s"], 2),
+        "recipient_cpu_s": round(r["recipient_cpu_s"], 2),
+        "server_rss_peak_mb": round(r["server_rss_peak"] / 1e6, 1),
+        "load_avg_1m": round(r["load_avg_1m"], 2),
+    } for r in rounds]
+    copy_s = statistics.median(r["plain_copy_s"] for r in rounds)
+    transfer_s = statistics.median(r["transfer_s"] for r in rounds)
     figures = {
         "size_mib": args.size_mib,
         "window_mib": args.window_mib,
+        "rounds": args.rounds,
         "plain_copy_s": round(copy_s, 2),
         "plain_copy_mib_s": round(size / copy_s / MiB),
-        "server_transfer_s": round(result["transfer_s"], 2),
-        "server_transfer_mib_s": round(size / result["transfer_s"] / MiB),
-        "ratio": round(copy_s / result["transfer_s"], 2),
-        "sender_hash_and_offer_s": round(result["hash_and_offer_s"], 2),
-        "server_cpu_s": round(result["server_cpu_s"], 2),
-        "sender_cpu_s": round(result["sender_cpu_s"], 2),
-        "recipient_cpu_s": round(result["recipient_cpu_s"], 2),
-        "server_rss_before_mb": round(result["server_rss_before"] / 1e6, 1),
-        "server_rss_peak_mb": round(result["server_rss_peak"] / 1e6, 1),
+        "server_transfer_s": round(transfer_s, 2),
+        "server_transfer_mib_s": round(size / transfer_s / MiB),
+        "ratio": statistics.median(r["ratio"] for r in per_round),
+        "sender_hash_and_offer_s": round(statistics.median(r["hash_and_offer_s"] for r in rounds), 2),
+        "server_rss_before_mb": round(max(r["server_rss_before"] for r in rounds) / 1e6, 1),
+        "server_rss_peak_mb": round(max(r["server_rss_peak"] for r in rounds) / 1e6, 1),
         "cpus": os.cpu_count(),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "per_round": per_round,
     }
     if args.json:
         print(json.dumps(figures))
     else:
         for key, value in figures.items():
-            print(f"{key:26} {value}")
+            if key != "per_round":
+                print(f"{key:26} {value}")
+        for number, values in enumerate(per_round, 1):
+            print(f"round {number}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
     return 0
 
 
