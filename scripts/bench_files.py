@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
 """File transfer throughput through the server next to a plain loopback socket copy.
 
-In one run: writes a SIZE file of pseudo-random bytes, does one plain copy to warm up (not
-counted), then ROUNDS paired rounds of: a plain loopback TCP copy (file → socket → file,
-fsync at the end), and a transfer between two friends through the real server
-(``python -m server`` as its own process, the recipient in another process). Per round:
+In one run: writes a SIZE file of pseudo-random bytes, then ROUNDS paired rounds of: a plain
+loopback TCP copy (file → socket → file, fsync at the end), and a transfer between two friends
+through the real server (``python -m server`` as its own process, the recipient in another
+process). Per round:
 
 * the time from the recipient's accept to its ``file_done`` (bytes streamed, hashed, written,
   SHA-256 checked, fsynced and renamed), next to the plain copy of the same bytes;
+* the CPU each process spent in that time (the sender's includes its SHA-256 before the offer);
 * the sender's SHA-256 of the file before the offer (reported apart: it is not transfer time);
 * the server process's peak RSS during the transfer (psutil, sampled every 20 ms).
 
-The summary is the median of the rounds. The warm-up matters on a virtual machine: the first
-writes after an idle spell fault in memory the host had taken back, which made whichever copy
-came first up to 3x slower.
+Before each timed phase the writing process touches twice SIZE of memory (see warm_memory).
+The summary is the median of the rounds.
 
     python scripts/bench_files.py                 # 1 GiB, 3 rounds
     python scripts/bench_files.py --size-mib 256 --window-mib 4 --rounds 5
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import multiprocessing
 import os
 import socket
@@ -50,6 +51,17 @@ def make_file(path: Path, size: int) -> None:
     with open(path, "wb") as fh:
         for index in range(0, size, MiB):
             fh.write(((index // MiB).to_bytes(8, "big") + block[8:])[:min(MiB, size - index)])
+
+
+def warm_memory(size: int) -> None:
+    """Touch and free ``size`` bytes just before a timed phase.
+
+    On a virtual machine the host takes back memory the guest freed a few seconds earlier
+    (free page reporting); the first writes into it ran 2-3x slower (a plain copy took
+    0.55 s or 1.1-1.8 s depending on it). Warming first puts every phase on the same footing."""
+    with mmap.mmap(-1, size) as area:
+        for offset in range(0, size, mmap.PAGESIZE):
+            area[offset] = 1
 
 
 def plain_copy(source: Path, target: Path) -> float:
@@ -103,12 +115,14 @@ def receive_one(port: int, inbox: str, pipe) -> None:
         recipient.register_and_login("recipient")
         pipe.send(recipient.kernel.user["id"])
         offer = recipient.events.wait_for("file_offer", timeout=120)
+        warm_memory(2 * int(offer["size"]))
+        cpu = sum(psutil.Process().cpu_times()[:2])
         started = time.perf_counter()
         recipient.kernel.files.accept(offer["transfer_id"], directory=inbox)
         done = recipient.events.wait_for("file_done", lambda e: e["transfer_id"] == offer["transfer_id"],
                                          timeout=600)
         pipe.send({"transfer_s": time.perf_counter() - started, "path": done["path"],
-                   "cpu_s": sum(psutil.Process().cpu_times()[:2])})
+                   "cpu_s": sum(psutil.Process().cpu_times()[:2]) - cpu})
     finally:
         recipient.close()
 
@@ -155,6 +169,7 @@ def through_server(source: Path, inbox: Path, data_dir: Path, window: int) -> di
 
 
 def one_round(source: Path, work: Path, digest: str, window: int) -> dict:
+    warm_memory(2 * source.stat().st_size)
     copy_s = plain_copy(source, work / "plain.bin")
     (work / "plain.bin").unlink()
     inbox = work / "inbox"
@@ -189,8 +204,6 @@ def main() -> int:
         source = work / "source.bin"
         make_file(source, size)
         digest = file_sha256(source)
-        plain_copy(source, work / "plain.bin")
-        (work / "plain.bin").unlink()
         for _ in range(args.rounds):
             rounds.append(one_round(source, work, digest, int(args.window_mib * MiB)))
     except RuntimeError as exc:
