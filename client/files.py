@@ -7,7 +7,9 @@ link's output queue is short, so a heartbeat or a chat message never waits behin
 a couple of chunks.
 
 Receiving: chunks are handed from the network thread to a writer thread that writes them to
-a temporary file beside the destination, hashes them and confirms each stretch with FILE_ACK.
+a temporary file beside the destination, then hashes them (on the same thread: handing each
+chunk to a hashing thread cost more CPU than it saved) and confirms every half window with
+FILE_ACK.
 At the end the SHA-256 is compared, the data fsynced, and only then the file renamed into
 place; a mismatch or a full disk removes the partial file and tells the sender.
 
@@ -30,7 +32,7 @@ import shutil
 import struct
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +51,7 @@ log = logging.getLogger("client.files")
 
 CHUNK = limits.MAX_FILE_CHUNK
 QUEUE_LIMIT = CHUNK              # link output queued before the sender adds a chunk (<= 2 queued)
-ACK_EVERY = 4 * CHUNK            # the receiver confirms at least this often (and when idle)
+ACK_EVERY = 4 * CHUNK            # the receiver confirms this often (less with a window under 2 MiB)
 HASH_BLOCK = 1024 * 1024
 PROGRESS_INTERVAL = 0.25
 DEFAULT_WINDOW = 2 * 1024 * 1024
@@ -75,6 +77,13 @@ def write_all(fd: int, data: memoryview) -> None:
     """Write everything or raise OSError (ENOSPC on a full disk)."""
     while data:
         data = data[os.write(fd, data):]
+
+
+def ack_interval(window: int) -> int:
+    """How often a recipient confirms: half the server's window (at most ACK_EVERY), so the
+    sender always has room to go on while the ack travels, and at least a chunk (the sender
+    can always have a whole chunk in flight)."""
+    return max(CHUNK, min(ACK_EVERY, window // 2))
 
 
 def unique_path(path: Path) -> Path:
@@ -222,6 +231,7 @@ class Incoming:
         self.interrupted = False    # the link dropped since the last resume
         self.received = 0           # network thread: the next offset expected
         self.written = 0
+        self.ack_every = ack_interval(DEFAULT_WINDOW)
         self.final_path: Path | None = None
         self.hasher = hashlib.sha256()
         self.queue: collections.deque[memoryview] = collections.deque()
@@ -265,15 +275,12 @@ class Incoming:
                         return
                     data = self.queue.popleft()
                     self.queued -= len(data)
-                    idle = not self.queue
-                # Hash on another thread while this one writes: both release the GIL.
-                hashed = self.files.hashing.submit(self.hasher.update, data)
                 write_all(self.fd, data)
-                hashed.result()
+                self.hasher.update(data)
                 if isinstance(data.obj, bytearray):   # a large body: from the link's pool
                     kernel.link.buffers.give(data.obj)
                 self.written += len(data)
-                if idle or self.written - last_ack >= ACK_EVERY:
+                if self.written - last_ack >= self.ack_every:
                     last_ack = self.written
                     if self.written < self.size:
                         kernel.send(PacketType.FILE_ACK, {"transfer_id": self.id, "offset": self.written})
@@ -318,7 +325,6 @@ class FilesClient:
         self._incoming: dict[str, Incoming] = {}
         self._incoming_by_raw: dict[bytes, Incoming] = {}
         self._early: dict[str, list] = {}   # events that overtook their offer's reply
-        self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="file-hash")
         self._lock = threading.Lock()
         kernel.on_packet(PacketType.FILE_OFFER_EVENT, self._on_offer)
         kernel.on_packet(PacketType.FILE_ANSWER_EVENT, self._on_answer)
@@ -478,7 +484,8 @@ class FilesClient:
             self._incoming[file_id] = incoming
             self._incoming_by_raw[incoming.raw_id] = incoming
         try:
-            self.kernel.request(PacketType.FILE_ANSWER, {"transfer_id": file_id, "accept": True})
+            reply = self.kernel.request(PacketType.FILE_ANSWER, {"transfer_id": file_id, "accept": True})
+            incoming.ack_every = ack_interval(int(reply.get("window", DEFAULT_WINDOW)))
         except Exception:
             self._forget_incoming(incoming)
             incoming.temp.unlink(missing_ok=True)
@@ -636,7 +643,9 @@ class FilesClient:
             self.fail_incoming(incoming, None, exc.message)
             return
         state = reply.get("state")
-        if state not in ("sending", "downloading"):
+        if state in ("sending", "downloading"):
+            incoming.ack_every = ack_interval(int(reply.get("window", DEFAULT_WINDOW)))
+        else:
             self._ended_while_away(incoming.id, "receive", str(state), lambda: self._forget_incoming(incoming))
 
     def _ended_while_away(self, file_id: str, direction: str, state: str, forget) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from common import limits
+
 DEFAULT_CONFIG_FILE = Path("/etc/real-time-meeting/server.ini")
 ENV_PREFIX = "MEETING_"
 ENV_TEST_PREFIX = "MEETING_TEST_"   # the test suite's own settings, not server keys
@@ -107,6 +109,8 @@ class ServerConfig:
                     "max_file_size"):
             need(getattr(self, key) >= 1, key, "must be at least 1")
         need(self.spool_quota >= 0, "spool_quota", "must not be negative")
+        need(self.file_window >= limits.MAX_FILE_CHUNK, "file_window",
+             f"must be at least one file chunk ({limits.MAX_FILE_CHUNK} bytes)")
         self.log_level = self.log_level.upper()
 
     @property

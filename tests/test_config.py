@@ -89,6 +89,7 @@ def test_unknown_section_is_refused(tmp_path):
     ("output_high_water", "10", "output_low_water < output_high_water"),
     ("tls_cert", "/nonexistent/cert.pem", "tls_cert"),
     ("shutdown_timeout", "0", "positive"),
+    ("file_window", "100000", "at least one file chunk"),
 ])
 def test_bad_values_name_the_key(tmp_path, key, value, why):
     ini = write_ini(tmp_path, f"[server]\n{key} = {value}\n")

@@ -112,6 +112,25 @@ def test_files_arrive_bit_exact(pair, server, tmp_path, size):
     assert server_figures(server)["file_transfers"] == 0
 
 
+def test_the_smallest_window_still_flows(server_factory, client_factory, tmp_path):
+    """With a window of one chunk the recipient must confirm every chunk, or both sides wait
+    for each other forever."""
+    chunk = client_files.CHUNK
+    running = server_factory(file_window=chunk)
+    alice = client_factory(running.port)
+    alice.register_and_login("alice")
+    bob = client_factory(running.port)
+    bob.register_and_login("bob")
+    befriend(running, alice, bob)
+    source = tmp_path / "a.bin"
+    digest = make_file(source, 12 * chunk + 1)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    transfer_id = offer_and_accept(alice, bob, source, inbox)
+    assert sha256_of(wait_done(alice, bob, transfer_id, timeout=20)) == digest
+    assert server_figures(running)["file_peak_in_flight"] <= chunk
+
+
 def test_300_mib_streams_with_bounded_memory_and_fast_heartbeats(pair, server, tmp_path):
     alice, bob, inbox = pair
     size = 300 * MiB

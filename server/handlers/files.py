@@ -120,7 +120,7 @@ def install(server: "Server") -> None:
                 service.restart_from(transfer, 0)
         log.info("%s accepted file %s", req.conn.who, record.id)
         return {"transfer_id": record.id, "accepted": True, "offset": 0, "name": record.name,
-                "size": record.size, "sha256": record.sha256}
+                "size": record.size, "sha256": record.sha256, "window": service.window}
 
     @handler(PacketType.FILE_CHUNK)
     def chunk(req: Request) -> None:
