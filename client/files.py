@@ -628,7 +628,8 @@ class FilesClient:
             return
         state = reply.get("state")
         if state in ("sending", "uploading"):
-            outgoing.go(int(reply["offset"]), int(reply.get("confirmed", reply["offset"])))
+            if "offset" in reply:   # else the server restarted and waits for the recipient: FILE_PULL_EVENT follows
+                outgoing.go(int(reply["offset"]), int(reply.get("confirmed", reply["offset"])))
         elif state in ("offered", "spooled"):
             if state == "spooled" and self._forget_outgoing(outgoing):
                 self.kernel.emit("file_spooled", transfer_id=outgoing.id, name=outgoing.name, size=outgoing.size)

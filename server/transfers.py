@@ -12,7 +12,9 @@ of its chat and heartbeat replies.
 Because a file's bytes at a given offset never change, "forward only the chunk at the
 expected offset" is all the resume logic the relay needs: after either side reconnects the
 expected offset is reset to what the recipient really has, the sender is told to continue
-from there (FILE_PULL_EVENT), and duplicates are dropped on the way.
+from there (FILE_PULL_EVENT), and duplicates are dropped on the way. After a server restart
+the live transfers are taken up again from the database (``adopt``) and forward nothing until
+the recipient has said what it holds.
 
 Live chunks and acks are pure routing on the reactor; spool writes and reads run on the worker
 pool, in order per transfer (``Strand``). The transfer table is shared by both and guarded by
@@ -70,6 +72,7 @@ class Transfer:
     writer: SpoolWriter | None = None
     reader: int = -1
     pumping: bool = False
+    awaiting_recipient: bool = False   # live, taken up after a restart: the recipient's offset is unknown
     raw_id: bytes = b""
 
     def __post_init__(self) -> None:
@@ -114,6 +117,19 @@ class TransferService:
             self._by_id[transfer.id] = transfer
             self._by_raw[transfer.raw_id] = transfer
 
+    def adopt(self, transfer: Transfer) -> Transfer:
+        """Take up a live transfer known only from the database (the server restarted): the one
+        already in the table if another request got there first. A ``sending`` transfer waits
+        for its recipient to say how many bytes it has (FILE_RESUME) before chunks flow."""
+        with self._lock:
+            existing = self._by_id.get(transfer.id)
+            if existing is not None:
+                return existing
+            transfer.awaiting_recipient = transfer.state == "sending"
+            self._by_id[transfer.id] = transfer
+            self._by_raw[transfer.raw_id] = transfer
+            return transfer
+
     def get(self, file_id: str) -> Transfer | None:
         with self._lock:
             return self._by_id.get(file_id)
@@ -143,7 +159,7 @@ class TransferService:
         with self._lock:
             transfer = self._by_raw.get(bytes(body[:ID_SIZE]))
             if (size <= 0 or transfer is None or transfer.sender_id != user_id
-                    or transfer.state not in ("sending", "uploading")):
+                    or transfer.state not in ("sending", "uploading") or transfer.awaiting_recipient):
                 self.stats.chunks_dropped += 1
                 return
             offset = OFFSET.unpack_from(body, ID_SIZE)[0]
@@ -166,13 +182,21 @@ class TransferService:
             assert transfer.strand is not None
             transfer.strand.submit(self._write_chunk, transfer, memoryview(body)[FILE_CHUNK_HEADER_SIZE:])
 
-    def on_ack(self, user_id: int, file_id: str, offset: int, complete: bool) -> None:
-        """A FILE_ACK from the recipient: it has ``offset`` bytes (and verified them if complete)."""
+    def on_ack(self, user_id: int, file_id: str, offset: int, complete: bool) -> bool:
+        """A FILE_ACK from the recipient: it has ``offset`` bytes (and verified them if complete).
+        False if the transfer is not in the table."""
         with self._lock:
             transfer = self._by_id.get(file_id)
-            if (transfer is None or transfer.recipient_id != user_id
+            if transfer is None:
+                return False
+            if (transfer.awaiting_recipient and transfer.recipient_id == user_id and complete
+                    and offset == transfer.size):
+                # Verified before the restart, confirmed after it.
+                transfer.awaiting_recipient = False
+                transfer.expected = offset
+            if (transfer.recipient_id != user_id or transfer.awaiting_recipient
                     or transfer.state not in ("sending", "downloading") or offset > transfer.expected):
-                return
+                return True
             if offset > transfer.confirmed:
                 transfer.confirmed = offset
             transfer.last_activity = time.monotonic()
@@ -187,6 +211,7 @@ class TransferService:
                                       {"transfer_id": file_id, "offset": transfer.confirmed})
         else:
             self.kick_pump(transfer)
+        return True
 
     def _delivered(self, transfer: Transfer) -> None:
         self.storage.set_file_state(transfer.id, "done")
@@ -207,9 +232,10 @@ class TransferService:
     def restart_from(self, transfer: Transfer, offset: int) -> None:
         """The recipient reconnected holding ``offset`` bytes: continue from there."""
         with self._lock:
-            if offset > transfer.expected:
+            if offset > transfer.expected and not transfer.awaiting_recipient:
                 raise ApiError(ErrorCode.BAD_OFFSET, f"the server sent only {transfer.expected} bytes",
                                expected=transfer.expected)
+            transfer.awaiting_recipient = False
             transfer.expected = offset
             transfer.confirmed = offset
             transfer.last_activity = time.monotonic()
@@ -366,13 +392,8 @@ class TransferService:
                 self.run_job(self.fail, transfer, ApiError(
                     ErrorCode.TIMEOUT, f"the transfer made no progress for {limit:g} s"))
 
-    def sweep_spool(self, first: bool) -> None:
-        """Worker job: expire old spooled files, remove orphans (and at start-up, end the live
-        transfers a restart interrupted)."""
-        if first:
-            failed = self.storage.fail_live_files(before_ms=now_ms())
-            if failed:
-                log.info("%d live file transfers were interrupted by the restart", failed)
+    def sweep_spool(self) -> None:
+        """Worker job: expire old spooled files, remove orphans."""
         for record in self.spool.sweep_expired(self.storage, now_ms()):
             self.discard_id(record.id)
             log.info("spooled file %s for user %d expired", record.id, record.recipient_id)

@@ -17,7 +17,7 @@ from common.filenames import sanitize_filename
 from common.packets import PacketType
 
 from ..mediator import Request
-from ..storage.files import FINAL_STATES, OPEN_STATES, FileRecord
+from ..storage.files import FINAL_STATES, LIVE_STATES, OPEN_STATES, FileRecord
 from ..transfers import IDLE_CHECK_INTERVAL, Transfer, TransferService, now_ms, offer_body
 
 if TYPE_CHECKING:
@@ -106,8 +106,8 @@ def install(server: "Server") -> None:
             log.info("%s declined file %s", req.conn.who, record.id)
             return {"transfer_id": record.id, "accepted": False}
         if record.state == "offered":
-            transfer = service.get(record.id)
-            if transfer is None or not storage.set_file_state(record.id, "sending", only_from=("offered",)):
+            transfer = service.adopt(transfer_of(record, "offered"))
+            if not storage.set_file_state(record.id, "sending", only_from=("offered",)):
                 raise ApiError(ErrorCode.NO_SUCH_TRANSFER)
             service.begin_sending(transfer)
             router.event_to_user(record.sender_id, PacketType.FILE_ANSWER_EVENT,
@@ -130,8 +130,18 @@ def install(server: "Server") -> None:
     def ack(req: Request) -> dict | None:
         file_id = get_str(req.body, "transfer_id", max_len=64)
         offset = get_int(req.body, "offset")
-        service.on_ack(req.user_id, file_id, offset, req.body.get("complete") is True)
+        complete = req.body.get("complete") is True
+        if not service.on_ack(req.user_id, file_id, offset, complete) and complete:
+            service.run_job(confirm_after_restart, req.user_id, file_id.lower(), offset)
         return {} if req.request_id else None   # the final ack is a request, the others are not
+
+    def confirm_after_restart(user_id: int, file_id: str, offset: int) -> None:
+        """A final ack for a live transfer not taken up yet: the server restarted after the
+        recipient verified the file and before it could say so."""
+        record = storage.get_file(file_id) if _HEX_ID.fullmatch(file_id) else None
+        if record is not None and record.recipient_id == user_id and record.state in LIVE_STATES:
+            service.adopt(transfer_of(record, record.state))
+            service.on_ack(user_id, file_id, offset, True)
 
     @handler(PacketType.FILE_CANCEL, blocking=True)
     def cancel(req: Request) -> dict:
@@ -164,21 +174,25 @@ def install(server: "Server") -> None:
         if record.state in FINAL_STATES:
             return reply
         transfer = service.get(record.id)
+        if transfer is None and record.state in LIVE_STATES:
+            transfer = service.adopt(transfer_of(record, record.state))   # the server restarted
         if req.user_id == record.sender_id:
             if transfer is None and record.state == "uploading":
                 transfer = transfer_of(record, "uploading")    # the server restarted mid-upload
                 service.start_upload(transfer, resume=True)
-            if transfer is not None and transfer.state in ("sending", "uploading"):
+            if transfer is not None and transfer.awaiting_recipient:
+                reply.update(state=transfer.state, window=service.window)   # no offset: wait for FILE_PULL_EVENT
+            elif transfer is not None and transfer.state in ("sending", "uploading"):
                 offset, confirmed = service.sender_position(transfer)
                 reply.update(state=transfer.state, offset=offset, confirmed=confirmed, window=service.window)
             return reply
         offset = get_int(req.body, "offset", hi=record.size)
         if transfer is not None and transfer.state in ("sending", "downloading"):
             service.restart_from(transfer, offset)
-            reply.update(state=transfer.state, offset=offset)
+            reply.update(state=transfer.state, offset=offset, window=service.window)
         elif transfer is None and record.state == "spooled":
             service.start_download(transfer_of(record, "downloading"), offset)   # the server restarted
-            reply.update(state="downloading", offset=offset)
+            reply.update(state="downloading", offset=offset, window=service.window)
         return reply
 
     @handler(PacketType.FILE_PENDING, blocking=True)
@@ -192,11 +206,18 @@ def install(server: "Server") -> None:
             transfers.append(item)
         return {"transfers": transfers}
 
-    def sweep(first: bool) -> None:
-        service.run_job(service.sweep_spool, first)
+    def start_up() -> None:
+        """The live transfers a restart interrupted wait for their users to resume (or for the
+        idle timeout); then the first spool sweep."""
+        records = storage.live_files()
+        for record in records:
+            service.adopt(transfer_of(record, record.state))
+        if records:
+            log.info("%d live file transfers interrupted by the restart wait to be resumed", len(records))
+        service.sweep_spool()
 
-    server.reactor.call_later(0, sweep, True)
-    server.reactor.call_every(config.spool_sweep_interval, lambda: sweep(False))
+    server.reactor.call_later(0, service.run_job, start_up)
+    server.reactor.call_every(config.spool_sweep_interval, lambda: service.run_job(service.sweep_spool))
     server.reactor.call_every(min(IDLE_CHECK_INTERVAL, config.file_idle_timeout / 2), service.check_idle)
     server.status_providers.append(service.figures)
     server.shutdown_hooks.append(service.close_all)

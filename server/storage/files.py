@@ -97,10 +97,10 @@ class FileStore:
                            f"AND expires_at < ?", (*SPOOL_STATES, now_ms))
         return [_record(r) for r in rows]
 
-    def fail_live_files(self, before_ms: int) -> int:
-        """At start-up: live transfers cannot survive a restart (their state was in memory)."""
-        def work(cur) -> int:
-            cur.execute(f"UPDATE files SET state = 'failed' WHERE state IN {_in(LIVE_STATES)} AND created_at < ?",
-                        (*LIVE_STATES, before_ms))
-            return cur.rowcount
-        return self.db.run(work)
+    def live_files(self) -> list[FileRecord]:
+        """Live transfers (offered, or sending to an online recipient), oldest first: at start-up
+        the server takes them up again so both sides can resume after a restart."""
+        with self.db.tx() as cur:
+            rows = cur.all(f"SELECT {FILE_COLUMNS} FROM files WHERE state IN {_in(LIVE_STATES)} "
+                           f"ORDER BY created_at, id", LIVE_STATES)
+        return [_record(r) for r in rows]
