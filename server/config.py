@@ -53,6 +53,7 @@ class ServerConfig:
     friend_requests_per_minute: int = 30
     rooms_per_minute: int = 10
     room_joins_per_minute: int = 60
+    file_offers_per_minute: int = 30
     chat_batch_max: int = 256
     max_control_body: int = 64 * 1024
     spool_dir: str = ""
@@ -92,7 +93,7 @@ class ServerConfig:
         need(self.db.startswith(("sqlite://", "mysql://", "mysql+pymysql://")), "db",
              "must be sqlite:///path or mysql://user:pass@host:port/db")
         need(min(self.messages_per_minute, self.friend_requests_per_minute, self.rooms_per_minute,
-                 self.room_joins_per_minute) >= 0,
+                 self.room_joins_per_minute, self.file_offers_per_minute) >= 0,
              "messages_per_minute", "per-minute limits must be 0 (unlimited) or more")
         need(4096 <= self.max_control_body <= 64 * 1024, "max_control_body", "must be 4096-65536 bytes")
         need(self.room_max_members >= 2, "room_max_members", "must be at least 2")

@@ -68,20 +68,23 @@ class TokenBucket:
 
 
 class RateLimits:
-    """The per-user limits of ServerConfig: messages, friend requests, room creations and joins."""
+    """The per-user limits of ServerConfig: messages, friend requests, room creations and joins,
+    file offers."""
 
     def __init__(self, config: "ServerConfig", clock: Callable[[], float] = time.monotonic) -> None:
         self.messages = TokenBucket(config.messages_per_minute, clock)
         self.friend_requests = TokenBucket(config.friend_requests_per_minute, clock)
         self.rooms = TokenBucket(config.rooms_per_minute, clock)
         self.room_joins = TokenBucket(config.room_joins_per_minute, clock)
+        self.file_offers = TokenBucket(config.file_offers_per_minute, clock)
 
     def status(self) -> dict[str, int]:
         """Refusals since the start, for the admin status."""
         return {"rate_limited_messages": self.messages.refused,
                 "rate_limited_friend_requests": self.friend_requests.refused,
                 "rate_limited_rooms": self.rooms.refused,
-                "rate_limited_room_joins": self.room_joins.refused}
+                "rate_limited_room_joins": self.room_joins.refused,
+                "rate_limited_file_offers": self.file_offers.refused}
 
     def message(self, user_id: int) -> None:
         """A chat message (one-to-one or in a room); raises RATE_LIMITED when over the limit."""
@@ -96,6 +99,11 @@ class RateLimits:
     def room_join(self, user_id: int) -> None:
         """Joining a meeting: slows anyone guessing meeting numbers or passwords."""
         _spend(self.room_joins, user_id, "attempts to join a meeting")
+
+
+    def file_offer(self, user_id: int) -> None:
+        """Offering a file: each offer holds a transfer and a row (and spool room) until it ends."""
+        _spend(self.file_offers, user_id, "file offers")
 
 
 def _spend(bucket: TokenBucket, user_id: int, what: str) -> None:

@@ -529,6 +529,25 @@ def test_damaged_file_is_reported_and_removed(pair, tmp_path, monkeypatch):
 
 
 # -- who may send what -------------------------------------------------------------------------------------------------
+def test_file_offers_are_rate_limited_per_user(server_factory, client_factory, tmp_path):
+    running = server_factory(file_offers_per_minute=2)
+    alice = client_factory(running.port)
+    alice.register_and_login("alice")
+    bob = client_factory(running.port)
+    bob.register_and_login("bob")
+    befriend(running, alice, bob)
+    source = tmp_path / "a.txt"
+    make_file(source, 10)
+    for _ in range(2):
+        alice.kernel.files.send_file(user_id(bob), source)
+    with pytest.raises(ApiError) as info:
+        alice.kernel.files.send_file(user_id(bob), source)
+    assert info.value.code == ErrorCode.RATE_LIMITED and info.value.details["limit"] == 2
+    assert 25 <= info.value.details["retry_after"] <= 31
+    bob.kernel.files.send_file(user_id(alice), source)     # bob has his own allowance
+    assert running.server.status()["rate_limited_file_offers"] == 1
+
+
 def test_only_friends_may_send_and_size_is_limited(server_factory, client_factory, tmp_path):
     running = server_factory(max_file_size=MiB)
     alice = client_factory(running.port)

@@ -101,7 +101,7 @@ def test_chat_scenario_at_a_fixed_rate(server_factory, capsys):
 
 
 def test_files_scenario_moves_verified_bytes(server_factory, capsys):
-    server = server_factory()
+    server = server_factory(file_offers_per_minute=0)
     result = run_loadtest(capsys, server, "files", "--pairs", "2", "--processes", "2", "--duration", "1",
                           "--file-size", "1M")
     assert result["errors"] == {}

@@ -65,6 +65,7 @@ def install(server: "Server") -> None:
             raise ApiError(ErrorCode.FILE_TOO_LARGE, limit=config.max_file_size)
         if to == req.user_id or not storage.are_friends(req.user_id, to):
             raise ApiError(ErrorCode.NOT_FRIENDS, "you can send files only to your friends")
+        server.rate_limits.file_offer(req.user_id)
         created = now_ms()
         live = router.is_online(to)
         record = FileRecord(secrets.token_hex(16), req.user_id, to, name, size, sha256,
