@@ -1,4 +1,5 @@
-"""`meeting-client`: open the desktop window (default) or run a headless bot."""
+"""`meeting-client`: open the desktop window (default), send or receive files from a terminal
+(`send`, `receive`), or run a headless bot (`bot`)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,9 @@ from typing import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("send", "receive"):
+        from .filecli import receive_main, send_main
+        return (send_main if argv[0] == "send" else receive_main)(argv[1:])
     if argv and argv[0] == "bot":
         try:
             from .bot import main as bot_main
