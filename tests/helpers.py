@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -128,6 +129,16 @@ class TestClient:
 
     def close(self) -> None:
         self.kernel.close()
+
+
+def logged_in_friends(running: RunningServer, client_factory) -> tuple[TestClient, TestClient]:
+    """alice and bob, logged in to ``running`` and made friends directly in its storage."""
+    alice = client_factory(running.port)
+    alice.register_and_login("alice")
+    bob = client_factory(running.port)
+    bob.register_and_login("bob")
+    running.server.storage.add_friendship(alice.kernel.user["id"], bob.kernel.user["id"], int(time.time() * 1000))
+    return alice, bob
 
 
 def raw_connect(port: int, timeout: float = 5.0) -> socket.socket:

@@ -12,16 +12,13 @@ from client import cli
 from client.files import file_sha256
 from client.events import Event
 from client.filecli import Terminal, format_progress
+from tests.helpers import logged_in_friends
 
 
 @pytest.fixture
 def friends(server, client_factory, monkeypatch):
     """Two registered friends (their passwords in ALICE_PASSWORD / BOB_PASSWORD), logged out."""
-    alice = client_factory(server.port)
-    alice.register_and_login("alice")
-    bob = client_factory(server.port)
-    bob.register_and_login("bob")
-    server.server.storage.add_friendship(alice.kernel.user["id"], bob.kernel.user["id"], int(time.time() * 1000))
+    alice, bob = logged_in_friends(server, client_factory)
     alice.close()
     bob.close()
     monkeypatch.setenv("ALICE_PASSWORD", alice.password)

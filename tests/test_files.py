@@ -18,7 +18,7 @@ from common.filenames import sanitize_filename
 from common.packets import PacketType
 from server import spool as server_spool
 from server.storage.files import FileRecord
-from tests.helpers import TestClient
+from tests.helpers import TestClient, logged_in_friends
 
 MiB = 1024 * 1024
 DiskUsage = collections.namedtuple("DiskUsage", "total used free")
@@ -58,11 +58,7 @@ def leftovers(directory: Path) -> list[str]:
 @pytest.fixture
 def pair(server, client_factory, tmp_path):
     """Two logged-in friends and a download folder for the second."""
-    alice = client_factory(server.port)
-    alice.register_and_login("alice")
-    bob = client_factory(server.port)
-    bob.register_and_login("bob")
-    befriend(server, alice, bob)
+    alice, bob = logged_in_friends(server, client_factory)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     return alice, bob, inbox
@@ -117,11 +113,7 @@ def test_the_smallest_window_still_flows(server_factory, client_factory, tmp_pat
     for each other forever."""
     chunk = client_files.CHUNK
     running = server_factory(file_window=chunk)
-    alice = client_factory(running.port)
-    alice.register_and_login("alice")
-    bob = client_factory(running.port)
-    bob.register_and_login("bob")
-    befriend(running, alice, bob)
+    alice, bob = logged_in_friends(running, client_factory)
     source = tmp_path / "a.bin"
     digest = make_file(source, 12 * chunk + 1)
     inbox = tmp_path / "inbox"
@@ -205,11 +197,7 @@ def test_cancel_midway_tells_the_other_side_and_leaves_nothing(pair, tmp_path, s
 
 def test_a_stalled_transfer_times_out_on_both_sides(server_factory, client_factory, tmp_path):
     running = server_factory(file_idle_timeout=0.6)
-    alice = client_factory(running.port)
-    alice.register_and_login("alice")
-    bob = client_factory(running.port)
-    bob.register_and_login("bob")
-    befriend(running, alice, bob)
+    alice, bob = logged_in_friends(running, client_factory)
     source = tmp_path / "a.bin"
     make_file(source, 1000)
     transfer_id = alice.kernel.files.send_file(user_id(bob), source)
@@ -251,11 +239,7 @@ def test_transfer_resumes_after_a_dropped_connection(pair, server, tmp_path, slo
 
 def test_a_live_transfer_resumes_after_a_server_restart(server_factory, client_factory, tmp_path, slow_writes):
     running = server_factory()
-    alice = client_factory(running.port)
-    alice.register_and_login("alice")
-    bob = client_factory(running.port)
-    bob.register_and_login("bob")
-    befriend(running, alice, bob)
+    alice, bob = logged_in_friends(running, client_factory)
     size = 32 * MiB
     source = tmp_path / "live.bin"
     digest = make_file(source, size)
@@ -279,11 +263,7 @@ def test_a_live_transfer_resumes_after_a_server_restart(server_factory, client_f
 
 def test_an_unanswered_offer_can_be_accepted_after_a_server_restart(server_factory, client_factory, tmp_path):
     running = server_factory()
-    alice = client_factory(running.port)
-    alice.register_and_login("alice")
-    bob = client_factory(running.port)
-    bob.register_and_login("bob")
-    befriend(running, alice, bob)
+    alice, bob = logged_in_friends(running, client_factory)
     source = tmp_path / "later.txt"
     digest = make_file(source, MiB + 5)
     transfer_id = alice.kernel.files.send_file(user_id(bob), source)
@@ -531,11 +511,7 @@ def test_damaged_file_is_reported_and_removed(pair, tmp_path, monkeypatch):
 # -- who may send what -------------------------------------------------------------------------------------------------
 def test_file_offers_are_rate_limited_per_user(server_factory, client_factory, tmp_path):
     running = server_factory(file_offers_per_minute=2)
-    alice = client_factory(running.port)
-    alice.register_and_login("alice")
-    bob = client_factory(running.port)
-    bob.register_and_login("bob")
-    befriend(running, alice, bob)
+    alice, bob = logged_in_friends(running, client_factory)
     source = tmp_path / "a.txt"
     make_file(source, 10)
     for _ in range(2):
