@@ -222,6 +222,8 @@ def _receive(args: argparse.Namespace, terminal: Terminal) -> int:
             terminal.wait(lambda: bool(terminal.offers), args.timeout)
             with terminal.changed:
                 offer = terminal.offers.pop(0)
+            if offer["transfer_id"] in terminal.names:   # offered again after a reconnect
+                continue
             terminal.names[offer["transfer_id"]] = offer["name"]
             terminal.say(f"{offer['name']}: {offer['size'] / MiB:.1f} MiB from {offer.get('from_nickname', '?')}, "
                          "accepting")
