@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("meeting-client bot: --phone is needed (or --register for a new random account)", file=sys.stderr)
         return 2
     phone = args.phone or f"19{random.randrange(10**9):09d}"
-    tls = TlsOptions(args.ca_file, args.fingerprint) if (args.ca_file or args.fingerprint) else None
+    tls = TlsOptions.from_flags(args.ca_file, args.fingerprint)
     media = BotMedia(width=args.size[0], height=args.size[1], fps=args.fps, bitrate=args.bitrate, tone=args.tone,
                      video=not args.no_video, audio=not args.no_audio, camera=args.camera, speakers=args.speakers)
     bot = Bot(host, int(port), phone, args.password, args.nickname, media, tls)

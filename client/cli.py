@@ -34,5 +34,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"meeting-client: the desktop window is not available: {exc}", file=sys.stderr)
         return 2
     from .tls import TlsOptions
-    tls = TlsOptions(args.tls_ca, args.tls_pin) if (args.tls_ca or args.tls_pin) else None
-    return run(server=args.server, tls=tls)
+    return run(server=args.server, tls=TlsOptions.from_flags(args.tls_ca, args.tls_pin))

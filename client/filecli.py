@@ -30,6 +30,7 @@ from .events import Event
 from .kernel import ClientKernel, ConnectionLost
 from .link import ConnectError
 from .tls import TlsOptions
+from .ui.settings import parse_server
 
 MiB = 1024 * 1024
 ENDINGS = ("file_done", "file_spooled", "file_failed", "file_cancelled", "file_declined")
@@ -128,7 +129,7 @@ def describe_ending(name: str, event: Event) -> str:
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--server", required=True, help="HOST:PORT")
+    parser.add_argument("--server", required=True, help="HOST:PORT (the port defaults to 8600)")
     parser.add_argument("--phone", required=True, help="your account's phone number")
     parser.add_argument("--password-env", default="MEETING_PASSWORD",
                         help="environment variable holding your password (default MEETING_PASSWORD; "
@@ -159,12 +160,12 @@ def _password(variable: str) -> str:
 def _session(args: argparse.Namespace, terminal: Terminal) -> ClientKernel:
     """A logged-in kernel whose events go to ``terminal`` from the start (offers may arrive
     with the login itself)."""
-    host, _, port = args.server.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--server must be HOST:PORT, not {args.server!r}")
-    tls = TlsOptions(args.tls_ca, args.tls_pin) if (args.tls_ca or args.tls_pin) else None
+    try:
+        host, port = parse_server(args.server)
+    except ValueError as exc:
+        raise UsageError(f"--server {args.server!r}: {exc}") from None
     password = _password(args.password_env)
-    kernel = ClientKernel(host, int(port), tls=tls)
+    kernel = ClientKernel(host, port, tls=TlsOptions.from_flags(args.tls_ca, args.tls_pin))
     kernel.add_listener(terminal)
     try:
         kernel.login(args.phone, password)

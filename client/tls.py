@@ -28,6 +28,11 @@ class TlsOptions:
     ca_file: str | None = None
     fingerprint: str | None = None  # SHA-256 of the server certificate (DER), hex, colons allowed
 
+    @classmethod
+    def from_flags(cls, ca_file: str | None, fingerprint: str | None) -> "TlsOptions | None":
+        """What the command lines' --tls-ca / --tls-pin ask for: None (plain TCP) if neither."""
+        return cls(ca_file, fingerprint) if (ca_file or fingerprint) else None
+
     def build(self) -> tuple[ssl.SSLContext, Callable[[bytes], None] | None]:
         if self.fingerprint:
             pin = normalize_fingerprint(self.fingerprint)

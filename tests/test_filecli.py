@@ -78,8 +78,8 @@ def test_clear_errors_and_exit_statuses(server, friends, tmp_path):
     (tmp_path / "a.txt").write_text("hello")
     status, out = run(["send", *common, "--to", "13999999999", str(tmp_path / "a.txt")])
     assert status == 1 and "error:" in out
-    status, out = run(["send", "--server", "nowhere", "--phone", alice, "--to", bob, str(tmp_path / "a.txt")])
-    assert status == 2 and "HOST:PORT" in out
+    status, out = run(["send", "--server", "nowhere:99999", "--phone", alice, "--to", bob, str(tmp_path / "a.txt")])
+    assert status == 2 and "--server 'nowhere:99999': '99999' is not a port number" in out
     status, out = run(["receive", *common, "--dir", str(tmp_path), "--timeout", "0.5"])
     assert status == 1 and "nothing happened for 0.5 s" in out
 
