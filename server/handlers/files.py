@@ -53,6 +53,11 @@ def install(server: "Server") -> None:
         return Transfer(record.id, record.sender_id, record.recipient_id, nickname_of(record.sender_id),
                         record.name, record.size, record.sha256, state)
 
+    def take_up(record: FileRecord) -> Transfer:
+        """The live transfer of ``record`` in the table, taken up from the database if a
+        restart lost it."""
+        return service.adopt(transfer_of(record, record.state))
+
     @handler(PacketType.FILE_OFFER, blocking=True)
     def offer(req: Request) -> dict:
         to = get_int(req.body, "to", lo=1)
@@ -107,7 +112,7 @@ def install(server: "Server") -> None:
             log.info("%s declined file %s", req.conn.who, record.id)
             return {"transfer_id": record.id, "accepted": False}
         if record.state == "offered":
-            transfer = service.adopt(transfer_of(record, "offered"))
+            transfer = take_up(record)
             if not storage.set_file_state(record.id, "sending", only_from=("offered",)):
                 raise ApiError(ErrorCode.NO_SUCH_TRANSFER)
             service.begin_sending(transfer)
@@ -141,7 +146,7 @@ def install(server: "Server") -> None:
         recipient verified the file and before it could say so."""
         record = storage.get_file(file_id) if _HEX_ID.fullmatch(file_id) else None
         if record is not None and record.recipient_id == user_id and record.state in LIVE_STATES:
-            service.adopt(transfer_of(record, record.state))
+            take_up(record)
             service.on_ack(user_id, file_id, offset, True)
 
     @handler(PacketType.FILE_CANCEL, blocking=True)
@@ -176,7 +181,7 @@ def install(server: "Server") -> None:
             return reply
         transfer = service.get(record.id)
         if transfer is None and record.state in LIVE_STATES:
-            transfer = service.adopt(transfer_of(record, record.state))   # the server restarted
+            transfer = take_up(record)   # the server restarted
         if req.user_id == record.sender_id:
             if transfer is None and record.state == "uploading":
                 transfer = transfer_of(record, "uploading")    # the server restarted mid-upload
@@ -212,7 +217,7 @@ def install(server: "Server") -> None:
         idle timeout); then the first spool sweep."""
         records = storage.live_files()
         for record in records:
-            service.adopt(transfer_of(record, record.state))
+            take_up(record)
         if records:
             log.info("%d live file transfers interrupted by the restart wait to be resumed", len(records))
         service.sweep_spool()
