@@ -96,7 +96,7 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) + (self._body_filled if self._body is not None else 0)
+        return len(self._buf) + self._body_filled   # 0 unless a large body is being filled
 
     def read_buffer(self, size: int) -> memoryview:
         """Where the next read should put its bytes: the rest of a large body being received
