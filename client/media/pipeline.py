@@ -87,9 +87,13 @@ class _Publisher:
         return self
 
     def stop(self) -> None:
+        """Stop the thread; the source is closed by that thread as it ends (closing it from
+        here while the thread is inside ``read`` crashed the X capture library), or here if
+        the thread never ran."""
         self._stop.set()
-        self._close_source()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        if self._thread.ident is None:
+            self._close_source()
+        elif self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
@@ -99,6 +103,8 @@ class _Publisher:
                     break
         except Exception:
             log.exception("%s failed", self._thread.name)
+        finally:
+            self._close_source()
 
     def _send(self, codec: Codec, payload: bytes, keyframe: bool, capture_us: int) -> bool:
         if self.rooms.publish(self.kind, codec, payload, keyframe, capture_us):
