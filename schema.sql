@@ -1,6 +1,7 @@
 -- Real-Time Meeting: MySQL / MariaDB schema (utf8mb4).
 -- The SQLite twin is server/storage/schema_sqlite.sql; tests check that both define the same
--- tables and columns. Bump SCHEMA_VERSION in server/storage/sql.py and the row below together.
+-- tables and columns. Bump SCHEMA_VERSION in server/storage/sql.py and the row below together, and add the
+-- upgrade from the previous version to MIGRATIONS there.
 
 CREATE TABLE IF NOT EXISTS meta (
     name VARCHAR(64) NOT NULL PRIMARY KEY,
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at BIGINT NOT NULL,
     delivered_at BIGINT NULL,
     read_at BIGINT NULL,
+    file_id CHAR(32) NULL,
     UNIQUE KEY messages_client_id (sender_id, client_msg_id),
     KEY messages_unread (recipient_id, read_at, id),
     KEY messages_pair (sender_id, recipient_id, id)
@@ -74,4 +76,4 @@ CREATE TABLE IF NOT EXISTS files (
     KEY files_recipient (recipient_id, state)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
-INSERT IGNORE INTO meta (name, value) VALUES ('schema_version', '1');
+INSERT IGNORE INTO meta (name, value) VALUES ('schema_version', '2');

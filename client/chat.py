@@ -191,6 +191,11 @@ class ChatClient:
             self.kernel.send(PacketType.CHAT_DELIVERED, {"ids": undelivered[start:start + RECEIPT_BATCH]})
         self.kernel.emit("unread_loaded", count=count)
 
+    def remember(self, message: dict) -> bool:
+        """Keep a message another module received (a file offered in the conversation); False
+        if it was known."""
+        return self._store(message)
+
     def _store(self, message: dict) -> bool:
         peer = message["from"] if message["from"] != (self.kernel.user or {}).get("id") else message["to"]
         with self._lock:

@@ -17,6 +17,9 @@ Resume: after the kernel reconnects and resumes the session, a session hook send
 for every unfinished transfer (the recipient says how many bytes it has) and asks for the
 offers that arrived while offline (FILE_PENDING).
 
+A file is also a message in the conversation: the server stores one with the offer, which the
+offer's reply and event carry (``chat_sent`` / ``chat_message`` with a ``file`` field).
+
 Events (``kernel.emit``): ``file_offer``, ``file_offered``, ``file_accepted``,
 ``file_declined``, ``file_progress`` (transfer_id, direction, done, total, rate bytes/s,
 eta s), ``file_spooled``, ``file_done``, ``file_cancelled``, ``file_failed``.
@@ -365,6 +368,9 @@ class FilesClient:
                 self._outgoing[outgoing.id] = outgoing
                 early = self._early.pop(outgoing.id, [])
             outgoing.thread.start()
+            message = reply.get("message")
+            if isinstance(message, dict) and self.kernel.chat.remember(message):
+                self.kernel.emit("chat_sent", message=message, duplicate=False)
             if reply.get("mode") == "spool":
                 outgoing.go(int(reply.get("offset", 0)), 0)
             for handler, body in early:
@@ -456,6 +462,9 @@ class FilesClient:
             if offer["transfer_id"] in self.offers or offer["transfer_id"] in self._incoming:
                 return
             self.offers[offer["transfer_id"]] = offer
+        message = body.get("message")
+        if isinstance(message, dict) and self.kernel.chat.remember(message):
+            self.kernel.emit("chat_message", message=message, backlog=False)
         self.kernel.emit("file_offer", **offer)
 
     def destination_for(self, file_id: str, directory: str | os.PathLike | None = None) -> Path:

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from .config import ConfigError, apply_reload, field_names, load_config
 from .logsetup import setup_logging
 from .storage import StorageError, open_storage
+from .storage.sql import SCHEMA_VERSION
 
 log = logging.getLogger("server")
 
@@ -92,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "(raise LimitNOFILE)", limit, config.max_connections)
     try:
         storage = open_storage(config.db)
-        embedded_first_run = storage.backend == "sqlite" and storage.db.schema_version() is None
-        if args.command == "init-db" or args.init_db or embedded_first_run:
+        version = storage.db.schema_version()
+        embedded_setup = storage.backend == "sqlite" and (version is None or version < SCHEMA_VERSION)
+        if args.command == "init-db" or args.init_db or embedded_setup:
             storage.init_schema()
             log.info("schema ready in %s", storage.backend)
             if args.command == "init-db":

@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from common.errors import ApiError, ErrorCode
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from .storage import Storage
 
 log = logging.getLogger("server.spool")
+
+T = TypeVar("T")
 
 PART_SUFFIX = ".part"
 HASH_BLOCK = 1024 * 1024
@@ -139,16 +141,17 @@ class Spool:
     def ensure_directory(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def reserve(self, size: int, reserved_bytes: Callable[[], int], create: Callable[[], None]) -> None:
+    def reserve(self, size: int, reserved_bytes: Callable[[], int], create: Callable[[], T]) -> T:
         """Check the quota and the free disk space, then run ``create`` (the row that holds the
-        reservation) under the same lock so two uploads cannot both take the last room."""
+        reservation) under the same lock so two uploads cannot both take the last room; returns
+        what ``create`` returns."""
         self.ensure_directory()
         with self._reserve_lock:
             if reserved_bytes() + size > self.quota:
                 raise ApiError(ErrorCode.SPOOL_FULL)
             if shutil.disk_usage(self.directory).free < size + FREE_MARGIN:
                 raise ApiError(ErrorCode.DISK_FULL, "the server's disk is too full to keep this file")
-            create()
+            return create()
 
     def open_writer(self, file_id: str, resume: bool = False) -> SpoolWriter:
         try:

@@ -17,6 +17,7 @@ from common.filenames import sanitize_filename
 from common.packets import PacketType
 
 from ..mediator import Request
+from ..storage.messages import FileRef, Message
 from ..storage.files import FINAL_STATES, LIVE_STATES, OPEN_STATES, FileRecord
 from ..transfers import IDLE_CHECK_INTERVAL, Transfer, TransferService, now_ms, offer_body
 
@@ -58,6 +59,12 @@ def install(server: "Server") -> None:
         restart lost it."""
         return service.adopt(transfer_of(record, record.state))
 
+    def file_message(message_id: int, record: FileRecord) -> dict:
+        """The chat message a new offer stored, as history pages show it."""
+        return Message(message_id, record.sender_id, record.recipient_id, f"file:{record.id}", record.name,
+                       record.created_at, None, None,
+                       FileRef(record.id, record.name, record.size, record.state)).to_wire()
+
     @handler(PacketType.FILE_OFFER, blocking=True)
     def offer(req: Request) -> dict:
         to = get_int(req.body, "to", lo=1)
@@ -77,12 +84,13 @@ def install(server: "Server") -> None:
                             "offered" if live else "uploading", 0, created,
                             created + int(config.spool_expiry * 1000))
         if live:
-            storage.create_file(record)
+            message = file_message(storage.create_file(record), record)
             service.add(transfer_of(record, "offered"))
-            router.event_to_user(to, PacketType.FILE_OFFER_EVENT, offer_body(
-                record.id, req.user_id, req.conn.nickname, name, size, sha256, False))
+            router.event_to_user(to, PacketType.FILE_OFFER_EVENT, {**offer_body(
+                record.id, req.user_id, req.conn.nickname, name, size, sha256, False), "message": message})
         else:
-            service.spool.reserve(size, storage.spool_reserved_bytes, lambda: storage.create_file(record))
+            message = file_message(service.spool.reserve(size, storage.spool_reserved_bytes,
+                                                         lambda: storage.create_file(record)), record)
             try:
                 service.start_upload(transfer_of(record, "uploading"), resume=False)
             except ApiError:
@@ -91,7 +99,7 @@ def install(server: "Server") -> None:
         log.info("%s offers file %s (%d bytes) to user %d, %s", req.conn.who, record.id, size, to,
                  "live" if live else "through the spool")
         return {"transfer_id": record.id, "name": name, "size": size, "mode": "live" if live else "spool",
-                "window": service.window, "offset": 0}
+                "window": service.window, "offset": 0, "message": message}
 
     @handler(PacketType.FILE_ANSWER, blocking=True)
     def answer(req: Request) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .messages import insert_file_message_tx
 from .sql import Database
 
 FILE_COLUMNS = "id, sender_id, recipient_id, name, size, sha256, state, spooled_bytes, created_at, expires_at"
@@ -46,12 +47,16 @@ def _in(states: tuple[str, ...]) -> str:
 class FileStore:
     db: Database
 
-    def create_file(self, record: FileRecord) -> None:
+    def create_file(self, record: FileRecord) -> int:
+        """Store a new transfer and, in the same transaction, the chat message that shows it in
+        the conversation of both users; returns that message's id."""
         with self.db.tx() as cur:
             cur.execute(f"INSERT INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (record.id, record.sender_id, record.recipient_id, record.name, record.size,
                          record.sha256, record.state, record.spooled_bytes, record.created_at,
                          record.expires_at))
+            return insert_file_message_tx(cur, record.sender_id, record.recipient_id, record.id, record.name,
+                                          record.created_at)
 
     def get_file(self, file_id: str) -> FileRecord | None:
         with self.db.tx() as cur:

@@ -11,6 +11,19 @@ from dataclasses import dataclass
 from .sql import Cursor, Database
 
 MESSAGE_COLUMNS = "id, sender_id, recipient_id, client_msg_id, body, created_at, delivered_at, read_at"
+# Reads that may meet a file message join its transfer, whose state the message shows.
+SHOWN_COLUMNS = ("m.id, m.sender_id, m.recipient_id, m.client_msg_id, m.body, m.created_at, m.delivered_at, "
+                 "m.read_at, f.id, f.name, f.size, f.state")
+SHOWN_FROM = "messages m LEFT JOIN files f ON f.id = m.file_id"
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """The file a file message stands for, as its transfer is now."""
+    transfer_id: str
+    name: str
+    size: int
+    state: str
 
 
 @dataclass(frozen=True)
@@ -23,16 +36,22 @@ class Message:
     created_at: int
     delivered_at: int | None
     read_at: int | None
+    file: FileRef | None = None
 
     def to_wire(self) -> dict:
-        return {"id": self.id, "from": self.sender_id, "to": self.recipient_id,
+        wire = {"id": self.id, "from": self.sender_id, "to": self.recipient_id,
                 "client_msg_id": self.client_msg_id, "text": self.body, "time": self.created_at,
                 "delivered_at": self.delivered_at, "read_at": self.read_at}
+        if self.file is not None:
+            wire["file"] = {"transfer_id": self.file.transfer_id, "name": self.file.name, "size": self.file.size,
+                            "state": self.file.state}
+        return wire
 
 
 def _message(row: tuple) -> Message:
+    file = FileRef(row[8], row[9], int(row[10]), row[11]) if len(row) > 8 and row[8] is not None else None
     return Message(int(row[0]), int(row[1]), int(row[2]), row[3], row[4], int(row[5]),
-                   None if row[6] is None else int(row[6]), None if row[7] is None else int(row[7]))
+                   None if row[6] is None else int(row[6]), None if row[7] is None else int(row[7]), file)
 
 
 # Conditions per statement: SQLite builds older than 3.32 allow only 999 parameters.
@@ -120,6 +139,14 @@ def insert_message_tx(cur: Cursor, sender_id: int, recipient_id: int, client_msg
     return result
 
 
+def insert_file_message_tx(cur: Cursor, sender_id: int, recipient_id: int, file_id: str, name: str,
+                           now_ms: int) -> int:
+    """Store the chat message that stands for a file offered in the conversation; its id."""
+    cur.execute("INSERT INTO messages (sender_id, recipient_id, client_msg_id, body, created_at, file_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (sender_id, recipient_id, f"file:{file_id}", name, now_ms, file_id))
+    return cur.lastrowid
+
+
 def mark_delivered_tx(cur: Cursor, items: list[tuple[int, list[int]]], now_ms: int) -> list[list[tuple[int, int]]]:
     """For each (recipient id, message ids): mark those of its messages delivered that were not
     yet; returns per item the (message id, sender id) pairs newly marked."""
@@ -157,22 +184,22 @@ class MessageStore:
     def unread_page(self, recipient_id: int, after_id: int, limit: int) -> list[Message]:
         """Unread messages to the user with ids above ``after_id``, oldest first."""
         with self.db.tx() as cur:
-            rows = cur.all(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient_id = ? AND read_at IS NULL "
-                           "AND id > ? ORDER BY id LIMIT ?", (recipient_id, after_id, limit))
+            rows = cur.all(f"SELECT {SHOWN_COLUMNS} FROM {SHOWN_FROM} WHERE m.recipient_id = ? "
+                           "AND m.read_at IS NULL AND m.id > ? ORDER BY m.id LIMIT ?", (recipient_id, after_id, limit))
         return [_message(r) for r in rows]
 
     def history_page(self, user_id: int, peer_id: int, before_id: int | None, limit: int) -> list[Message]:
         """The newest ``limit`` messages between the two users below ``before_id``, newest first."""
         before = before_id if before_id is not None else 2 ** 62
-        query = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND recipient_id = ? AND id < ? "
-                 "ORDER BY id DESC LIMIT ?")
+        query = (f"SELECT {SHOWN_COLUMNS} FROM {SHOWN_FROM} WHERE m.sender_id = ? AND m.recipient_id = ? "
+                 "AND m.id < ? ORDER BY m.id DESC LIMIT ?")
         with self.db.tx() as cur:
             rows = cur.all(query, (user_id, peer_id, before, limit)) + cur.all(query, (peer_id, user_id, before, limit))
         return sorted((_message(r) for r in rows), key=lambda m: m.id, reverse=True)[:limit]
 
     def get_message(self, message_id: int) -> Message | None:
         with self.db.tx() as cur:
-            row = cur.one(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+            row = cur.one(f"SELECT {SHOWN_COLUMNS} FROM {SHOWN_FROM} WHERE m.id = ?", (message_id,))
         return _message(row) if row else None
 
     def count_sent(self, sender_id: int, client_msg_id: str) -> int:

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at INTEGER NOT NULL,
     delivered_at INTEGER NULL,
     read_at INTEGER NULL,
+    file_id TEXT NULL,
     UNIQUE (sender_id, client_msg_id)
 );
 CREATE INDEX IF NOT EXISTS messages_unread ON messages (recipient_id, read_at, id);
@@ -70,4 +71,4 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_recipient ON files (recipient_id, state);
 
-INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', '1');
+INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', '2');

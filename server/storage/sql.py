@@ -17,7 +17,11 @@ from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What ``init_schema`` runs on a database of the version before each key, to bring it there.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE messages ADD COLUMN file_id CHAR(32) NULL",),   # a file sent in the chat
+}
 
 
 class StorageError(Exception):
@@ -135,10 +139,20 @@ class Database:
             return fn(cur)
 
     def init_schema(self) -> None:
+        """Create the tables, or upgrade an older schema to this version."""
+        found = self.schema_version()
         statements = [s.strip() for s in _strip_comments(self.dialect.schema_sql).split(";") if s.strip()]
         with self.tx() as cur:
             for statement in statements:
                 cur.raw(statement)
+        if found is None or found >= SCHEMA_VERSION:
+            return
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            with self.tx() as cur:
+                for statement in MIGRATIONS[version]:
+                    cur.raw(statement)
+                cur.execute("UPDATE meta SET value = ? WHERE name = ?", (str(version), "schema_version"))
+            log.info("database schema upgraded to version %d", version)
 
     def schema_version(self) -> int | None:
         try:
@@ -154,6 +168,9 @@ class Database:
         version = self.schema_version()
         if version is None:
             raise StorageError("the database has no schema: run `meeting-server init-db` first")
+        if version < SCHEMA_VERSION:
+            raise StorageError(f"database schema version {version}, this server needs {SCHEMA_VERSION}: "
+                               "run `meeting-server init-db` to upgrade it")
         if version != SCHEMA_VERSION:
             raise StorageError(f"database schema version {version}, this server needs {SCHEMA_VERSION}")
 
