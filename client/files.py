@@ -324,6 +324,7 @@ class FilesClient:
         self.kernel = kernel
         self.download_dir = Path(download_dir) if download_dir else Path.home() / "Downloads"
         self.offers: dict[str, dict] = {}
+        self.paths: dict[str, Path] = {}    # transfer id -> the file here (sent from / saved to)
         self._outgoing: dict[str, Outgoing] = {}
         self._incoming: dict[str, Incoming] = {}
         self._incoming_by_raw: dict[bytes, Incoming] = {}
@@ -366,6 +367,7 @@ class FilesClient:
                                 int(reply.get("window", DEFAULT_WINDOW)))
             with self._lock:
                 self._outgoing[outgoing.id] = outgoing
+                self.paths[outgoing.id] = path
                 early = self._early.pop(outgoing.id, [])
             outgoing.thread.start()
             message = reply.get("message")
@@ -386,6 +388,11 @@ class FilesClient:
         self.kernel.emit("file_offered", transfer_id=reply["transfer_id"], to=to, name=reply["name"], size=size,
                          mode=reply.get("mode"))
         return reply["transfer_id"]
+
+    def is_active(self, file_id: str) -> bool:
+        """Whether this client is sending or receiving the transfer now (it can cancel it)."""
+        with self._lock:
+            return file_id in self._outgoing or file_id in self._incoming
 
     def _stashed(self, handler, body: dict) -> bool:
         """An answer may overtake the registration of its offer (the reply callback can run on
@@ -532,6 +539,7 @@ class FilesClient:
         def done(future: Future) -> None:
             error = future.exception()
             if (error is None or isinstance(error, ApiError)) and self._forget_incoming(incoming):
+                self.paths[incoming.id] = incoming.final_path
                 self.kernel.emit("file_done", transfer_id=incoming.id, direction="receive",
                                  path=str(incoming.final_path), size=incoming.size)
         future = self.kernel.request_async(PacketType.FILE_ACK, {"transfer_id": incoming.id,

@@ -23,7 +23,7 @@ from common.packets import BINARY_TYPES, PacketType
 from common.validation import check_password, normalize_nickname, normalize_phone
 
 from .events import Event
-from .link import ConnectError, Link
+from .link import PROTOCOL_ERROR_REASON, ConnectError, Link
 from .tls import TlsOptions
 
 log = logging.getLogger("client")
@@ -33,6 +33,10 @@ CLIENT_NAME = "real-time-meeting-client/0.1"
 
 class ConnectionLost(Exception):
     """The request could not complete because the link to the server is down."""
+
+
+class NotAMeetingServer(ConnectError):
+    """Something answers at the address, but not this protocol (a web server, SSH, TLS...)."""
 
 
 class ClientKernel:
@@ -151,10 +155,22 @@ class ClientKernel:
         self.state = "connecting"
         self._hello_done = False
         self.link.connect(self.host, self.port, timeout=self.request_timeout)
-        info = self.request(PacketType.HELLO, self._hello_body())
+        try:
+            info = self.request(PacketType.HELLO, self._hello_body())
+        except ConnectionLost as exc:
+            if str(exc).startswith(PROTOCOL_ERROR_REASON):
+                raise NotAMeetingServer(f"{self._address()} is not a meeting server: it answered in another "
+                                        "protocol (or speaks TLS)") from None
+            raise
+        except TimeoutError:
+            raise NotAMeetingServer(f"{self._address()} did not answer as a meeting server within "
+                                    f"{self.request_timeout:g} s") from None
         self._apply_hello(info)
         self.state = "connected"
         return info
+
+    def _address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def _hello_body(self) -> dict:
         return {"version": limits.PROTOCOL_VERSION, "client": CLIENT_NAME}
@@ -180,6 +196,14 @@ class ClientKernel:
         body = {"phone": normalize_phone(phone), "password": password}
         self._ensure_connected()
         reply = self.request(PacketType.LOGIN, body, timeout=max(30.0, self.request_timeout))
+        self._logged_in(reply, resumed=False)
+        return self.user or {}
+
+    def resume(self, token: str) -> dict:
+        """Log in with a session token kept from an earlier login ("Remember me"); raises
+        ApiError INVALID_TOKEN when that session has ended."""
+        self._ensure_connected()
+        reply = self.request(PacketType.RESUME, {"token": token})
         self._logged_in(reply, resumed=False)
         return self.user or {}
 

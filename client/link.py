@@ -31,6 +31,9 @@ class LinkHandler(Protocol):
     def on_tick(self, now: float) -> None: ...
 
 
+PROTOCOL_ERROR_REASON = "protocol error from the server"   # how a drop on bytes that are no frame begins
+
+
 class ConnectError(Exception):
     """The server could not be reached (or its certificate was refused)."""
 
@@ -231,7 +234,7 @@ class Link(threading.Thread):
             try:
                 frames = self._decoder.commit(received)
             except ProtocolError as exc:
-                self._close(f"protocol error from the server: {exc}")
+                self._close(f"{PROTOCOL_ERROR_REASON}: {exc}")
                 return
             for frame in frames:
                 self.handler.on_frame(frame)

@@ -117,25 +117,19 @@ def test_chat_both_ways_marks_typing_unread_and_history(gui_app, server, client_
     pump_until(app.root, lambda: bubbles(window)[-1][:2] == (False, "great"), 10, "Bob's answer")
     assert window.presence.cget("text") == "online"
 
-    # history is paged: a fresh window shows the last page, scrolling up loads the rest
+    # 41 unread: the window opens at the first unread one, under a "New messages" line
     window.close()
     for i in range(40):
         bob.kernel.chat.send(alice_id, f"line {i}")
     bob.kernel.chat.send_and_wait(alice_id, "last line")
     pump_until(app.root, lambda: main.badges[bob_id].count == 41, 15, "41 unread")
     window = main.open_chat(bob_id)
-    pump_until(app.root, lambda: len(bubbles(window)) == chat_window.PAGE and window.scrolled_in, 10, "one page")
-    assert window.text.yview()[1] == 1.0, "the newest message is not in view"
-    assert bubbles(window)[-1][1] == "last line"
-    for _ in range(200):                       # the mouse wheel, up, until the older page arrives
-        window.text.event_generate("<Button-4>")
-        app.root.update()
-        if len(bubbles(window)) == 44:
-            break
-    pump_until(app.root, lambda: len(bubbles(window)) == 44, 10, "the older pages")
+    pump_until(app.root, lambda: window.history_loaded and window.scrolled_in, 10, "the history")
     texts = [b[1] for b in bubbles(window)]
-    assert texts[:4] == ["are you there?", "yes, I'm here", "great", "line 0"]
-    assert texts == sorted(texts, key=texts.index)  # order kept
+    assert texts[:4] == ["are you there?", "yes, I'm here", "great", "line 0"] and texts[-1] == "last line"
+    top = window.text.index("@0,0")
+    assert window.text.get(top, f"{top} lineend").strip() == "——  New messages  ——", "not opened at the first unread"
+    assert window.text.yview()[1] < 1.0
 
 
 def test_files_both_ways_with_progress(gui_app, server, client_factory, tmp_path, monkeypatch):
@@ -173,7 +167,7 @@ def test_files_both_ways_with_progress(gui_app, server, client_factory, tmp_path
     monkeypatch.setattr(chat_window, "ask_save_path", lambda parent, name: str(target))
     row.button_widgets["Accept…"].invoke()
     pump_until(app.root, lambda: row.state == "done", 30, "the download to finish")
-    assert "Saved to" in row.info.cget("text") and "Open folder" in row.button_widgets
+    assert "Saved to" in row.info.cget("text") and {"Open", "Show in folder"} <= set(row.button_widgets)
     assert target.read_bytes() == incoming.read_bytes()
 
 
@@ -191,7 +185,8 @@ def test_file_decline_and_cancel(gui_app, server, client_factory, tmp_path, monk
     row = pump_until(app.root, lambda: next(iter(window.transfers.values()), None), 10, "the offer")
     row.button_widgets["Decline"].invoke()
     wait_event(app.root, bob.events, "file_declined", timeout=10)
-    pump_until(app.root, lambda: not row.winfo_exists(), 5, "the offer to go away")
+    pump_until(app.root, lambda: row.info.cget("text") == "Declined" and not row.button_widgets, 5,
+               "the offer to show it was declined")
 
     # Alice's offer, cancelled (after confirming) while Bob has not answered
     mine = tmp_path / "draft.txt"
@@ -205,6 +200,12 @@ def test_file_decline_and_cancel(gui_app, server, client_factory, tmp_path, monk
     dialog.buttons["Stop"].invoke()
     wait_event(app.root, bob.events, "file_cancelled", lambda e: e["transfer_id"] == offer["transfer_id"], 10)
     pump_until(app.root, lambda: row.info.cget("text") == "Cancelled", 5, "'Cancelled'")
+
+    # both stay in the conversation: a new window shows them from the history
+    window.close()
+    window = main.open_chat(bob.kernel.user["id"])
+    pump_until(app.root, lambda: len(window.transfers) == 2, 10, "the two file messages")
+    assert sorted(r.info.cget("text") for r in window.transfers.values()) == ["Cancelled", "Declined"]
 
 
 def test_messages_received_while_logged_out_show_as_unread(gui_app, server, client_factory):

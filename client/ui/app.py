@@ -1,7 +1,8 @@
 """The desktop application: one Tk root, the login view, then the main window.
 
 The app owns the kernel of the current session. It switches views on login, logout, a kick
-(login elsewhere) or an expired session, and remembers the last server and phone number.
+(login elsewhere) or an expired session, and remembers the last server and phone number; with
+"Remember me" also the session token, with which the next start logs in by itself.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from common.errors import ApiError, ErrorCode
 
 from .bridge import UiBridge
 from .login import LoginView
-from .settings import Settings
-from .widgets import Dialog, apply_theme, describe_error
+from .settings import Settings, parse_server
+from .widgets import (Dialog, apply_theme, describe_error, hide_dot_files_in_dialogs, install_edit_shortcuts,
+                      keep_on_screen)
 
 _FIELD_OF_ERROR = {
     ErrorCode.INVALID_PHONE: "phone", ErrorCode.PHONE_TAKEN: "phone",
@@ -35,6 +37,9 @@ class App:
         if server:
             self.settings.server = server
         apply_theme(root)
+        install_edit_shortcuts(root)
+        hide_dot_files_in_dialogs(root)
+        root.bind_all("<Control-q>", lambda e: self.quit())
         root.title("Real-Time Meeting")
         root.minsize(380, 420)
         self.bridge = UiBridge(root)
@@ -49,6 +54,8 @@ class App:
         self.bridge.subscribe("session_expired", self._on_session_expired)
         root.protocol("WM_DELETE_WINDOW", self.quit)
         self.show_login()
+        if self.settings.remember and self.settings.session_token:
+            self._resume_saved_session()
 
     # -- views ------------------------------------------------------------------------------------
     def _replace_view(self, view: tk.Widget, geometry: str) -> None:
@@ -63,7 +70,7 @@ class App:
             self.main_window.close_children()
             self.main_window = None
         self.login_view = LoginView(self.root, self._submit, server=self.settings.server,
-                                    phone=self.settings.phone, notice=notice)
+                                    phone=self.settings.phone, notice=notice, remember=self.settings.remember)
         self._replace_view(self.login_view, "720x560")
         self.root.title("Real-Time Meeting — log in")
 
@@ -104,6 +111,7 @@ class App:
     def open_meeting(self, room: dict):
         from .meeting_window import MeetingWindow
         self.meeting = MeetingWindow(self.root, self, room, media_factory=self.media_factory)
+        keep_on_screen(self.meeting)
         return self.meeting
 
     def _make_media(self, window):
@@ -116,13 +124,17 @@ class App:
             self.meeting = None
 
     # -- login ------------------------------------------------------------------------------------
-    def _submit(self, mode: str, address: tuple[str, int], phone: str, password: str, nickname: str) -> None:
+    def _new_kernel(self, address: tuple[str, int]) -> ClientKernel:
         self._drop_kernel()
         kernel = ClientKernel(address[0], address[1], tls=self.tls, request_timeout=10.0)
         self._listener.active = False
         self._listener = self.bridge.kernel_listener()
         kernel.add_listener(self._listener)
         self.kernel = kernel
+        return kernel
+
+    def _submit(self, mode: str, address: tuple[str, int], phone: str, password: str, nickname: str) -> None:
+        kernel = self._new_kernel(address)
 
         def work() -> dict:
             kernel.connect()
@@ -133,8 +145,11 @@ class App:
         def done(_user: dict) -> None:
             if self.kernel is not kernel:
                 return
+            remember = self.login_view is not None and self.login_view.remember.get()
             self.settings.server = f"{address[0]}:{address[1]}" if ":" not in address[0] else f"[{address[0]}]:{address[1]}"
             self.settings.phone = phone
+            self.settings.remember = remember
+            self.settings.session_token = (kernel.token or "") if remember else ""
             self.settings.save(self.settings_path)
             self.show_main()
 
@@ -149,6 +164,42 @@ class App:
             self.login_view.show_error(describe_error(exc), field)
         self.bridge.call(work, on_done=done, on_error=failed)
 
+    def _resume_saved_session(self) -> None:
+        """"Remember me": log in with the saved session token; an ended session is forgotten."""
+        try:
+            address = parse_server(self.settings.server)
+        except ValueError:
+            return
+        kernel = self._new_kernel(address)
+        token = self.settings.session_token
+        assert self.login_view is not None
+        self.login_view.busy(True, "Logging in…")
+
+        def work() -> dict:
+            kernel.connect()
+            return kernel.resume(token)
+
+        def done(_user: dict) -> None:
+            if self.kernel is kernel:
+                self.show_main()
+
+        def failed(exc: BaseException) -> None:
+            if self.kernel is kernel:
+                self._drop_kernel()
+            if isinstance(exc, ApiError) and exc.code == ErrorCode.INVALID_TOKEN:
+                self._forget_session()
+                text = "Your saved login has ended (logged out elsewhere or expired). Please log in again."
+            else:
+                text = f"Could not log in automatically. {describe_error(exc)}"
+            if self.login_view is not None:
+                self.login_view.show_error(text)
+        self.bridge.call(work, on_done=done, on_error=failed)
+
+    def _forget_session(self) -> None:
+        if self.settings.session_token:
+            self.settings.session_token = ""
+            self.settings.save(self.settings_path)
+
     def _drop_kernel(self) -> None:
         self._listener.active = False
         kernel, self.kernel = self.kernel, None
@@ -156,6 +207,7 @@ class App:
             self.bridge.call(kernel.close)
 
     def logout(self) -> None:
+        self._forget_session()
         self._listener.active = False
         kernel, self.kernel = self.kernel, None
         if kernel is not None:
@@ -168,6 +220,7 @@ class App:
     # -- session ends ------------------------------------------------------------------------------
     def _end_session(self, title: str, text: str) -> None:
         """Back to the login view at once (however the dialog is closed), the reason on top."""
+        self._forget_session()
         self._drop_kernel()
         self.show_login(text)
         Dialog(self.root, title, text, [("Log in again", None, "Accent.TButton")], icon="warning")

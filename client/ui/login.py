@@ -12,6 +12,7 @@ from .settings import parse_server
 from .widgets import COLORS, FONT
 
 SubmitFn = Callable[[str, tuple[str, int], str, str, str], None]
+ERROR_WIDTH = 370     # px: errors wrap inside the form, never cut off at its edge
 
 
 class LoginView(ttk.Frame):
@@ -19,10 +20,11 @@ class LoginView(ttk.Frame):
     password, nickname)``; the app answers with ``busy()``, ``show_error()`` or by replacing it."""
 
     def __init__(self, master: tk.Misc, on_submit: SubmitFn, server: str = "", phone: str = "",
-                 notice: str = "") -> None:
+                 notice: str = "", remember: bool = True) -> None:
         super().__init__(master)
         self.on_submit = on_submit
         self.mode = "login"
+        self.remember = tk.BooleanVar(self, value=remember)
         self._build(server, phone, notice)
 
     def _build(self, server: str, phone: str, notice: str) -> None:
@@ -53,7 +55,7 @@ class LoginView(ttk.Frame):
         self.tab_login.bind("<Button-1>", lambda e: self.set_mode("login"))
         self.tab_register.bind("<Button-1>", lambda e: self.set_mode("register"))
 
-        self.notice = ttk.Label(form, text=notice, style="Muted.TLabel", wraplength=330, justify="left")
+        self.notice = ttk.Label(form, text=notice, style="Muted.TLabel", wraplength=ERROR_WIDTH, justify="left")
         self.notice.pack(fill="x")
         self.fields: dict[str, ttk.Entry] = {}
         self.field_errors: dict[str, ttk.Label] = {}
@@ -67,10 +69,14 @@ class LoginView(ttk.Frame):
             entry.insert(0, value)
             entry.pack(fill="x", pady=(2, 0))
             entry.bind("<Return>", lambda e: self.submit())
-            error = ttk.Label(row, text="", style="Error.TLabel", font=(FONT, 9))
-            error.pack(anchor="w")
+            error = ttk.Label(row, text="", style="Error.TLabel", font=(FONT, 9), wraplength=ERROR_WIDTH,
+                              justify="left")
+            error.pack(anchor="w", fill="x")
             self.fields[name], self.field_errors[name], self.rows[name] = entry, error, row
-        self.error = ttk.Label(form, text="", style="Error.TLabel", wraplength=330, justify="left")
+        self.remember_box = ttk.Checkbutton(form, text="Remember me (log in automatically on this computer)",
+                                            variable=self.remember)
+        self.remember_box.pack(anchor="w", pady=(6, 0))
+        self.error = ttk.Label(form, text="", style="Error.TLabel", wraplength=ERROR_WIDTH, justify="left")
         self.error.pack(fill="x", pady=(4, 0))
         bottom = ttk.Frame(form)
         bottom.pack(fill="x", pady=(8, 0))
@@ -89,7 +95,7 @@ class LoginView(ttk.Frame):
         active.configure(foreground=COLORS["text"])
         idle.configure(foreground=COLORS["offline"])
         if mode == "register":
-            self.rows["nickname"].pack(fill="x", pady=(6, 0), before=self.error)
+            self.rows["nickname"].pack(fill="x", pady=(6, 0), before=self.remember_box)
             self.button.configure(text="Create account")
         else:
             self.rows["nickname"].pack_forget()

@@ -14,9 +14,21 @@ if TYPE_CHECKING:
     from .app import App
 
 
+ADD_HINT = "Enter their phone number"
+
+
 def preview(text: str, limit: int = 38) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def message_preview(message: dict) -> str:
+    return f"[File] {message['file'].get('name', '')}" if message.get("file") else message.get("text", "")
+
+
+def unread_key(message: dict) -> object:
+    """A file message and its offer event count once: both are keyed by the transfer."""
+    return message["file"]["transfer_id"] if message.get("file") else message["id"]
 
 
 class MainWindow(ttk.Frame):
@@ -36,6 +48,8 @@ class MainWindow(ttk.Frame):
         self.unread: dict[int, set] = {}
         self.last: dict[int, dict] = {}          # peer -> newest message seen
         self._last_asked: set[int] = set()
+        self._waiting_for: int | None = None      # the user my last friend request went to
+        self.presence_known = True                # false from a disconnect until the list is fetched again
         self.rows: dict[int, tk.Frame] = {}
         self.badges: dict[int, Badge] = {}
         self.chats: dict[int, object] = {}       # peer -> ChatWindow
@@ -89,6 +103,7 @@ class MainWindow(ttk.Frame):
         self.menu.add_command(label="Profile and settings…", command=self.open_profile)
         self.menu.add_separator()
         self.menu.add_command(label="Log out", command=self.app.logout)
+        self.menu.add_command(label="Quit", command=self.app.quit, accelerator="Ctrl+Q")
         self.menu_button["menu"] = self.menu
         self.menu_button.pack(side="right", padx=12)
 
@@ -113,7 +128,7 @@ class MainWindow(ttk.Frame):
         self.add_entry.bind("<Return>", lambda e: self.add_friend())
         self.add_button = ttk.Button(add, text="Add", command=self.add_friend)
         self.add_button.pack(side="left", padx=(6, 0))
-        self.add_info = ttk.Label(self.body, text="Enter their phone number", style="Muted.TLabel", font=(FONT, 9))
+        self.add_info = ttk.Label(self.body, text=ADD_HINT, style="Muted.TLabel", font=(FONT, 9))
         self.add_info.pack(anchor="w")
 
         self.requests_box = ttk.Frame(self.body)
@@ -133,6 +148,12 @@ class MainWindow(ttk.Frame):
         self.me_signature.configure(text=user.get("signature") or "Click to set a signature")
 
     # -- friend list ------------------------------------------------------------------------------
+    def presence_of(self, friend: dict) -> bool | None:
+        """Online or not, or None (unknown) while the connection to the server is down."""
+        if not self.presence_known or self.kernel.state != "online":
+            return None
+        return bool(friend.get("online"))
+
     def sorted_friends(self) -> list[dict]:
         return sorted(self.friends, key=lambda f: (not f.get("online"), f.get("nickname", "").lower()))
 
@@ -152,8 +173,13 @@ class MainWindow(ttk.Frame):
         self.rows.clear()
         self.badges.clear()
         online = sum(1 for f in self.friends if f.get("online"))
-        self.friends_title.configure(text=f"FRIENDS — {online} ONLINE OF {len(self.friends)}" if self.friends
-                                     else "FRIENDS")
+        if not self.friends:
+            title = "FRIENDS"
+        elif not self.presence_known or self.kernel.state != "online":
+            title = f"FRIENDS — {len(self.friends)} · PRESENCE UNKNOWN WHILE RECONNECTING"
+        else:
+            title = f"FRIENDS — {online} ONLINE OF {len(self.friends)}"
+        self.friends_title.configure(text=title)
         if not self.friends:
             self.empty_label.pack(fill="x")
             return
@@ -165,16 +191,18 @@ class MainWindow(ttk.Frame):
     def _friend_row(self, friend: dict) -> tk.Frame:
         uid = friend["id"]
         bg = COLORS["panel"]
+        online = self.presence_of(friend)
         row = tk.Frame(self.list.inner, background=bg, padx=10, pady=7, cursor="hand2")
         row.pack(fill="x", pady=(0, 1))     # the list's grey shows through as a divider
-        avatar = tk.Label(row, image=self.avatars.get(friend, 40, online=bool(friend.get("online"))), background=bg)
+        avatar = tk.Label(row, image=self.avatars.get(friend, 40, online=online), background=bg)
         avatar.pack(side="left")
         text = tk.Frame(row, background=bg)
         text.pack(side="left", fill="x", expand=True, padx=(10, 0))
         top = tk.Frame(text, background=bg)
         top.pack(fill="x")
         name = tk.Label(top, text=friend.get("nickname", "?"), background=bg, font=(FONT, 10, "bold"),
-                        foreground=COLORS["text"] if friend.get("online") else "#5d6678", anchor="w")
+                        foreground=COLORS["text"] if online else COLORS["offline"] if online is None else "#5d6678",
+                        anchor="w")
         name.pack(side="left")
         last = self.last.get(uid)
         when = tk.Label(top, text=format_clock(last.get("time")) if last else "", background=bg,
@@ -183,9 +211,9 @@ class MainWindow(ttk.Frame):
         bottom = tk.Frame(text, background=bg)
         bottom.pack(fill="x")
         if last:
-            line = ("You: " if last["from"] == self.me else "") + preview(last.get("text", ""))
+            line = ("You: " if last["from"] == self.me else "") + preview(message_preview(last))
         else:
-            line = friend.get("signature") or ("online" if friend.get("online") else "offline")
+            line = friend.get("signature") or {True: "online", False: "offline", None: "…"}[online]
         sub = tk.Label(bottom, text=line, background=bg, foreground=COLORS["muted"], font=(FONT, 9), anchor="w")
         sub.pack(side="left", fill="x", expand=True)
         badge = Badge(bottom, background=bg)
@@ -194,6 +222,8 @@ class MainWindow(ttk.Frame):
         self.badges[uid] = badge
         row.preview = sub  # type: ignore[attr-defined]
         row.name_label = name  # type: ignore[attr-defined]
+        row.avatar = avatar  # type: ignore[attr-defined]
+        row.online = online  # type: ignore[attr-defined]
         menu = tk.Menu(row, tearoff=False)
         menu.add_command(label="Send message", command=lambda: self.open_chat(uid))
         menu.add_command(label="Send file…", command=lambda: self.open_chat(uid).choose_file())
@@ -257,7 +287,7 @@ class MainWindow(ttk.Frame):
         for peer, messages in list(self.kernel.chat.conversations.items()):
             for message in list(messages.values()):
                 if message["from"] == peer and not message.get("read_at"):
-                    self.unread.setdefault(peer, set()).add(message["id"])
+                    self.unread.setdefault(peer, set()).add(unread_key(message))
                 self._set_last(peer, message)
         for offer in list(self.kernel.files.offers.values()):
             self.unread.setdefault(offer["from"], set()).add(offer["transfer_id"])
@@ -324,6 +354,7 @@ class MainWindow(ttk.Frame):
             if reply.get("status") == "friends":
                 self.add_info.configure(text="You are now friends", style="Muted.TLabel", foreground=COLORS["online"])
             else:
+                self._waiting_for = reply["request"]["to"]
                 self.add_info.configure(text="Request sent; waiting for them to accept", style="Muted.TLabel",
                                         foreground=COLORS["online"])
 
@@ -346,7 +377,8 @@ class MainWindow(ttk.Frame):
         window = self.chats.get(user_id)
         if window is None or not window.winfo_exists():
             friend = self.friend(user_id) or {"id": user_id, "nickname": "?"}
-            window = ChatWindow(self.app.root, self, friend)
+            window = ChatWindow(self.app.root, self, friend,
+                                cascade=sum(1 for w in self.chats.values() if w.winfo_exists()))
             self.chats[user_id] = window
         else:
             window.deiconify()
@@ -379,6 +411,7 @@ class MainWindow(ttk.Frame):
     # -- events ---------------------------------------------------------------------------------------
     def _on_friends(self, event) -> None:
         self.friends = list(event.data.get("friends", []))
+        self.presence_known = self.presence_known or self.kernel.state == "online"
         for peer, window in self.chats.items():
             friend = self.friend(peer)
             if friend is not None and window.winfo_exists():
@@ -388,6 +421,9 @@ class MainWindow(ttk.Frame):
     def _on_requests(self, event) -> None:
         self.incoming = list(event.data.get("incoming", []))
         self.outgoing = list(event.data.get("outgoing", []))
+        if self._waiting_for is not None and not any(r.get("to") == self._waiting_for for r in self.outgoing):
+            self._waiting_for = None          # answered (or withdrawn): the note has done its job
+            self.add_info.configure(text=ADD_HINT, style="Muted.TLabel", foreground="")
         self._schedule_render()
 
     def _on_friend_request(self, event) -> None:
@@ -418,9 +454,16 @@ class MainWindow(ttk.Frame):
             window.friend_removed()
 
     def _on_profile(self, event) -> None:
+        """My own or a friend's new nickname, picture or signature, shown at once."""
         user = event.data.get("user") or {}
         if user.get("id") == self.me:
             self.app.root.title(f"Real-Time Meeting — {user.get('nickname', '')}")
+        friend = self.friend(user.get("id"))
+        if friend is not None:
+            friend.update({k: v for k, v in user.items() if k != "online"})
+            window = self.chats.get(friend["id"])
+            if window is not None and window.winfo_exists():
+                window.set_friend(friend)
         self._schedule_render()
 
     def _on_chat_message(self, event) -> None:
@@ -432,10 +475,10 @@ class MainWindow(ttk.Frame):
         window = self.chats.get(peer)
         if window is not None and window.winfo_exists():
             return                      # the open window shows it and marks it read
-        self.add_unread(peer, message["id"])
-        if not event.data.get("backlog"):
+        self.add_unread(peer, unread_key(message))
+        if not event.data.get("backlog") and not message.get("file"):   # a file offer has its own notice
             friend = self.friend(peer) or {}
-            self.notify(f"{friend.get('nickname', '?')}: {preview(message.get('text', ''), 40)}")
+            self.notify(f"{friend.get('nickname', '?')}: {preview(message_preview(message), 40)}")
 
     def _on_chat_sent(self, event) -> None:
         message = event.data["message"]
@@ -474,6 +517,11 @@ class MainWindow(ttk.Frame):
             self.after_cancel(self._notice_after)
             self._notice_after = None
         self.show_state()
+        self.presence_known = False     # until the server tells it again after the reconnect
+        self._schedule_render()
+        for window in self.chats.values():
+            if window.winfo_exists():
+                window.set_friend(self.friend(window.peer) or window.friend)
 
     def _on_reconnecting(self, event) -> None:
         if self._notice_after is None:
@@ -482,6 +530,7 @@ class MainWindow(ttk.Frame):
 
     def _on_reconnected(self, event) -> None:
         self.notify("✓  Reconnected", 3.0)
+        self._schedule_render()
 
     def _on_going_away(self, event) -> None:
         self.notify("The server is restarting; reconnecting shortly…", 4.0)

@@ -1,6 +1,9 @@
-"""The few things the desktop client remembers between runs (last server, last phone number).
+"""The few things the desktop client remembers between runs (last server, last phone number,
+devices, and with "Remember me" the session token that logs in without the password).
 
-Stored as JSON under the user's config directory ($XDG_CONFIG_HOME or ~/.config). A missing or
+Stored as JSON under the user's config directory ($XDG_CONFIG_HOME or ~/.config), readable by
+the user only: the token is a bearer credential (the server keeps only its hash, ends it at
+logout or a login elsewhere, and lets it expire). The password is never stored. A missing or
 damaged file just means defaults: it must never stop the window from opening.
 """
 from __future__ import annotations
@@ -29,6 +32,8 @@ class Settings:
     camera: str = ""
     microphone: str = ""
     speakers: str = ""
+    remember: bool = False
+    session_token: str = ""
 
     @classmethod
     def load(cls, path: Path | None = None) -> "Settings":
@@ -40,15 +45,26 @@ class Settings:
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable settings file %s: %s", path, exc)
             return cls()
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: str(v) for k, v in data.items() if k in known and isinstance(v, (str, int))})
+        if not isinstance(data, dict):
+            return cls()
+        types = {f.name: type(f.default) for f in fields(cls)}
+        values = {}
+        for name, value in data.items():
+            if types.get(name) is bool and isinstance(value, bool):
+                values[name] = value
+            elif types.get(name) is str and isinstance(value, (str, int)) and not isinstance(value, bool):
+                values[name] = str(value)
+        return cls(**values)
 
     def save(self, path: Path | None = None) -> None:
         path = path or config_dir() / "client.json"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(asdict(self), indent=2))
+            os.chmod(tmp, 0o600)        # an older file may have had wider rights
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("could not save settings to %s: %s", path, exc)

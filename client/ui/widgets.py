@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import time
+from pathlib import Path
 import tkinter as tk
 from tkinter import ttk
 from typing import Callable, Iterable
 
 from PIL import Image, ImageDraw, ImageFont, ImageTk
 
-from client.kernel import ConnectionLost
+from client.kernel import ConnectionLost, NotAMeetingServer
 from client.link import ConnectError
 from common.errors import ApiError
+
+log = logging.getLogger("client.ui")
 
 COLORS = {
     "bg": "#f3f5f8",
@@ -88,10 +92,12 @@ def describe_error(exc: BaseException) -> str:
         if isinstance(retry, (int, float)):
             text += f" (try again in {int(retry) + 1} s)"
         return text[:1].upper() + text[1:]
+    if isinstance(exc, NotAMeetingServer):
+        return f"{exc}. Check the address and the port."
     if isinstance(exc, ConnectError):
         return f"Cannot reach the server: {exc}"
     if isinstance(exc, ConnectionLost):
-        return "The connection to the server was lost; try again in a moment"
+        return f"The connection to the server was lost ({exc}); try again in a moment"
     if isinstance(exc, TimeoutError):
         return "The server did not answer in time"
     if isinstance(exc, OSError):
@@ -343,3 +349,107 @@ class Dialog(tk.Toplevel):
 def confirm(parent: tk.Misc, title: str, text: str, action: str, on_yes: Callable[[], None]) -> Dialog:
     return Dialog(parent, title, text, [("Cancel", None, "TButton"), (action, on_yes, "Danger.TButton")],
                   icon="question")
+
+
+# -- windows, fields and files ----------------------------------------------------------------------
+WINDOW_GAP = 12
+
+
+def fit_on_screen(window: tk.Misc, x: int, y: int, width: int, height: int) -> tuple[int, int]:
+    """The top-left corner nearest to (x, y) that keeps a ``width``×``height`` window whole on
+    the screen (a little room is kept for the title bar)."""
+    screen_w, screen_h = window.winfo_screenwidth(), window.winfo_screenheight()
+    x = max(0, min(x, screen_w - width))
+    y = max(0, min(y, screen_h - height - 30))
+    return x, y
+
+
+def place_beside(window: tk.Toplevel, anchor: tk.Misc, width: int, height: int, cascade: int = 0) -> None:
+    """Put ``window`` to the right of ``anchor``'s window (to its left when there is no room),
+    its top level with the anchor's, moved down ``cascade`` steps so stacked windows show."""
+    anchor = anchor.winfo_toplevel()
+    anchor.update_idletasks()
+    left, top = anchor.winfo_rootx(), anchor.winfo_rooty()
+    x = left + anchor.winfo_width() + WINDOW_GAP
+    if x + width > window.winfo_screenwidth() and left - WINDOW_GAP - width >= 0:
+        x = left - WINDOW_GAP - width
+    x, y = fit_on_screen(window, x + 24 * cascade, top + 24 * cascade, width, height)
+    window.geometry(f"{width}x{height}+{x}+{y}")
+
+
+def keep_on_screen(window: tk.Toplevel) -> None:
+    """Shrink and move ``window`` so that all of it is on the screen."""
+    window.update_idletasks()
+    screen_w, screen_h = window.winfo_screenwidth(), window.winfo_screenheight()
+    width = min(window.winfo_width() if window.winfo_width() > 1 else window.winfo_reqwidth(), screen_w)
+    height = min(window.winfo_height() if window.winfo_height() > 1 else window.winfo_reqheight(), screen_h - 30)
+    x, y = fit_on_screen(window, window.winfo_rootx(), window.winfo_rooty(), width, height)
+    window.geometry(f"{width}x{height}+{x}+{y}")
+
+
+def _select_all_text(event) -> str:
+    event.widget.tag_add("sel", "1.0", "end-1c")
+    event.widget.mark_set("insert", "end-1c")
+    return "break"
+
+
+def _select_all_entry(event) -> str:
+    event.widget.select_range(0, "end")
+    event.widget.icursor("end")
+    return "break"
+
+
+def install_edit_shortcuts(root: tk.Misc) -> None:
+    """Ctrl+A selects all in every text field (Tk's X11 default moves to the line start)."""
+    for key in ("<Control-a>", "<Control-A>"):
+        root.bind_class("Text", key, _select_all_text)
+        for cls in ("Entry", "TEntry"):
+            root.bind_class(cls, key, _select_all_entry)
+
+
+def downloads_dir() -> Path:
+    """Where file dialogs start: the user's Downloads folder (XDG name), else the home folder."""
+    home = Path.home()
+    configured = None
+    try:
+        for line in (home / ".config" / "user-dirs.dirs").read_text(encoding="utf-8").splitlines():
+            if line.startswith("XDG_DOWNLOAD_DIR="):
+                configured = Path(line.split("=", 1)[1].strip().strip('"').replace("$HOME", str(home)))
+    except OSError:
+        pass
+    for candidate in (configured, home / "Downloads"):
+        if candidate is not None and candidate.is_dir():
+            return candidate
+    return home
+
+
+def hide_dot_files_in_dialogs(root: tk.Misc) -> None:
+    """Tk's own (X11) file dialog lists dot files unless told not to; it then offers a
+    "Show hidden files" switch. The dialog's Tcl code must be loaded to set its variables."""
+    try:
+        root.tk.call("tk_getOpenFile", "-no-such-option")
+    except tk.TclError:
+        pass
+    try:
+        root.tk.call("set", "::tk::dialog::file::showHiddenBtn", "1")
+        root.tk.call("set", "::tk::dialog::file::showHiddenVar", "0")
+    except tk.TclError as exc:      # another platform's native dialog
+        log.debug("file dialog settings not applied: %s", exc)
+
+
+def enable_file_drop(widget: tk.Misc, on_paths: Callable[[list[str]], None]) -> bool:
+    """Let files dropped from a file manager onto ``widget`` call ``on_paths``; needs the
+    tkdnd extension (the tkinterdnd2 package ships it). False when it is not available."""
+    try:
+        from tkinterdnd2 import DND_FILES, TkinterDnD
+        TkinterDnD.require(widget._root())
+    except (ImportError, RuntimeError) as exc:
+        log.info("dropping files is not available: %s", exc)
+        return False
+
+    def dropped(event) -> str:
+        on_paths(list(widget.tk.splitlist(event.data)))
+        return event.action
+    widget.drop_target_register(DND_FILES)
+    widget.dnd_bind("<<Drop>>", dropped)
+    return True
