@@ -145,7 +145,7 @@ class App:
         def done(_user: dict) -> None:
             if self.kernel is not kernel:
                 return
-            remember = self.login_view is not None and self.login_view.remember.get()
+            remember = self.login_view is not None and self.login_view.remember_me
             self.settings.server = f"{address[0]}:{address[1]}" if ":" not in address[0] else f"[{address[0]}]:{address[1]}"
             self.settings.phone = phone
             self.settings.remember = remember

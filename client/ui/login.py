@@ -24,8 +24,8 @@ class LoginView(ttk.Frame):
         super().__init__(master)
         self.on_submit = on_submit
         self.mode = "login"
-        self.remember = tk.BooleanVar(self, value=remember)
         self._build(server, phone, notice)
+        self.remember_me = remember
 
     def _build(self, server: str, phone: str, notice: str) -> None:
         brand = tk.Frame(self, background=COLORS["header"], width=260)
@@ -73,8 +73,7 @@ class LoginView(ttk.Frame):
                               justify="left")
             error.pack(anchor="w", fill="x")
             self.fields[name], self.field_errors[name], self.rows[name] = entry, error, row
-        self.remember_box = ttk.Checkbutton(form, text="Remember me (log in automatically on this computer)",
-                                            variable=self.remember)
+        self.remember_box = ttk.Checkbutton(form, text="Remember me (log in automatically on this computer)")
         self.remember_box.pack(anchor="w", pady=(6, 0))
         self.error = ttk.Label(form, text="", style="Error.TLabel", wraplength=ERROR_WIDTH, justify="left")
         self.error.pack(fill="x", pady=(4, 0))
@@ -88,6 +87,15 @@ class LoginView(ttk.Frame):
         self.set_mode("login")
         first_empty = next((e for e in self.fields.values() if not e.get()), self.fields["password"])
         first_empty.focus_set()
+
+    @property
+    def remember_me(self) -> bool:
+        return self.remember_box.instate(["selected"])
+
+    @remember_me.setter
+    def remember_me(self, on: bool) -> None:
+        # no Tk variable: one freed by a worker thread's last reference would abort Tcl
+        self.remember_box.state(["selected" if on else "!selected", "!alternate"])
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode
