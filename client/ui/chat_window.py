@@ -332,8 +332,9 @@ class ChatWindow(tk.Toplevel):
         return row
 
     def _set_meta(self, row, message: dict, pending: bool = False) -> None:
-        """Under my message its delivery mark; the time is on the time lines between messages."""
-        if not row.mine:
+        """Under my message its delivery mark; the time is on the time lines between messages.
+        A file's card tells its own state."""
+        if not row.mine or isinstance(row, FileRow):
             row.meta.configure(text="")
             row.meta.pack_forget()
             return

@@ -73,7 +73,7 @@ class LoginView(ttk.Frame):
                               justify="left")
             error.pack(anchor="w", fill="x")
             self.fields[name], self.field_errors[name], self.rows[name] = entry, error, row
-        self.remember_box = ttk.Checkbutton(form, text="Remember me (log in automatically on this computer)")
+        self.remember_box = ttk.Checkbutton(form, text="Remember me on this computer")
         self.remember_box.pack(anchor="w", pady=(6, 0))
         self.error = ttk.Label(form, text="", style="Error.TLabel", wraplength=ERROR_WIDTH, justify="left")
         self.error.pack(fill="x", pady=(4, 0))
