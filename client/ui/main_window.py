@@ -211,7 +211,7 @@ class MainWindow(ttk.Frame):
         bottom = tk.Frame(text, background=bg)
         bottom.pack(fill="x")
         if last:
-            line = ("You: " if last["from"] == self.me else "") + preview(message_preview(last))
+            line = self.preview_line(last)
         else:
             line = friend.get("signature") or {True: "online", False: "offline", None: "…"}[online]
         sub = tk.Label(bottom, text=line, background=bg, foreground=COLORS["muted"], font=(FONT, 9), anchor="w")
@@ -223,6 +223,7 @@ class MainWindow(ttk.Frame):
         row.preview = sub  # type: ignore[attr-defined]
         row.name_label = name  # type: ignore[attr-defined]
         row.avatar = avatar  # type: ignore[attr-defined]
+        row.when = when  # type: ignore[attr-defined]
         row.online = online  # type: ignore[attr-defined]
         menu = tk.Menu(row, tearoff=False)
         menu.add_command(label="Send message", command=lambda: self.open_chat(uid))
@@ -263,11 +264,21 @@ class MainWindow(ttk.Frame):
             self.bridge.call(self.kernel.chat.history, uid, None, 1, on_done=done,
                              on_error=lambda exc, uid=uid: self._last_asked.discard(uid))
 
+    def preview_line(self, message: dict) -> str:
+        return ("You: " if message["from"] == self.me else "") + preview(message_preview(message))
+
     def _set_last(self, peer: int, message: dict) -> None:
+        """The newest message of a conversation: its row's preview changes in place (the
+        order of the list does not depend on it, and redrawing the list per message is slow)."""
         known = self.last.get(peer)
         if known is None or message.get("id", 0) >= known.get("id", 0):
             self.last[peer] = message
-            self._schedule_render()
+            row = self.rows.get(peer)
+            if row is None or not row.winfo_exists():
+                self._schedule_render()
+                return
+            row.preview.configure(text=self.preview_line(message))
+            row.when.configure(text=format_clock(message.get("time")))
 
     def add_unread(self, peer: int, key: object) -> None:
         self.unread.setdefault(peer, set()).add(key)
