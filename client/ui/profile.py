@@ -14,14 +14,14 @@ from client.profile import builtin_avatar, builtin_avatar_count
 from common import limits
 
 from . import devices
-from .widgets import COLORS, FONT, describe_error, round_avatar
+from .widgets import COLORS, FONT, describe_error, downloads_dir, round_avatar
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
 
 
 def ask_picture_path(parent: tk.Misc) -> str:
-    return filedialog.askopenfilename(parent=parent, title="Choose a picture",
+    return filedialog.askopenfilename(parent=parent, title="Choose a picture", initialdir=str(downloads_dir()),
                                       filetypes=[("Pictures", "*.png *.jpg *.jpeg *.gif *.webp"), ("All files", "*")])
 
 
