@@ -1,5 +1,12 @@
-"""What the benchmark scripts share: percentiles and users created straight in the database."""
+"""What the benchmark scripts share: percentiles, users created straight in the database, and
+for the desktop-window measurements the garbage collector's pauses, the machine's load and the
+teardown of the helper process and display."""
 from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import time
 
 from server.passwords import ScryptParams, hash_password
 from server.storage import open_storage
@@ -28,3 +35,55 @@ def prepare_users(db_url: str, count: int, params: ScryptParams, prefix: str) ->
                         "VALUES (?, ?, ?, '', 0)", (phone, password_hash, f"bench{phone[-4:]}"))
     storage.close()
     return phones
+
+
+class GcPauses:
+    """Times Python's garbage collections while in use: ``with GcPauses() as pauses: ...``."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def _on_gc(self, phase: str, _info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._started)
+
+    def __enter__(self) -> "GcPauses":
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+    def figures(self) -> dict:
+        return {"collections": len(self.pauses), "max_ms": round(1000 * max(self.pauses, default=0), 1)}
+
+
+def machine_load() -> dict:
+    """How busy the machine was (the measurements share it with other work)."""
+    return {"cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def open_display(display: str | None):
+    """Point DISPLAY at ``display``, or at a private Xvfb that is returned (to stop later)."""
+    if display:
+        os.environ["DISPLAY"] = display
+        return None
+    from tests.gui_helpers import Xvfb
+    xvfb = Xvfb(1600, 1000)
+    os.environ["DISPLAY"] = xvfb.start()
+    return xvfb
+
+
+def end_helper(child: subprocess.Popen, xvfb, timeout: float = 30.0) -> None:
+    """Tell the helper process to finish (its stdin closes), wait for it, stop the display."""
+    if child.stdin and not child.stdin.closed:
+        child.stdin.close()
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+    if xvfb is not None:
+        xvfb.stop()

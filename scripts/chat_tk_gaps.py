@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchlib import GcPauses, end_helper, machine_load, open_display, percentile  # noqa: E402
+
 TICK_MS = 5
 PASSWORD = "correct horse battery"
 
@@ -83,17 +85,11 @@ def serve(mib: int) -> int:
 
 
 def measure(mib: int, seconds: float, display: str | None) -> dict:
-    import gc
     import tkinter as tk
 
-    from tests.gui_helpers import Xvfb, pump_until
+    from tests.gui_helpers import pump_until
 
-    xvfb = None
-    if display:
-        os.environ["DISPLAY"] = display
-    else:
-        xvfb = Xvfb(1600, 1000)
-        os.environ["DISPLAY"] = xvfb.start()
+    xvfb = open_display(display)
     tmp = Path(tempfile.mkdtemp(prefix="rtm-gaps-window-"))
     os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
     child = subprocess.Popen([sys.executable, __file__, "--serve", "--mib", str(mib)],
@@ -159,15 +155,6 @@ def measure(mib: int, seconds: float, display: str | None) -> dict:
                 return
             root.after(50, watch)
 
-        gc_pauses: list[float] = []
-        gc_started = [0.0]
-
-        def on_gc(phase: str, info: dict) -> None:
-            if phase == "start":
-                gc_started[0] = time.perf_counter()
-            else:
-                gc_pauses.append(time.perf_counter() - gc_started[0])
-        gc.callbacks.append(on_gc)
         window.send_file(str(outgoing))
         child.stdin.write("GO\n")
         child.stdin.flush()
@@ -175,11 +162,11 @@ def measure(mib: int, seconds: float, display: str | None) -> dict:
         root.after(TICK_MS, tick)
         root.after(300, type_message)
         root.after(50, watch)
-        root.mainloop()
+        with GcPauses() as gc_pauses:
+            root.mainloop()
         elapsed = time.perf_counter() - started
-        gc.callbacks.remove(on_gc)
-        gaps = sorted(b - a for a, b in zip(ticks, ticks[1:]))
-        busy = sorted(b - a for a, b in zip(cpu, cpu[1:]))
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        busy = [b - a for a, b in zip(cpu, cpu[1:])]
         rows = list(window.transfers.values())
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -188,29 +175,19 @@ def measure(mib: int, seconds: float, display: str | None) -> dict:
             "messages_shown": len(window.bubbles()),
             "typed_by_me": handled["typed"],
             "tk_ticks": len(ticks),
-            "tk_gap_ms": {"median": round(1000 * gaps[len(gaps) // 2], 1),
-                          "p99": round(1000 * gaps[int(len(gaps) * 0.99)], 1),
-                          "max": round(1000 * gaps[-1], 1),
-                          "over_50ms": sum(1 for g in gaps if g > 0.050)},
-            "tk_thread_cpu_between_ticks_ms": {"p99": round(1000 * busy[int(len(busy) * 0.99)], 1),
-                                               "max": round(1000 * busy[-1], 1)},
+            "tk_gap_ms": {"median": round(1000 * percentile(gaps, 50), 1), "p99": round(1000 * percentile(gaps, 99), 1),
+                          "max": round(1000 * max(gaps), 1), "over_50ms": sum(1 for g in gaps if g > 0.050)},
+            "tk_thread_cpu_between_ticks_ms": {"p99": round(1000 * percentile(busy, 99), 1),
+                                               "max": round(1000 * max(busy), 1)},
             "slowest_event_handling_ms": {k: round(1000 * v, 1)
                                           for k, v in sorted(slowest.items(), key=lambda kv: -kv[1])[:5]},
-            "gc": {"collections": len(gc_pauses), "max_ms": round(1000 * max(gc_pauses, default=0), 1)},
-            "cores": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "gc": gc_pauses.figures(),
+            **machine_load(),
         }
         app.quit()
         return result
     finally:
-        if child.stdin and not child.stdin.closed:
-            child.stdin.close()
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-        if xvfb is not None:
-            xvfb.stop()
+        end_helper(child, xvfb)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

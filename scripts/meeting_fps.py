@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchlib import GcPauses, end_helper, machine_load, open_display  # noqa: E402
+
 
 def serve_bots(count: int, fps: int) -> int:
     """Child process: a server and ``count`` publishing bots; reads the room number on stdin."""
@@ -73,14 +75,9 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
     import psutil
     import tkinter as tk
 
-    from tests.gui_helpers import Xvfb, pump_until, register_in_window
+    from tests.gui_helpers import pump_until, register_in_window
 
-    xvfb = None
-    if display:
-        os.environ["DISPLAY"] = display
-    else:
-        xvfb = Xvfb(1600, 1000)
-        os.environ["DISPLAY"] = xvfb.start()
+    xvfb = open_display(display)
     os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="rtm-fps-cfg-")
     child = subprocess.Popen([sys.executable, __file__, "--serve-bots", str(bots), "--fps", str(fps)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -115,24 +112,14 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
         start_replaced = {k: t.slot.replaced for k, t in tiles.items()}
         receiver = meeting.media.receiver
         start_decoded = {k: receiver.members[k[0]].video[MediaKind.CAMERA].stats.decoded for k in tiles}
-        import gc
-        gc_pauses: list[float] = []
-        gc_started = [0.0]
-
-        def on_gc(phase: str, info: dict) -> None:
-            if phase == "start":
-                gc_started[0] = time.perf_counter()
-            else:
-                gc_pauses.append(time.perf_counter() - gc_started[0])
-        gc.callbacks.append(on_gc)
         process = psutil.Process()
         process.cpu_percent(None)
         started = time.monotonic()
         root.after(int(seconds * 1000), root.quit)
-        root.mainloop()
+        with GcPauses() as gc_pauses:
+            root.mainloop()
         elapsed = time.monotonic() - started
         cpu = process.cpu_percent(None)
-        gc.callbacks.remove(on_gc)
         gaps = [b - a for a, b in zip(loop_times, loop_times[1:])]
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -146,21 +133,13 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
             "paint_loop_ms": {"mean": round(1000 * sum(gaps) / max(1, len(gaps)), 1),
                               "max": round(1000 * max(gaps, default=0), 1)},
             "window_process_cpu_percent": round(cpu, 1),
-            "gc": {"collections": len(gc_pauses), "max_ms": round(1000 * max(gc_pauses, default=0), 1)},
-            "cores": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "gc": gc_pauses.figures(),
+            **machine_load(),
         }
         app.quit()
         return result
     finally:
-        if child.stdin and not child.stdin.closed:
-            child.stdin.close()
-        try:
-            child.wait(20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-        if xvfb is not None:
-            xvfb.stop()
+        end_helper(child, xvfb, timeout=20)
 
 
 def main() -> int:

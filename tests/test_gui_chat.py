@@ -29,6 +29,13 @@ def befriend(app: App, bot) -> None:
     pump_until(app.root, lambda: bot.kernel.user["id"] in main.rows, 10, "the friend in the list")
 
 
+def new_friend(app: App, client, nickname: str):
+    """``client`` registered as ``nickname`` and made Alice's friend through the window."""
+    client.register_and_login(nickname)
+    befriend(app, client)
+    return client
+
+
 def bubbles(window: ChatWindow) -> list[tuple[bool, str, str]]:
     return window.bubbles()
 
@@ -76,9 +83,7 @@ def test_friends_requests_presence_and_delete(gui_app, server, client_factory):
 
 def test_chat_both_ways_marks_typing_unread_and_history(gui_app, server, client_factory):
     app, main = gui_app, gui_app.main_window
-    bob = client_factory(server.port)
-    bob.register_and_login("Bob")
-    befriend(app, bob)
+    bob = new_friend(app, client_factory(server.port), "Bob")
     bob_id, alice_id = bob.kernel.user["id"], app.kernel.user["id"]
 
     # a message while the chat is closed: unread badge and preview
@@ -134,9 +139,7 @@ def test_chat_both_ways_marks_typing_unread_and_history(gui_app, server, client_
 
 def test_files_both_ways_with_progress(gui_app, server, client_factory, tmp_path, monkeypatch):
     app, main = gui_app, gui_app.main_window
-    bob = client_factory(server.port)
-    bob.register_and_login("Bob")
-    befriend(app, bob)
+    bob = new_friend(app, client_factory(server.port), "Bob")
     bob_id = bob.kernel.user["id"]
     window = main.open_chat(bob_id)
 
@@ -173,9 +176,7 @@ def test_files_both_ways_with_progress(gui_app, server, client_factory, tmp_path
 
 def test_file_decline_and_cancel(gui_app, server, client_factory, tmp_path, monkeypatch):
     app, main = gui_app, gui_app.main_window
-    bob = client_factory(server.port)
-    bob.register_and_login("Bob")
-    befriend(app, bob)
+    bob = new_friend(app, client_factory(server.port), "Bob")
     window = main.open_chat(bob.kernel.user["id"])
 
     # Bob's offer, declined in the window
@@ -210,9 +211,7 @@ def test_file_decline_and_cancel(gui_app, server, client_factory, tmp_path, monk
 
 def test_messages_received_while_logged_out_show_as_unread(gui_app, server, client_factory):
     app = gui_app
-    bob = client_factory(server.port)
-    bob.register_and_login("Bob")
-    befriend(app, bob)
+    bob = new_friend(app, client_factory(server.port), "Bob")
     bob_id, alice_id = bob.kernel.user["id"], app.kernel.user["id"]
 
     app.main_window.menu.invoke("Log out")

@@ -24,7 +24,7 @@ from tests.gui_helpers import (find_toplevels, gui_app, pump, pump_until, regist
                                wait_event, xdisplay)
 from tests.helpers import TestClient, unique_phone
 from tests.server_process import ServerProcess
-from tests.test_gui_chat import befriend
+from tests.test_gui_chat import befriend, new_friend
 from tests.test_gui_meeting import open_meeting
 
 pytestmark = pytest.mark.gui
@@ -57,9 +57,7 @@ def scroll_to_top(app: App, window, wanted: int, timeout: float = 10.0) -> None:
 # -- friends ---------------------------------------------------------------------------------------
 def test_a_friends_new_nickname_picture_and_signature_show_live(gui_app, server, client_factory):
     app, main = gui_app, gui_app.main_window
-    bob = client_factory(server.port)
-    bob.register_and_login("Bob")
-    befriend(app, bob)
+    bob = new_friend(app, client_factory(server.port), "Bob")
     bob_id = bob.kernel.user["id"]
     window = main.open_chat(bob_id)
     old_picture = str(main.rows[bob_id].avatar.cget("image"))
@@ -77,14 +75,7 @@ def test_a_friends_new_nickname_picture_and_signature_show_live(gui_app, server,
 
 def test_the_request_note_goes_away_when_the_friend_accepts(gui_app, server, client_factory):
     app, main = gui_app, gui_app.main_window
-    bob = client_factory(server.port)
-    bob.register_and_login("Bob")
-    main.add_entry.insert(0, bob.phone)
-    main.add_button.invoke()
-    pump_until(app.root, lambda: "waiting for them" in main.add_info.cget("text"), 10, "'request sent'")
-    request = wait_event(app.root, bob.events, "friend_request", timeout=10)["request"]
-    bob.kernel.friends.answer(request["id"], True)
-    pump_until(app.root, lambda: bob.kernel.user["id"] in main.rows, 10, "Bob in the list")
+    new_friend(app, client_factory(server.port), "Bob")       # "waiting for them to accept", then accepted
     pump_until(app.root, lambda: main.add_info.cget("text") == "Enter their phone number", 5, "the note to go")
 
 
@@ -133,9 +124,7 @@ def test_offline_chat_loads_after_reconnect_and_presence_is_unknown_meanwhile(xd
 # -- files ---------------------------------------------------------------------------------------
 def test_files_are_messages_that_stay_in_the_conversation(gui_app, server, client_factory, tmp_path, monkeypatch):
     app, main = gui_app, gui_app.main_window
-    bob = client_factory(server.port)
-    bob.register_and_login("Bob")
-    befriend(app, bob)
+    bob = new_friend(app, client_factory(server.port), "Bob")
     bob_id = bob.kernel.user["id"]
     window = main.open_chat(bob_id)
     window.kernel.chat.send(bob_id, "the slides:")
@@ -214,9 +203,7 @@ def drop_files(widget: tk.Misc, paths: list[str]) -> str:
 
 def test_dropping_or_pasting_files_onto_a_chat_sends_them(gui_app, server, client_factory, tmp_path):
     app, main = gui_app, gui_app.main_window
-    bob = client_factory(server.port)
-    bob.register_and_login("Bob")
-    befriend(app, bob)
+    bob = new_friend(app, client_factory(server.port), "Bob")
     window = main.open_chat(bob.kernel.user["id"])
     assert window.drop_enabled, "tkdnd (tkinterdnd2) is installed with the client"
     first, second = tmp_path / "one file.txt", tmp_path / "two.txt"
@@ -242,9 +229,7 @@ def test_dropping_or_pasting_files_onto_a_chat_sends_them(gui_app, server, clien
 # -- the conversation view ----------------------------------------------------------------------------
 def test_time_lines_placeholder_and_the_newest_message_stays_in_view(gui_app, server, client_factory):
     app, main = gui_app, gui_app.main_window
-    bob = client_factory(server.port)
-    bob.register_and_login("Bob")
-    befriend(app, bob)
+    bob = new_friend(app, client_factory(server.port), "Bob")
     bob_id, alice_id = bob.kernel.user["id"], app.kernel.user["id"]
 
     window = main.open_chat(bob_id)
@@ -255,9 +240,7 @@ def test_time_lines_placeholder_and_the_newest_message_stays_in_view(gui_app, se
     pump_until(app.root, lambda: not window.placeholder.winfo_ismapped(), 5, "the placeholder to go")
 
     # two messages a minute apart share a time line; one two hours later gets its own
-    carol = client_factory(server.port)
-    carol.register_and_login("Carol")
-    befriend(app, carol)
+    carol = new_friend(app, client_factory(server.port), "Carol")
     bob_id = carol.kernel.user["id"]
     now = int(time.time() * 1000)
     start = now - 3 * 3600 * 1000
@@ -357,9 +340,7 @@ def test_ctrl_a_selects_all_in_entries_and_text(gui_app, server, client_factory)
     main.add_entry.event_generate("<Control-a>")
     assert main.add_entry.selection_present() and main.add_entry.selection_get() == "13800138000"
     main.add_entry.delete(0, "end")
-    bob = client_factory(server.port)
-    bob.register_and_login("Bob")
-    befriend(app, bob)
+    bob = new_friend(app, client_factory(server.port), "Bob")
     window = main.open_chat(bob.kernel.user["id"])
     window.input.insert("1.0", "two\nlines")
     window.input.focus_force()
@@ -421,10 +402,7 @@ def test_chat_windows_open_beside_the_main_window_and_the_meeting_fully_on_scree
     root = app.root
     friends = []
     for name in ("Bob", "Carol"):
-        bot = client_factory(server.port)
-        bot.register_and_login(name)
-        befriend(app, bot)
-        friends.append(bot.kernel.user["id"])
+        friends.append(new_friend(app, client_factory(server.port), name).kernel.user["id"])
     first, second = (main.open_chat(uid) for uid in friends)
     root.update()
     screen_w, screen_h = root.winfo_screenwidth(), root.winfo_screenheight()
