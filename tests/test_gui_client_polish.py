@@ -127,7 +127,7 @@ def test_files_are_messages_that_stay_in_the_conversation(gui_app, server, clien
     bob = new_friend(app, client_factory(server.port), "Bob")
     bob_id = bob.kernel.user["id"]
     window = main.open_chat(bob_id)
-    window.kernel.chat.send(bob_id, "the slides:")
+    app.kernel.chat.send_and_wait(bob_id, "the slides:")     # stored before the file (two requests race)
     outgoing = tmp_path / "slides.pdf"
     outgoing.write_bytes(os.urandom(600_000))
     monkeypatch.setattr(chat_window, "ask_open_path", lambda parent: str(outgoing))
