@@ -34,6 +34,7 @@ TYPING_SEND_EVERY = 3.0      # seconds between "typing" packets while keys are p
 TYPING_IDLE = 4.0            # quiet this long: tell the friend typing stopped
 TYPING_SHOW = 6.0            # show the friend's "typing…" at most this long without news
 WIDTH, HEIGHT = 560, 640
+NEW_MESSAGES = "New messages"
 
 
 def ask_save_path(parent: tk.Misc, name: str) -> str:
@@ -141,6 +142,7 @@ class FileRow(tk.Frame):
         self.buttons = tk.Frame(card, background="white")
         self.buttons.pack(fill="x")
         self.button_widgets: dict[str, ttk.Button] = {}
+        self.saved_path: str | None = None      # the file here, once known
         self.meta = tk.Label(self, text="", background=COLORS["bg"], foreground=COLORS["muted"], font=(FONT, 7))
         self.meta.pack(anchor="e" if self.mine else "w")
 
@@ -310,8 +312,8 @@ class ChatWindow(tk.Toplevel):
         if self._typing_clear is None:
             text = {True: "online", False: "offline", None: "reconnecting…"}[online]
             self.presence.configure(text=text, foreground=COLORS["online"] if online else COLORS["muted"])
-        if not self.messages and self.history_loaded:
-            self.placeholder.configure(text=f"No messages yet.\nSay hello to {nickname}, or send a file.")
+        if self.placeholder.winfo_ismapped():
+            self.placeholder.configure(text=self._placeholder_text())
 
     def friend_removed(self) -> None:
         self.error.configure(text=f"{self.friend.get('nickname', '?')} is no longer your friend")
@@ -368,7 +370,7 @@ class ChatWindow(tk.Toplevel):
         at_top = index == "1.0"
         for kind, message in (reversed(items) if at_top else items):
             if kind == "divider":
-                self.text.insert(index, f"——  {self.unread_text()}  ——\n", ("note", "divider"))
+                self.text.insert(index, f"——  {NEW_MESSAGES}  ——\n", ("note", "divider"))
             elif kind == "time":
                 self._sep_count += 1
                 tag = f"time{self._sep_count}"
@@ -385,9 +387,6 @@ class ChatWindow(tk.Toplevel):
                 self.text.tag_add(tag, f"{newline} linestart", f"{newline} lineend + 1c")
         self.text.configure(state="disabled")
         self.placeholder.place_forget()
-
-    def unread_text(self) -> str:
-        return "New messages"
 
     def _append(self, message: dict, pending: bool = False) -> None:
         stick = self.at_bottom or message["from"] == self.me
@@ -423,12 +422,13 @@ class ChatWindow(tk.Toplevel):
         self.at_bottom = True
         self.text.after_idle(lambda: self.text.winfo_exists() and self.text.yview_moveto(1.0))
 
+    def _placeholder_text(self) -> str:
+        return f"No messages yet.\nSay hello to {self.friend.get('nickname', '?')}, or send a file."
+
     def _show_placeholder(self) -> None:
-        if self.message_rows:
-            return
-        self.placeholder.configure(
-            text=f"No messages yet.\nSay hello to {self.friend.get('nickname', '?')}, or send a file.")
-        self.placeholder.place(relx=0.5, rely=0.4, anchor="center")
+        if not self.message_rows:
+            self.placeholder.configure(text=self._placeholder_text())
+            self.placeholder.place(relx=0.5, rely=0.4, anchor="center")
 
     # -- messages ----------------------------------------------------------------------------------
     def add_message(self, message: dict) -> None:
@@ -588,11 +588,14 @@ class ChatWindow(tk.Toplevel):
 
     def _on_paste(self, _event) -> str | None:
         """Pasting files copied in a file manager (or a file's path) offers to send them."""
-        try:
-            text = self.clipboard_get()
-        except tk.TclError:
-            return None
-        paths = pasted_paths(text)
+        paths: list[str] = []
+        for kind in ("text/uri-list", "UTF8_STRING"):      # file managers offer the first
+            try:
+                paths = pasted_paths(self.clipboard_get(type=kind))
+            except tk.TclError:
+                continue
+            if paths:
+                break
         if not paths:
             return None
         names = ", ".join(os.path.basename(p) for p in paths)
