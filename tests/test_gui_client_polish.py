@@ -18,7 +18,7 @@ from client.ui import chat_window
 from client.ui.app import App
 from client.ui.login import LoginView
 from client.ui.main_window import MainWindow
-from client.ui.widgets import COLORS, Dialog, format_clock
+from client.ui.widgets import COLORS, Dialog, format_clock, keep_on_screen
 from server.storage.messages import insert_message_tx
 from tests.gui_helpers import (find_toplevels, gui_app, pump, pump_until, register_in_window,  # noqa: F401
                                wait_event, xdisplay)
@@ -420,5 +420,11 @@ def test_chat_windows_open_beside_the_main_window_and_the_meeting_fully_on_scree
     assert meeting.winfo_rootx() >= 0 and meeting.winfo_rooty() >= 0
     assert meeting.winfo_rootx() + meeting.winfo_width() <= screen_w
     assert meeting.winfo_rooty() + meeting.winfo_height() <= screen_h
+    assert (meeting.winfo_width(), meeting.winfo_height()) == (1180, 740), "it fits: its size is kept"
+    meeting.geometry(f"{screen_w + 300}x{screen_h + 100}+400+300")   # larger than the screen, off its edge
+    keep_on_screen(meeting)
+    root.update()
+    assert (meeting.winfo_rootx(), meeting.winfo_rooty()) == (0, 0)
+    assert meeting.winfo_width() == screen_w and meeting.winfo_height() <= screen_h
     meeting.close()
     pump(root, 0.2)

@@ -380,9 +380,12 @@ def place_beside(window: tk.Toplevel, anchor: tk.Misc, width: int, height: int, 
 def keep_on_screen(window: tk.Toplevel) -> None:
     """Shrink and move ``window`` so that all of it is on the screen."""
     window.update_idletasks()
-    screen_w, screen_h = window.winfo_screenwidth(), window.winfo_screenheight()
-    width = min(window.winfo_width() if window.winfo_width() > 1 else window.winfo_reqwidth(), screen_w)
-    height = min(window.winfo_height() if window.winfo_height() > 1 else window.winfo_reqheight(), screen_h - 30)
+    size, _, _ = window.geometry().partition("+")       # what was asked for, mapped or not yet
+    width, height = (int(n) for n in size.split("x"))
+    if width <= 1:
+        width, height = window.winfo_reqwidth(), window.winfo_reqheight()
+    width = min(width, window.winfo_screenwidth())
+    height = min(height, window.winfo_screenheight() - 30)
     x, y = fit_on_screen(window, window.winfo_rootx(), window.winfo_rooty(), width, height)
     window.geometry(f"{width}x{height}+{x}+{y}")
 
