@@ -159,6 +159,17 @@ def test_files_are_messages_that_stay_in_the_conversation(gui_app, server, clien
     assert sent.info.cget("text") == "Sent ✓" and received.info.cget("text") == "Received ✓"
     assert received.saved_path == str(target) and {"Open", "Show in folder"} <= set(received.button_widgets)
 
+    # logged out and in again (a new client core, as after a restart): Open still finds both
+    main.menu.invoke("Log out")
+    login = pump_until(app.root, lambda: app.login_view, 5, "the login view")
+    login.fields["password"].insert(0, "correct horse battery")
+    login.button.invoke()
+    main = pump_until(app.root, lambda: app.main_window, 20, "the main window again")
+    window = main.open_chat(bob_id)
+    pump_until(app.root, lambda: len(window.transfers) == 2, 10, "both file messages")
+    assert sorted(r.saved_path for r in window.transfers.values()) == sorted([str(outgoing), str(target)])
+    assert all({"Open", "Show in folder"} <= set(r.button_widgets) for r in window.transfers.values())
+
 
 def test_file_dialogs_start_in_downloads_and_hide_dot_files(gui_app, tmp_path, monkeypatch):
     app = gui_app

@@ -17,7 +17,7 @@ from common.errors import ApiError, ErrorCode
 
 from .bridge import UiBridge
 from .login import LoginView
-from .settings import Settings, parse_server
+from .settings import FilePlaces, Settings, config_dir, parse_server
 from .widgets import (Dialog, apply_theme, describe_error, hide_dot_files_in_dialogs, install_edit_shortcuts,
                       keep_on_screen)
 
@@ -34,6 +34,7 @@ class App:
         self.tls = tls
         self.settings_path = settings_path
         self.settings = Settings.load(settings_path)
+        self.file_places = FilePlaces((settings_path or config_dir() / "client.json").with_name("files.json"))
         if server:
             self.settings.server = server
         apply_theme(root)
@@ -52,6 +53,7 @@ class App:
         self.meeting = None
         self.bridge.subscribe("kicked", self._on_kicked)
         self.bridge.subscribe("session_expired", self._on_session_expired)
+        self.bridge.subscribe("file_done", self._on_file_done)
         root.protocol("WM_DELETE_WINDOW", self.quit)
         self.show_login()
         if self.settings.remember and self.settings.session_token:
@@ -77,6 +79,7 @@ class App:
     def show_main(self) -> None:
         from .main_window import MainWindow
         assert self.kernel is not None
+        self.kernel.files.paths.update(self.file_places.paths())
         self.login_view = None
         self.main_window = MainWindow(self.root, self)
         self._replace_view(self.main_window, "440x740")
@@ -229,6 +232,11 @@ class App:
         where = event.data.get("address") or "another device"
         self._end_session("Logged in elsewhere",
                           f"Your account was just logged in from {where}, so this window was signed out.")
+
+    def _on_file_done(self, event) -> None:
+        place = self.kernel.files.paths.get(event.data["transfer_id"]) if self.kernel else None
+        if place is not None:
+            self.file_places.remember(event.data["transfer_id"], place)
 
     def _on_session_expired(self, event) -> None:
         self._end_session("Session expired", "Your session has expired. Please log in again.")

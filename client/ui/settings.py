@@ -1,5 +1,6 @@
 """The few things the desktop client remembers between runs (last server, last phone number,
-devices, and with "Remember me" the session token that logs in without the password).
+devices, and with "Remember me" the session token that logs in without the password), and
+where the files of file messages are on this computer.
 
 Stored as JSON under the user's config directory ($XDG_CONFIG_HOME or ~/.config), readable by
 the user only: the token is a bearer credential (the server keeps only its hash, ends it at
@@ -37,16 +38,7 @@ class Settings:
 
     @classmethod
     def load(cls, path: Path | None = None) -> "Settings":
-        path = path or config_dir() / "client.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return cls()
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable settings file %s: %s", path, exc)
-            return cls()
-        if not isinstance(data, dict):
-            return cls()
+        data = read_json(path or config_dir() / "client.json")
         types = {f.name: type(f.default) for f in fields(cls)}
         values = {}
         for name, value in data.items():
@@ -57,17 +49,55 @@ class Settings:
         return cls(**values)
 
     def save(self, path: Path | None = None) -> None:
-        path = path or config_dir() / "client.json"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(asdict(self), indent=2))
-            os.chmod(tmp, 0o600)        # an older file may have had wider rights
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("could not save settings to %s: %s", path, exc)
+        write_private_json(path or config_dir() / "client.json", asdict(self))
+
+
+class FilePlaces:
+    """Where the files of file messages are on this computer (sent from, saved to), by
+    transfer id, so that Open and Show in folder still work after a restart. The newest
+    ``MAX`` are kept."""
+
+    MAX = 1000
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.places = {str(k): str(v) for k, v in read_json(path).items() if isinstance(v, str)}
+
+    def paths(self) -> dict[str, Path]:
+        return {transfer_id: Path(place) for transfer_id, place in self.places.items()}
+
+    def remember(self, transfer_id: str, place: Path) -> None:
+        self.places.pop(transfer_id, None)
+        self.places[transfer_id] = str(place)
+        while len(self.places) > self.MAX:
+            self.places.pop(next(iter(self.places)))
+        write_private_json(self.path, self.places)
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; empty when missing or damaged (never stops the window)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable file %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_private_json(path: Path, data: dict) -> None:
+    """Replace ``path`` atomically with ``data``, readable and writable by the user only."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=2))
+        os.chmod(tmp, 0o600)        # an older file may have had wider rights
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not save %s: %s", path, exc)
 
 
 def parse_server(text: str) -> tuple[str, int]:
