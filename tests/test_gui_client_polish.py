@@ -103,7 +103,7 @@ def test_offline_chat_loads_after_reconnect_and_presence_is_unknown_meanwhile(xd
             pump_until(app.root, lambda: main.rows[bob_id].online is None, 5, "Bob's presence to be unknown")
             row = main.rows[bob_id]
             assert row.name_label.cget("foreground") == COLORS["offline"]
-            assert "UNKNOWN" in main.friends_title.cget("text")
+            assert "STATUS UNKNOWN" in main.friends_title.cget("text")
             window = main.open_chat(bob_id)
             pump_until(app.root, lambda: "Cannot load the history" in window.error.cget("text"), 10, "the error")
             assert window.bubbles() == [] and window.presence.cget("text") == "reconnecting…"

@@ -176,7 +176,7 @@ class MainWindow(ttk.Frame):
         if not self.friends:
             title = "FRIENDS"
         elif not self.presence_known or self.kernel.state != "online":
-            title = f"FRIENDS — {len(self.friends)} · PRESENCE UNKNOWN WHILE RECONNECTING"
+            title = f"FRIENDS — {len(self.friends)} · STATUS UNKNOWN"
         else:
             title = f"FRIENDS — {online} ONLINE OF {len(self.friends)}"
         self.friends_title.configure(text=title)
