@@ -1,5 +1,8 @@
 """The client's network thread: one socket, a selector, a send queue and a wake-up pair.
 
+Whatever other threads queued between two wake-ups leaves in one ``sendmsg`` (see
+``SendQueue``).
+
 It knows bytes and frames, not meaning: decoded frames, connection changes and a periodic
 tick go to a ``LinkHandler`` (the kernel), called on this thread, which must never block.
 """
@@ -16,6 +19,7 @@ from typing import Protocol
 
 from common.buffers import BufferPool
 from common.frame import Frame, FrameDecoder, ProtocolError
+from common.sendqueue import SendQueue
 
 log = logging.getLogger("client.link")
 
@@ -53,8 +57,8 @@ class Link(threading.Thread):
         self._sock: socket.socket | None = None
         self.buffers = BufferPool(POOL_BYTES)
         self._decoder = FrameDecoder(new_body=self.buffers.take)
-        self._out: collections.deque[tuple[memoryview, bool]] = collections.deque()
-        self.out_size = 0
+        self._out = SendQueue(recycle=self.buffers.give)
+        self.out_size = 0              # bytes queued (kept apart from the queue: read without the lock)
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)   # notified whenever queued output shrinks
         self._commands: collections.deque = collections.deque()
@@ -76,7 +80,7 @@ class Link(threading.Thread):
         with self._lock:
             if self._sock is None:
                 return False
-            self._out.append((memoryview(data), recycle))
+            self._out.append(data, recycle)
             self.out_size += len(data)
         self._wake()
         return True
@@ -243,28 +247,21 @@ class Link(threading.Thread):
 
     def _write(self) -> None:
         sock = self._sock
-        while sock is not None:
-            with self._lock:
-                if not self._out:
-                    return
-                head, recycle = self._out[0]
+        if sock is None:
+            return
+        with self._lock:
             try:
-                sent = sock.send(head)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                return
+                sent = self._out.write(sock)
             except (OSError, ssl.SSLError) as exc:
-                self._close(f"connection lost: {exc.__class__.__name__}")
-                return
-            self.bytes_out += sent
-            with self._lock:
+                error: Exception | None = exc
+            else:
+                error = None
                 self.out_size -= sent
-                self._room.notify_all()
-                if sent < len(head):
-                    self._out[0] = (head[sent:], recycle)
-                    return
-                self._out.popleft()
-            if recycle:
-                self.buffers.give(head.obj)
+                self.bytes_out += sent
+                if sent:
+                    self._room.notify_all()
+        if error is not None:
+            self._close(f"connection lost: {error.__class__.__name__}")
 
     def _close(self, reason: str, notify: bool = True) -> None:
         with self._lock:

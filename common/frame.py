@@ -75,20 +75,23 @@ class FrameDecoder:
     """Incremental decoder: feed any slices of bytes, get whole frames back.
 
     Two ways in: ``feed(data)`` with bytes already read, or ``read_buffer()`` then
-    ``commit(n)`` around a ``recv_into``. The second reads a large body (over
-    ``LARGE_BODY``: file chunks, media, avatars) straight into the buffer that becomes the
-    frame's body, so the bytes are copied once, from the kernel; such a body is a
-    ``bytearray`` from ``new_body``, allocated whole when its header arrives. After a
-    ProtocolError the decoder is dead and keeps raising: the stream has lost sync.
+    ``commit(n)`` around a ``recv_into``. The second reads into ``scratch``, which many
+    decoders may share (a server reads every connection into one buffer and decodes each read
+    before the next): the decoder itself keeps only the bytes of a frame not yet complete. A
+    large body (over ``LARGE_BODY``: file chunks, media, avatars) is read straight into the
+    buffer that becomes the frame's body, so its bytes are copied once, from the kernel; such
+    a body is a ``bytearray`` from ``new_body``, allocated whole when its header arrives.
+    After a ProtocolError the decoder is dead and keeps raising: the stream has lost sync.
     """
 
     def __init__(self, max_body: Callable[[int], int] = packets.max_body,
-                 new_body: Callable[[int], bytearray] = bytearray) -> None:
-        self._buf = bytearray()
+                 new_body: Callable[[int], bytearray] = bytearray,
+                 scratch: bytearray | None = None) -> None:
+        self._buf = bytearray()        # the start of a frame not yet complete
         self._max_body = max_body
         self._new_body = new_body      # where large bodies come from (a BufferPool's take)
         self._error: ProtocolError | None = None
-        self._scratch = bytearray()
+        self._scratch = bytearray() if scratch is None else scratch
         self._body: bytearray | None = None     # a large body being filled
         self._body_filled = 0
         self._body_type = 0
@@ -98,9 +101,22 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf) + self._body_filled   # 0 unless a large body is being filled
 
+    @property
+    def missing(self) -> int:
+        """Bytes still to come before the frame in progress is complete (0 between frames;
+        the rest of the header while only part of it is here)."""
+        if self._body is not None:
+            return len(self._body) - self._body_filled
+        if not self._buf:
+            return 0
+        if len(self._buf) < HEADER.size:
+            return HEADER.size - len(self._buf)
+        length = HEADER.unpack_from(self._buf)[2]
+        return HEADER.size + length - len(self._buf)
+
     def read_buffer(self, size: int) -> memoryview:
         """Where the next read should put its bytes: the rest of a large body being received
-        (possibly shorter than ``size``), else a scratch buffer of ``size`` bytes."""
+        (possibly shorter than ``size``), else the scratch buffer, ``size`` bytes of it."""
         if self._body is not None:
             return memoryview(self._body)[self._body_filled:]
         if len(self._scratch) < size:
@@ -126,9 +142,12 @@ class FrameDecoder:
             data = data[taken:]
             if self._body is not None or not data:
                 return frames
-        self._buf += data
+        if self._buf:
+            self._buf += data
+            buf: bytearray | memoryview = self._buf
+        else:
+            buf = data        # nothing pending: decode in place, keep only an incomplete tail
         pos = 0
-        buf = self._buf
         end = len(buf)
         try:
             while end - pos >= HEADER.size:
@@ -152,11 +171,16 @@ class FrameDecoder:
             self._error = exc
             self._buf = bytearray()
             raise
-        if pos:
-            del buf[:pos]
+        if pos >= end:
+            self._buf = bytearray()
+        elif buf is self._buf:
+            del self._buf[:pos]
+        else:
+            self._buf = bytearray(buf[pos:end])
         return frames
 
-    def _start_body(self, ptype: int, request_id: int, length: int, buf: bytearray, start: int, end: int) -> None:
+    def _start_body(self, ptype: int, request_id: int, length: int, buf: bytearray | memoryview,
+                    start: int, end: int) -> None:
         self._body = self._new_body(length)
         self._body[:end - start] = memoryview(buf)[start:end]
         self._body_filled = end - start

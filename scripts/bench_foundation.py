@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import selectors
 import socket
 import sys
@@ -77,7 +78,16 @@ class RawClient:
 
 
 
+def raise_open_files(needed: int) -> None:
+    """This process holds one socket per client: raise its open-files limit (up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def bench_idle(clients: int, idle_seconds: float) -> None:
+    raise_open_files(clients + 256)
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         phones = prepare_users(db_url, clients, ScryptParams(n=2 ** 10), prefix="1500")

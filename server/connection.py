@@ -1,8 +1,18 @@
 """One client connection, owned by the reactor thread.
 
 It reads into a frame decoder, queues decoded frames for the mediator (which handles them in
-arrival order), and keeps an output queue with high/low water marks: write interest is on
-only while there is output, reading pauses while the peer does not read its own replies.
+arrival order), and keeps an output queue with high/low water marks: reading pauses while the
+peer does not read its own replies.
+
+Reads go into the reactor's one receive buffer; a connection keeps only the bytes of a frame
+not yet complete. Writes are gathered: ``send`` queues (small frames coalesced into shared
+chunks, see ``SendQueue``) and asks the reactor to flush the connection once, at the end of
+the loop iteration, with one ``sendmsg`` for everything queued. Write interest is on only
+while the socket refuses bytes.
+
+Before login a peer gets little of either: one small read per wake-up (sized so that it holds
+at most as many frames as its inbox has room for) and a small output high water mark, so a
+peer that floods requests and never reads the replies holds tens of KiB of server memory.
 """
 from __future__ import annotations
 
@@ -16,18 +26,20 @@ from typing import TYPE_CHECKING, Callable
 
 from common import frame as wire
 from common.errors import ApiError, ErrorCode
-from common.frame import Frame, FrameDecoder, FrameTooLarge, ProtocolError
+from common.frame import HEADER, Frame, FrameDecoder, FrameTooLarge, ProtocolError
 from common.packets import PacketType
+from common.sendqueue import SendQueue
 
 if TYPE_CHECKING:
     from .app import Server
 
 log = logging.getLogger("server.connection")
 
-READ_CHUNK = 256 * 1024
 READ_BUDGET = 4 * 1024 * 1024     # bytes read per wake-up before yielding to other peers
 MAX_INBOX = 64                    # frames waiting behind a busy handler before reading pauses
 MAX_INBOX_BEFORE_LOGIN = 4        # the same before login: an anonymous peer cannot queue much
+HIGH_WATER_BEFORE_LOGIN = 64 * 1024   # output queued before login at which reading pauses
+DISCARD_CHUNK = 64 * 1024         # bytes per read while discarding input at close
 MAX_VIOLATIONS = 20               # protocol errors before the peer is dropped
 LINGER = 2.0                      # seconds a graceful close waits for the peer's end of stream
 
@@ -39,11 +51,12 @@ class Connection:
         self.id = server.next_connection_id()
         self.peer = f"{address[0]}:{address[1]}"
         self.address = address[0]
-        self.decoder = FrameDecoder(self._max_body)
+        self.decoder = FrameDecoder(self._max_body, scratch=server.reactor.read_buffer)
         self.inbox: collections.deque[Frame] = collections.deque()
         self.busy = False
-        self.out: collections.deque[memoryview] = collections.deque()
-        self.out_size = 0
+        self.out = SendQueue()
+        self._flush_pending = False       # the reactor will flush this connection this iteration
+        self._write_blocked = False       # the socket refused bytes: wait until it is writable
         self.user_id: int | None = None
         self.nickname = ""
         self.token_hash: str | None = None
@@ -60,7 +73,8 @@ class Connection:
         self.bytes_out = 0
         self.frames_in = 0
         self.frames_out = 0
-        self.handshaking = isinstance(sock, ssl.SSLSocket)
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self.handshaking = self._tls
         self._events = 0
         self._above_high_water = False
         self.drain_callbacks: list[Callable[["Connection"], None]] = []
@@ -81,12 +95,20 @@ class Connection:
 
     # -- selector interest ----------------------------------------------------------------------
     @property
+    def out_size(self) -> int:
+        """Bytes queued for the peer."""
+        return self.out.size
+
+    @property
+    def high_water(self) -> int:
+        return self.server.config.output_high_water if self.user_id is not None else HIGH_WATER_BEFORE_LOGIN
+
+    @property
     def reading_paused(self) -> bool:
         inbox_limit = MAX_INBOX if self.user_id is not None else MAX_INBOX_BEFORE_LOGIN
         if self.lingering:
             return False
-        return (self.closing or len(self.inbox) >= inbox_limit
-                or self.out_size > self.server.config.output_high_water)
+        return self.closing or len(self.inbox) >= inbox_limit or self.out.size > self.high_water
 
     def _update_interest(self) -> None:
         if self.closed:
@@ -97,10 +119,12 @@ class Connection:
         else:
             if not self.reading_paused:
                 events |= selectors.EVENT_READ
-            if self.out:
+            if self._write_blocked:
                 events |= selectors.EVENT_WRITE
         if events == self._events:
             return
+        if events & ~self._events & selectors.EVENT_READ:
+            self._read_tls_pending()
         selector = self.server.reactor.selector
         if self._events == 0:
             selector.register(self.sock, events, self)
@@ -125,6 +149,9 @@ class Connection:
         else:
             self.handshaking = False
             log.debug("%s TLS established (%s)", self.who, self.sock.version())
+            if self.out:
+                self._flush_pending = True
+                self.server.reactor.flush_soon(self)
         self._update_interest()
 
     # -- reading ------------------------------------------------------------------------------------
@@ -138,7 +165,8 @@ class Connection:
                 return
         budget = READ_BUDGET
         while budget > 0 and not self.closed:
-            buffer = self.decoder.read_buffer(READ_CHUNK)
+            logged_in = self.user_id is not None
+            buffer = self.decoder.read_buffer(self._read_size(logged_in))
             try:
                 received = self.sock.recv_into(buffer)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
@@ -168,11 +196,28 @@ class Connection:
                 self.frames_in += len(frames)
                 self.inbox.extend(frames)
                 self.server.mediator.pump(self)
-            if self.reading_paused:
+            if self.reading_paused or not logged_in:
                 break
-            if not isinstance(self.sock, ssl.SSLSocket) and received < len(buffer):
+            if not self._tls and received < len(buffer):
                 break
         self._update_interest()
+        self._read_tls_pending()
+
+    def _read_tls_pending(self) -> None:
+        """Bytes the TLS layer has decrypted but we have not read are invisible to select:
+        read them in a later call instead of waiting for the socket to become readable."""
+        if self._tls and not self.closed and not self.handshaking and not self.reading_paused \
+                and self.sock.pending():
+            self.server.reactor.call_soon(self.on_readable)
+
+    def _read_size(self, logged_in: bool) -> int:
+        """Bytes to read now. Before login: as many frame headers as the inbox has room for,
+        or the rest of the frame in progress if that is more, so no read holds more frames
+        than the pre-login inbox may queue."""
+        if logged_in:
+            return len(self.server.reactor.read_buffer)
+        room = max(1, MAX_INBOX_BEFORE_LOGIN - len(self.inbox))
+        return max(room * HEADER.size, self.decoder.missing)
 
     def handled(self) -> None:
         """The mediator finished a frame: reading may resume."""
@@ -190,54 +235,53 @@ class Connection:
         queue pass the hard limit is disconnected instead."""
         if self.closed or self.lingering:   # lingering: our end of the stream is already sent
             return
-        self.out.append(memoryview(data))
-        self.out_size += len(data)
+        out = self.out
+        out.append(data)
         self.frames_out += 1
-        if self.out_size > self.server.config.output_hard_limit:
-            self.close(f"slow reader: {self.out_size} bytes queued")
+        if out.size > self.server.config.output_hard_limit:
+            self.close(f"slow reader: {out.size} bytes queued")
             return
-        if len(self.out) == 1 and not self.handshaking:
-            self._flush()
-        if self.out_size > self.server.config.output_high_water:
+        if not self._flush_pending and not self._write_blocked and not self.handshaking:
+            self._flush_pending = True
+            self.server.reactor.flush_soon(self)
+        if out.size > self.high_water:
             self._above_high_water = True
-        self._update_interest()
+            if self._events & selectors.EVENT_READ:
+                self._update_interest()
 
     @property
     def congested(self) -> bool:
-        return self.out_size > self.server.config.output_high_water
+        return self.out.size > self.high_water
 
     def on_writable(self) -> None:
         if self.handshaking:
             self._do_handshake()
             return
-        self._flush()
+        self._write_blocked = False
+        self.flush()
         if self.inbox and not self.busy and not self.closed and not self.congested:
             self.server.mediator.pump(self)
-        self._update_interest()
 
-    def _flush(self) -> None:
-        while self.out:
-            head = self.out[0]
-            try:
-                sent = self.sock.send(head)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                break
-            except (ConnectionError, OSError, ssl.SSLError) as exc:
-                self.close(f"write error: {exc.__class__.__name__}")
-                return
-            self.bytes_out += sent
-            self.out_size -= sent
-            if sent == len(head):
-                self.out.popleft()
-            else:
-                self.out[0] = head[sent:]
-                break
-        if self._above_high_water and self.out_size <= self.server.config.output_low_water:
+    def flush(self) -> None:
+        """Write what is queued with one system call (the reactor calls this once per loop
+        iteration for each connection that queued output)."""
+        self._flush_pending = False
+        if self.closed or self.handshaking or not self.out:
+            return
+        try:
+            sent = self.out.write(self.sock)
+        except (ConnectionError, OSError, ssl.SSLError) as exc:
+            self.close(f"write error: {exc.__class__.__name__}")
+            return
+        self.bytes_out += sent
+        self._write_blocked = bool(self.out)
+        if self._above_high_water and self.out.size <= self.server.config.output_low_water:
             self._above_high_water = False
             for callback in list(self.drain_callbacks):
                 callback(self)
         if self.closing and not self.out:
             self._linger(self.close_reason)
+        self._update_interest()
 
     # -- closing ------------------------------------------------------------------------------------
     def close_after_flush(self, reason: str, deadline: float = 5.0) -> None:
@@ -271,7 +315,7 @@ class Connection:
     def _discard_input(self) -> None:
         for _ in range(16):
             try:
-                data = self.sock.recv(READ_CHUNK)
+                data = self.sock.recv(DISCARD_CHUNK)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             except (OSError, ssl.SSLError):
@@ -299,7 +343,6 @@ class Connection:
         log.info("%s closed: %s", self.who, reason)
         self.inbox.clear()
         self.out.clear()
-        self.out_size = 0
         for callback in self.close_callbacks:
             try:
                 callback(self)

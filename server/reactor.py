@@ -2,6 +2,11 @@
 
 Other threads never touch a socket: they hand work back with ``call_soon_threadsafe``, which
 queues a callable and writes one byte to a wake-up socket the selector watches.
+
+The reactor owns the one receive buffer every connection reads into (it decodes what it read
+before the next read), and writes are gathered: a connection that queued output during a loop
+iteration asks for ``flush_soon`` and is flushed once, after the iteration's I/O events, calls
+and timers, with everything it queued in one system call.
 """
 from __future__ import annotations
 
@@ -36,9 +41,18 @@ class Timer:
         self.cancelled = True
 
 
+class Flushable(Protocol):
+    def flush(self) -> None: ...
+
+
+READ_BUFFER_SIZE = 256 * 1024
+
+
 class Reactor:
     def __init__(self) -> None:
         self.selector = selectors.DefaultSelector()
+        self.read_buffer = bytearray(READ_BUFFER_SIZE)   # shared by every connection's reads
+        self._flushes: list[Flushable] = []
         self._calls: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
@@ -80,6 +94,10 @@ class Reactor:
         """From the reactor thread: run after the current event, before the next select."""
         self._calls.append((fn, args))
 
+    def flush_soon(self, target: Flushable) -> None:
+        """Reactor thread only: call ``target.flush()`` once at the end of this iteration."""
+        self._flushes.append(target)
+
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
         """Reactor thread only."""
         timer = Timer(time.monotonic() + max(0.0, delay), fn, args)
@@ -109,7 +127,7 @@ class Reactor:
     def run_once(self) -> None:
         self.loop_count += 1
         timeout: float | None = 1.0
-        if self._calls:
+        if self._calls or self._flushes:
             timeout = 0
         elif self._timers:
             timeout = min(1.0, max(0.0, self._timers[0][0] - time.monotonic()))
@@ -124,6 +142,7 @@ class Reactor:
                 log.exception("unhandled error in an I/O callback for %r", target)
         self._run_calls()
         self._run_timers()
+        self._run_flushes()
 
     def _run_calls(self) -> None:
         for _ in range(len(self._calls)):
@@ -132,6 +151,14 @@ class Reactor:
                 fn(*args)
             except Exception:
                 log.exception("unhandled error in a reactor callback %r", fn)
+
+    def _run_flushes(self) -> None:
+        flushes, self._flushes = self._flushes, []
+        for target in flushes:
+            try:
+                target.flush()
+            except Exception:
+                log.exception("unhandled error flushing %r", target)
 
     def _run_timers(self) -> None:
         now = time.monotonic()
@@ -146,6 +173,7 @@ class Reactor:
 
     def close(self) -> None:
         self._run_calls()
+        self._run_flushes()
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()

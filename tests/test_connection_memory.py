@@ -1,0 +1,110 @@
+"""What the server holds per connection, measured on the server as its own process (issue 12
+item 1): peers that have not logged in flood HEARTBEAT and never read the replies."""
+from __future__ import annotations
+
+import multiprocessing
+import selectors
+import socket
+import threading
+import time
+
+import psutil
+
+from common import frame as wire
+from common.packets import PacketType
+from tests.helpers import HELLO, RESULT, raw_connect, raw_request
+from tests.server_process import ServerProcess
+
+FLOODERS = 64                  # the most unauthenticated connections one address may hold
+FLOOD_SECONDS = 8.0
+
+
+def flood(port: int, seconds: float, report: "multiprocessing.Queue") -> None:
+    """In its own process: FLOODERS connections send HELLO, then HEARTBEATs as fast as the
+    server takes them, and never read (a tiny receive window, so the replies back up on the
+    server's side). Reports each connection's bytes of heartbeats sent."""
+    beats = memoryview(b"".join(wire.encode_json(PacketType.HEARTBEAT, {}, n) for n in range(2, 5000)))
+    selector = selectors.DefaultSelector()
+    sent = {}
+    for _ in range(FLOODERS):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(wire.encode_json(PacketType.HELLO, HELLO, 1))
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_WRITE)
+        sent[sock] = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for key, _ in selector.select(0.1):
+            sock = key.fileobj
+            try:
+                sent[sock] += sock.send(beats[sent[sock] % len(beats):])
+            except BlockingIOError:
+                pass
+            except OSError:
+                selector.unregister(sock)
+    report.put(sorted(sent.values()))
+    for sock in sent:
+        sock.close()
+
+
+def heartbeat_rtts(port: int, stop: threading.Event, rtts: list[float]) -> None:
+    """A logged-in neighbour: one HEARTBEAT round trip every 20 ms until ``stop``."""
+    sock = raw_connect(port)
+    raw_request(sock, PacketType.HELLO, HELLO, 1)
+    body = {"phone": "13800000001", "password": "neighbour password", "nickname": "neighbour"}
+    assert raw_request(sock, PacketType.REGISTER, body, 2, timeout=30).type == RESULT
+    assert raw_request(sock, PacketType.LOGIN, {"phone": body["phone"], "password": body["password"]},
+                       3, timeout=30).type == RESULT
+    request_id = 4
+    rtts.append(0.0)          # logged in: the flood may start
+    while not stop.is_set():
+        started = time.perf_counter()
+        assert raw_request(sock, PacketType.HEARTBEAT, {}, request_id, timeout=5).type == RESULT
+        rtts.append(time.perf_counter() - started)
+        request_id += 1
+        stop.wait(0.02)
+    sock.close()
+
+
+def test_unread_replies_of_anonymous_floods_stay_small(tmp_path):
+    with ServerProcess(f"sqlite:///{tmp_path}/meeting.db", tmp_path / "data") as server:
+        port = server.start()
+        process = psutil.Process(server.pid)
+        stop = threading.Event()
+        rtts: list[float] = []
+        neighbour = threading.Thread(target=heartbeat_rtts, args=(port, stop, rtts), daemon=True)
+        neighbour.start()
+        deadline = time.monotonic() + 30
+        while not rtts and neighbour.is_alive():
+            assert time.monotonic() < deadline, "the neighbour did not log in"
+            time.sleep(0.05)
+        rss_before = process.memory_info().rss
+        rtts.clear()
+        context = multiprocessing.get_context("spawn")
+        report = context.Queue()
+        flooder = context.Process(target=flood, args=(port, FLOOD_SECONDS, report), daemon=True)
+        flooder.start()
+        peak = rss_before
+        ends = time.monotonic() + FLOOD_SECONDS + 30
+        sent = None
+        while sent is None:
+            assert time.monotonic() < ends, "the flooding process did not report"
+            peak = max(peak, process.memory_info().rss)
+            try:
+                sent = report.get(timeout=0.2)
+            except Exception:
+                continue
+        peak = max(peak, process.memory_info().rss)
+        stop.set()
+        neighbour.join(10)
+        flooder.join(10)
+
+    assert len(sent) == FLOODERS and min(sent) > 64 * 1024, f"not every connection flooded: {sent}"
+    grown = (peak - rss_before) / 2 ** 20
+    assert grown < 50, f"{FLOODERS} anonymous flooders grew the server by {grown:.0f} MiB"
+    assert len(rtts) > 50, "the neighbour's heartbeats stalled"
+    rtts.sort()
+    p99 = rtts[int(len(rtts) * 0.99) - 1] * 1000
+    assert p99 < 50, f"the logged-in neighbour's heartbeat p99 was {p99:.1f} ms during the flood"
