@@ -26,6 +26,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchlib import print_profile, py_spy  # noqa: E402
 from client.loadtest.runner import run as run_load  # noqa: E402
 from client.loadtest.worker import Settings  # noqa: E402
 from tests.helpers import make_mysql_database  # noqa: E402
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> dict:
                             ramp=500.0, duration=args.duration, rate=args.rate, window=args.window,
                             message_size=args.size)
         t0 = time.monotonic()
-        result = run_load(settings, show_progress=False)
+        with py_spy(server.process.pid, args.profile, skip=3.0):   # past logins and befriending
+            result = run_load(settings, show_progress=False)
         sampler.stopping.set()
         sampler.join()
         if result.failures or not result.steady:
@@ -113,7 +115,10 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=8, help="unacknowledged messages per sender when flat out")
     parser.add_argument("--size", type=int, default=64, help="bytes of text per message")
     parser.add_argument("--procs", type=int, default=2, help="load processes")
-    print(json.dumps(run(parser.parse_args())))
+    parser.add_argument("--profile", metavar="FILE", help="record the server with py-spy into FILE (collapsed stacks)")
+    args = parser.parse_args()
+    print(json.dumps(run(args)))
+    print_profile(args.profile)
 
 
 if __name__ == "__main__":

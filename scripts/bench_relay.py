@@ -44,7 +44,7 @@ from common import frame as wire  # noqa: E402
 from common.media import FLAG_KEYFRAME, MEDIA_HEADER, Codec, MediaKind  # noqa: E402
 from common.packets import PacketType  # noqa: E402
 from server.admin import query_status  # noqa: E402
-from benchlib import PASSWORD, percentile, prepare_users  # noqa: E402
+from benchlib import PASSWORD, percentile, prepare_users, print_profile, py_spy  # noqa: E402
 from server.passwords import ScryptParams  # noqa: E402
 
 MEMBERS = 4
@@ -282,7 +282,7 @@ def take(results: multiprocessing.Queue, expected: str, timeout: float, data_dir
     return value
 
 
-def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0) -> dict:
+def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0, profile: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         phones = prepare_users(db_url, rooms * MEMBERS + 1, ScryptParams(n=2 ** 10), prefix="1600")
@@ -314,7 +314,8 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0) -> d
             before = query_status(admin)
             loaders = [psutil.Process(w.pid) for w in workers]
             cpu_before, load_before = server.cpu_times(), [p.cpu_times() for p in loaders]
-            rtts = probe_heartbeats(probe, duration)
+            with py_spy(proc.pid, profile):
+                rtts = probe_heartbeats(probe, duration)
             cpu_after, load_after = server.cpu_times(), [p.cpu_times() for p in loaders]
             load_cpu = sum(a.user + a.system - b.user - b.system for a, b in zip(load_after, load_before))
             rss = server.memory_info().rss
@@ -361,6 +362,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing per level")
     parser.add_argument("--procs", type=int, default=2, help="load processes")
     parser.add_argument("--json", action="store_true", help="print one JSON object per level")
+    parser.add_argument("--profile", metavar="FILE", help="record the server with py-spy while it relays (the "
+                        "last level's run is what stays in FILE, as collapsed stacks)")
     args = parser.parse_args()
     header = (f"{'rooms':>5} {'members':>7} {'loss %':>7} {'relay drop %':>12} {'relayed/s':>9} "
               f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'server CPU %':>12} {'us/frame':>8} {'RSS MB':>7} "
@@ -370,7 +373,7 @@ def main() -> int:
               f"(~{BITRATE // 1000} kbit/s per publisher); {args.duration:g} s per level, {args.procs} load processes")
         print(header)
     for rooms in [int(r) for r in args.rooms.split(",")]:
-        result = run_level(rooms, args.duration, args.procs)
+        result = run_level(rooms, args.duration, args.procs, profile=args.profile)
         if args.json:
             print(json.dumps(result), flush=True)
         else:
@@ -380,6 +383,7 @@ def main() -> int:
                   f"{result['server_cpu_pct']:>12} {result['server_cpu_us_per_relayed_frame']:>8} "
                   f"{result['server_rss_mb']:>7} {result['heartbeat_rtt_max_ms']:>9} {result['load_cpu_pct']:>10} "
                   f"{result['machine_load_avg']:>7}", flush=True)
+    print_profile(args.profile)
     return 0
 
 

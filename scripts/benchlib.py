@@ -1,12 +1,20 @@
-"""What the benchmark scripts share: percentiles, users created straight in the database, and
-for the desktop-window measurements the garbage collector's pauses, the machine's load and the
-teardown of the helper process and display."""
+"""What the benchmark scripts share: percentiles, users created straight in the database,
+py-spy profiles of the server process, and for the desktop-window measurements the garbage
+collector's pauses, the machine's load and the teardown of the helper process and display."""
 from __future__ import annotations
 
+import collections
+import contextlib
 import gc
 import os
+import shutil
+import signal
 import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
+from typing import Iterator
 
 from server.passwords import ScryptParams, hash_password
 from server.storage import open_storage
@@ -35,6 +43,73 @@ def prepare_users(db_url: str, count: int, params: ScryptParams, prefix: str) ->
                         "VALUES (?, ?, ?, '', 0)", (phone, password_hash, f"bench{phone[-4:]}"))
     storage.close()
     return phones
+
+
+@contextlib.contextmanager
+def py_spy(pid: int, path: str | None, skip: float = 0.0, rate: int = 250) -> Iterator[None]:
+    """Sample process ``pid`` with py-spy (every thread, collapsed stacks into ``path``) while
+    the block runs, from ``skip`` seconds after it starts (past a set-up phase); without a
+    path, do nothing. py-spy is in the test extras."""
+    if not path:
+        yield
+        return
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    command = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--threads",
+               "--format", "raw", "--output", path, "--nonblocking"]
+    recorders: list[subprocess.Popen] = []
+    stopped = threading.Event()
+
+    def start() -> None:
+        if not stopped.wait(skip):
+            recorders.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    starter = threading.Thread(target=start, daemon=True)
+    starter.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        starter.join()
+        for recorder in recorders:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(30)
+
+
+# Where a thread waits rather than works (the GIL is released there): left out of the shares.
+WAITING = ("EpollSelector.select", "Condition.wait", "_worker (thread.py)", "Event.wait", "Thread.join")
+
+
+def top_functions(path: str, count: int = 12) -> list[tuple[str, float, float]]:
+    """(function, % of busy samples in it, % of busy samples under it) from a collapsed-stack
+    file, the ``count`` highest by own samples. Samples of a thread waiting (in select, on a
+    condition) are not busy time and are left out."""
+    own: collections.Counter[str] = collections.Counter()
+    under: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        frames = [_short(f) for f in stack.split(";")[1:]]   # the first is the thread
+        if not frames or frames[-1].startswith(WAITING):
+            continue
+        n = int(samples)
+        total += n
+        own[frames[-1]] += n
+        for name in set(frames):
+            under[name] += n
+    return [(name, 100 * n / total, 100 * under[name] / total) for name, n in own.most_common(count)]
+
+
+def _short(frame: str) -> str:
+    """"fn (path/to/file.py:12)" -> "fn (file.py)"."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]})" if where else name
+
+
+def print_profile(path: str | None, count: int = 15) -> None:
+    if path:
+        print(f"py-spy: top functions by own samples, share of busy samples ({path})", file=sys.stderr)
+        for name, own_pct, under_pct in top_functions(path, count):
+            print(f"  {own_pct:5.1f} % own {under_pct:5.1f} % under  {name}", file=sys.stderr)
 
 
 class GcPauses:

@@ -45,7 +45,9 @@ class GroupCommitWriter:
         self.kinds = kinds
         self.max_batch = max(1, max_batch)
         self._queue: collections.deque[Job] = collections.deque()
-        self._finished: collections.deque[tuple[Job, Any, ApiError | None]] = collections.deque()
+        self._incoming: list[Job] = []    # submitted on the reactor during this loop iteration
+        self._finished: list[tuple[Job, Any, ApiError | None]] = []
+        self._deliver_pending = False     # a _deliver call is queued on the reactor
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -54,21 +56,41 @@ class GroupCommitWriter:
         self.largest_batch = 0
 
     def submit(self, job: Job) -> None:
-        """Queue a job (any thread). Raises ApiError(SHUTTING_DOWN) once stopping."""
+        """Queue a job (any thread). Raises ApiError(SHUTTING_DOWN) once stopping.
+
+        On the reactor thread the job waits for the end of the loop iteration, when ``flush``
+        hands all of the iteration's jobs to the writer thread with one wake-up."""
         if job.kind not in self.kinds:
             raise ValueError(f"no batch function for {job.kind!r}")
+        if self._stopping:
+            raise ApiError(ErrorCode.SHUTTING_DOWN)
+        if self.reactor.in_reactor_thread():
+            if not self._incoming:
+                self.reactor.flush_soon(self)
+            self._incoming.append(job)
+            return
+        self._enqueue([job])
+
+    def flush(self) -> None:
+        """Reactor thread, end of a loop iteration: hand this iteration's jobs to the writer."""
+        jobs, self._incoming = self._incoming, []
+        if jobs:
+            self._enqueue(jobs)
+
+    def _enqueue(self, jobs: list[Job]) -> None:
         with self._cond:
             if self._stopping:
                 raise ApiError(ErrorCode.SHUTTING_DOWN)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="chat-writer", daemon=True)
                 self._thread.start()
-            self._queue.append(job)
+            self._queue.extend(jobs)
             self._cond.notify()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Reactor thread, at shutdown: commit what is queued, then deliver the results at once
         (so acknowledgements leave before the connections close)."""
+        self.flush()
         with self._cond:
             self._stopping = True
             self._cond.notify()
@@ -101,7 +123,10 @@ class GroupCommitWriter:
             self.largest_batch = max(self.largest_batch, len(batch))
             with self._cond:
                 self._finished.extend(results)
-            self.reactor.call_soon_threadsafe(self._deliver)
+                wake = not self._deliver_pending
+                self._deliver_pending = True
+            if wake:
+                self.reactor.call_soon_threadsafe(self._deliver)
 
     def _commit(self, batch: list[Job]) -> list[tuple[Job, Any, ApiError | None]]:
         try:
@@ -134,11 +159,12 @@ class GroupCommitWriter:
 
     # -- back on the reactor -------------------------------------------------------------------------
     def _deliver(self) -> None:
-        while True:
-            with self._cond:
-                if not self._finished:
-                    return
-                job, result, error = self._finished.popleft()
+        """Every result committed so far, taken in one hand-over (the writer may have committed
+        several batches since it asked for this call)."""
+        with self._cond:
+            finished, self._finished = self._finished, []
+            self._deliver_pending = False
+        for job, result, error in finished:
             try:
                 job.done(result, error)
             except Exception:

@@ -8,6 +8,7 @@ import sys
 from typing import Any, Sequence
 
 from .config import ConfigError, apply_reload, field_names, load_config
+from .gctune import tune_for_server
 from .logsetup import setup_logging
 from .storage import StorageError, open_storage
 from .storage.sql import SCHEMA_VERSION
@@ -109,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StorageError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
+    tune_for_server()
     server.serve_forever()
     return 0
 

@@ -290,6 +290,9 @@ class InlineReactor:
     def call_soon_threadsafe(self, fn, *args):
         fn(*args)
 
+    def in_reactor_thread(self):
+        return False
+
 
 def test_writer_isolates_a_failing_job(storage):
     done, gate, shared = [], threading.Event(), []
