@@ -257,7 +257,6 @@ class Connection:
         if self.handshaking:
             self._do_handshake()
             return
-        self._write_blocked = False
         self.flush()
         if self.inbox and not self.busy and not self.closed and not self.congested:
             self.server.mediator.pump(self)
@@ -266,7 +265,12 @@ class Connection:
         """Write what is queued with one system call (the reactor calls this once per loop
         iteration for each connection that queued output)."""
         self._flush_pending = False
-        if self.closed or self.handshaking or not self.out:
+        if self.closed or self.handshaking:
+            return
+        if not self.out:
+            if self._write_blocked:
+                self._write_blocked = False
+                self._update_interest()
             return
         try:
             sent = self.out.write(self.sock)
@@ -274,14 +278,18 @@ class Connection:
             self.close(f"write error: {exc.__class__.__name__}")
             return
         self.bytes_out += sent
-        self._write_blocked = bool(self.out)
-        if self._above_high_water and self.out.size <= self.server.config.output_low_water:
+        out = self.out
+        if self._above_high_water and out.size <= self.server.config.output_low_water:
             self._above_high_water = False
             for callback in list(self.drain_callbacks):
                 callback(self)
-        if self.closing and not self.out:
+        if self.closing and not out:
             self._linger(self.close_reason)
-        self._update_interest()
+        blocked = bool(out)
+        # the selector needs telling only if writability changed or reading may resume
+        if blocked != self._write_blocked or not self._events & selectors.EVENT_READ:
+            self._write_blocked = blocked
+            self._update_interest()
 
     # -- closing ------------------------------------------------------------------------------------
     def close_after_flush(self, reason: str, deadline: float = 5.0) -> None:

@@ -68,8 +68,7 @@ class Reactor:
     # -- the wake-up fd is itself a Selectable ---------------------------------------------
     def on_readable(self) -> None:
         try:
-            while self._wake_r.recv(4096):
-                pass
+            self._wake_r.recv(4096)      # at most a few bytes: a wake-up is sent only when none is pending
         except BlockingIOError:
             pass
         self._wake_pending = False
