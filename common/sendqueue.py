@@ -46,6 +46,8 @@ class SendQueue:
 
     def append(self, data: Buffer, recycle: bool = False) -> None:
         length = len(data)
+        if not length:
+            return
         self.size += length
         chunk = self._open_chunk
         if length < COALESCE_BELOW and not recycle:

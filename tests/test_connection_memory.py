@@ -109,3 +109,45 @@ def test_unread_replies_of_anonymous_floods_stay_small(tmp_path):
     rtts.sort()
     p99 = rtts[int(len(rtts) * 0.99) - 1] * 1000
     assert p99 < 50, f"the logged-in neighbour's heartbeat p99 was {p99:.1f} ms during the flood"
+
+
+IDLE_CONNECTIONS = 300
+WAVE = 48                      # below the unauthenticated-per-address limit
+
+
+def log_in_idle(port: int, first_phone: int, count: int) -> list[socket.socket]:
+    """``count`` connections that register, log in and then stay idle (replies pipelined)."""
+    socks = []
+    for n in range(count):
+        sock = raw_connect(port, timeout=30)
+        phone = str(first_phone + n)
+        sock.sendall(wire.encode_json(PacketType.HELLO, HELLO, 1)
+                     + wire.encode_json(PacketType.REGISTER, {"phone": phone, "password": "idle password 1",
+                                                              "nickname": f"idle {n}"}, 2)
+                     + wire.encode_json(PacketType.LOGIN, {"phone": phone, "password": "idle password 1"}, 3))
+        socks.append(sock)
+    for sock in socks:
+        decoder = wire.FrameDecoder()
+        replies = {}
+        while 3 not in replies:
+            data = sock.recv(65536)
+            assert data, "the server closed an idle connection while it logged in"
+            replies.update((f.request_id, f) for f in decoder.feed(data))
+        assert replies[3].type == RESULT, replies[3].json()
+    return socks
+
+
+def test_idle_logged_in_connections_cost_little_memory(tmp_path):
+    with ServerProcess(f"sqlite:///{tmp_path}/meeting.db", tmp_path / "data") as server:
+        port = server.start()
+        process = psutil.Process(server.pid)
+        warm = log_in_idle(port, 13900000000, WAVE)    # the first logins allocate caches once
+        rss_before = process.memory_info().rss
+        socks = []
+        for wave in range(IDLE_CONNECTIONS // WAVE):
+            socks += log_in_idle(port, 13910000000 + wave * WAVE, WAVE)
+        rss_after = process.memory_info().rss
+        for sock in warm + socks:
+            sock.close()
+    per_connection = (rss_after - rss_before) / len(socks) / 1024
+    assert per_connection < 64, f"{per_connection:.0f} KiB of server memory per idle logged-in connection"
