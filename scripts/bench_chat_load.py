@@ -5,7 +5,8 @@ Starts the server as its own process (SQLite or MySQL), runs the load test's ``c
 against it (raw-frame clients in worker processes: PAIRS pairs of friends, both sides sending,
 receipts every 200 ms), and samples the server's CPU time per thread with psutil. Over the load
 test's steady phase it reports the server's CPU per delivered message, split into the reactor
-(the main thread) and the other threads (chat writer, worker pool).
+(the main thread) and the other threads (chat writer, worker pool), and the writer's jobs
+(messages and receipt batches) per commit.
 
     python scripts/bench_chat_load.py --pairs 100 --duration 10              # flat out
     python scripts/bench_chat_load.py --pairs 100 --duration 10 --rate 3000  # paced
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchlib import print_profile, py_spy  # noqa: E402
 from client.loadtest.runner import run as run_load  # noqa: E402
+from server.admin import query_status  # noqa: E402
 from client.loadtest.worker import Settings  # noqa: E402
 from tests.helpers import make_mysql_database  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
@@ -77,11 +79,13 @@ def run(args: argparse.Namespace) -> dict:
         settings = Settings(scenario="chat", port=port, clients=2 * args.pairs, processes=args.procs,
                             ramp=500.0, duration=args.duration, rate=args.rate, window=args.window,
                             message_size=args.size)
+        before = query_status(tmp / "data" / "admin.sock")
         t0 = time.monotonic()
         with py_spy(server.process.pid, args.profile, skip=3.0):   # past logins and befriending
             result = run_load(settings, show_progress=False)
         sampler.stopping.set()
         sampler.join()
+        after = query_status(tmp / "data" / "admin.sock")
         if result.failures or not result.steady:
             raise SystemExit(f"the load test failed: {result.failures or 'no steady phase'}")
         start, end = (t0 + s for s in result.steady)
@@ -99,6 +103,8 @@ def run(args: argparse.Namespace) -> dict:
                 "us_per_message": round(1e6 * cpu / messages, 1),
                 "reactor_us": round(1e6 * (reactor1 - reactor0) / messages, 1),
                 "other_threads_us": round(1e6 * (others1 - others0) / messages, 1),
+                "jobs_per_commit": round((after["chat_jobs_committed"] - before["chat_jobs_committed"])
+                                         / max(1, after["chat_batches"] - before["chat_batches"]), 1),
                 "rss_mib": round(psutil.Process(server.process.pid).memory_info().rss / 2 ** 20, 1)}
     finally:
         sampler.stopping.set()
