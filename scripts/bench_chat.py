@@ -22,18 +22,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchlib import fresh_database  # noqa: E402
 from server.admin import query_status  # noqa: E402
 from server.storage import open_storage  # noqa: E402
-from tests.helpers import TestClient, make_mysql_database  # noqa: E402
+from tests.helpers import TestClient  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-chat-"))
-    if args.db == "sqlite":
-        url, drop = f"sqlite:///{tmp}/bench.db", (lambda: None)
-    else:
-        url, drop = make_mysql_database()
+    url, drop = fresh_database(args.db, tmp)
     server = ServerProcess(url, tmp / "data", env={"MEETING_CHAT_BATCH_MAX": str(args.batch_max),
                                                     "MEETING_MESSAGES_PER_MINUTE": "0"})
     port = server.start()

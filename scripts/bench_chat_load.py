@@ -27,11 +27,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchlib import print_profile, py_spy  # noqa: E402
+from benchlib import fresh_database, print_profile, py_spy  # noqa: E402
 from client.loadtest.runner import run as run_load  # noqa: E402
 from server.admin import query_status  # noqa: E402
 from client.loadtest.worker import Settings  # noqa: E402
-from tests.helpers import make_mysql_database  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 
 SAMPLE_EVERY = 0.1
@@ -66,10 +65,7 @@ class CpuSampler(threading.Thread):
 
 def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-chat-load-"))
-    if args.db == "sqlite":
-        url, drop = f"sqlite:///{tmp}/bench.db", (lambda: None)
-    else:
-        url, drop = make_mysql_database()
+    url, drop = fresh_database(args.db, tmp)
     server = ServerProcess(url, tmp / "data", env={"MEETING_MESSAGES_PER_MINUTE": "0",
                                                     "MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "100000"})
     port = server.start()

@@ -14,12 +14,21 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from server.passwords import ScryptParams, hash_password
 from server.storage import open_storage
 
 PASSWORD = "benchmark password"
+
+
+def fresh_database(db: str, tmp: Path) -> tuple[str, Callable[[], None]]:
+    """A new database for one run ("sqlite": a file in ``tmp``; "mysql": a new MariaDB database
+    on 127.0.0.1), and how to drop it afterwards."""
+    if db == "sqlite":
+        return f"sqlite:///{tmp}/bench.db", (lambda: None)
+    from tests.helpers import make_mysql_database
+    return make_mysql_database()
 
 
 def percentile(values: list[float], q: float) -> float:
