@@ -2,9 +2,9 @@
 
 Chat messages and receipts must be durable before they are acknowledged, but one commit (one
 fsync) per message caps throughput. Jobs queue up while a batch commits; the writer then takes
-everything waiting (up to ``max_batch``, after a short ``GATHER`` wait for more to join) into
-the next transaction, commits once, and hands all the results to the reactor with one
-wake-up. The reactor hands jobs over once per loop iteration, not once per job.
+everything waiting (up to ``max_batch``) into the next transaction, commits once, and hands
+all the results to the reactor with one wake-up. The reactor hands jobs over once per loop
+iteration, not once per job.
 
 Each job has a kind; a batch's jobs of one kind go to that kind's batch function together, so
 it can use a few multi-row statements instead of several statements per job (every database
@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -30,10 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("server.chat_writer")
 
 BatchFunction = Callable[["Cursor", list[Any]], list[Any]]
-# Seconds the writer waits, once woken, for more jobs to join the batch: a commit costs about
-# the same for one job as for fifty, and at a few thousand messages per second this turns
-# batches of 2-4 jobs into batches of 5-15 for 2 ms more acknowledgement latency.
-GATHER = 0.002
 
 
 @dataclass
@@ -121,10 +116,6 @@ class GroupCommitWriter:
                     self._cond.wait()
                 if not self._queue:
                     return
-                gather = len(self._queue) < self.max_batch and not self._stopping
-            if gather:
-                time.sleep(GATHER)
-            with self._cond:
                 count = min(len(self._queue), self.max_batch)
                 batch = [self._queue.popleft() for _ in range(count)]
             results = self._commit(batch)
