@@ -61,14 +61,36 @@ def encode_json(packet_type: int, body: dict | None = None, request_id: int = 0)
 
 
 def decode_json(body: bytes) -> dict:
-    """Parse a control body: a UTF-8 JSON object. Anything else is a ProtocolError."""
+    """Parse a control body: a UTF-8 JSON object whose every string (keys included) is valid
+    Unicode. Anything else is a ProtocolError, so no handler ever sees a lone surrogate."""
     try:
         value = json.loads(body.decode("utf-8")) if body else {}
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"invalid JSON body: {exc.__class__.__name__}") from None
     if not isinstance(value, dict):
         raise ProtocolError("the JSON body must be an object")
+    # UTF-8 input cannot hold a surrogate; only a \uD800-\uDFFF escape can make one.
+    if b"\\u" in body and _has_surrogate(value):
+        raise ProtocolError("invalid JSON body: a string holds a lone surrogate (not valid Unicode)")
     return value
+
+
+def _has_surrogate(value: object) -> bool:
+    """True if a string anywhere in a decoded JSON value cannot be encoded as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 class FrameDecoder:

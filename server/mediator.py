@@ -5,10 +5,16 @@ Inline handlers (pure routing) run on the reactor thread; blocking ones (databas
 disk) run on the worker pool while the connection's later frames wait their turn. Whatever a
 handler returns (a dict) is sent back as RESULT with the request's id; an ApiError becomes an
 ERROR with its code; any other exception is logged and becomes INTERNAL.
+
+A request with id 0 is fire and forget: it gets no RESULT, and an ERROR (with id 0) only when
+it is malformed (``REPORTED_WITHOUT_ID``), never for a refusal. A peer that makes a
+handler fail unexpectedly ``MAX_INTERNAL_ERRORS`` times is disconnected, and the traceback of
+one cause is logged at most once a minute (server/faults.py).
 """
 from __future__ import annotations
 
 import logging
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -18,6 +24,8 @@ from common.errors import ApiError, ErrorCode
 from common.frame import ProtocolError
 from common.packets import BINARY_TYPES, PacketType, type_name
 
+from .faults import FaultLog
+
 if TYPE_CHECKING:
     from .app import Server
     from .connection import Connection
@@ -26,6 +34,18 @@ log = logging.getLogger("server.mediator")
 
 PRE_LOGIN_TYPES = frozenset({PacketType.HELLO, PacketType.REGISTER, PacketType.LOGIN,
                              PacketType.RESUME, PacketType.HEARTBEAT})
+MAX_INTERNAL_ERRORS = 3   # unexpected handler failures one connection may cause before it is dropped
+# Errors a fire-and-forget request (id 0) still gets: the client has a bug it should hear about.
+REPORTED_WITHOUT_ID = frozenset({ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE, ErrorCode.NOT_AUTHENTICATED})
+
+
+class UnexpectedFailure(ApiError):
+    """INTERNAL sent for a handler's bug (an exception it did not expect, a reply it could not
+    encode), as opposed to a refusal the handler chose to make (a disk error, say)."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(ErrorCode.INTERNAL, message)
+
 
 
 @dataclass
@@ -67,6 +87,8 @@ class Mediator:
     def __init__(self, server: "Server") -> None:
         self.server = server
         self.handlers: dict[int, HandlerSpec] = {}
+        self.faults = FaultLog(log)
+        self._internal_errors: weakref.WeakKeyDictionary["Connection", int] = weakref.WeakKeyDictionary()
 
     def handler(self, packet_type: PacketType, *, blocking: bool = False, auth: bool = True
                 ) -> Callable[[Callable[[Request], Any]], Callable[[Request], Any]]:
@@ -82,8 +104,10 @@ class Mediator:
     # -- dispatch ------------------------------------------------------------------------------
     def pump(self, conn: "Connection") -> None:
         """Handle queued frames in order until one needs the pool, or until the peer's own
-        output backs up (it is not reading its replies: slow it down). Reactor thread."""
-        while conn.inbox and not conn.busy and not conn.closed and not conn.congested:
+        output backs up (it is not reading its replies: slow it down). Nothing more is handled
+        once the connection is closing or its session was taken over. Reactor thread."""
+        while (conn.inbox and not conn.busy and not conn.closed and not conn.closing and not conn.kicked
+               and not conn.congested):
             self._dispatch(conn, conn.inbox.popleft())
         conn.handled()
 
@@ -112,11 +136,11 @@ class Mediator:
                 return
         request = Request(self.server, conn, frame.type, frame.request_id, body, frame.body)
         if not spec.blocking:
-            self._complete(request, *_call(spec.fn, request))
+            self._complete(request, *self._call(spec.fn, request))
             return
         conn.busy = True
         self.server.stats.pool_submitted += 1
-        future = self.server.pool.submit(_call, spec.fn, request)
+        future = self.server.pool.submit(self._call, spec.fn, request)
         future.add_done_callback(
             lambda fut: self.server.reactor.call_soon_threadsafe(self._finish_blocking, request, fut))
 
@@ -131,25 +155,53 @@ class Mediator:
         conn = request.conn
         if conn.closed:
             return
-        if error is not None:
-            self._error(conn, request.request_id, error)
-            if error.code == ErrorCode.BAD_REQUEST:
-                conn.violation(f"{type_name(request.type)}: {error.message}")
-        elif result is not None:
-            conn.send(wire.encode_json(PacketType.RESULT, result, request.request_id))
+        if error is None:
+            if result is not None:
+                self.send_result(conn, request.request_id, result, type_name(request.type))
+            return
+        self.send_error(conn, request.request_id, error)
+        if error.code == ErrorCode.BAD_REQUEST:
+            conn.violation(f"{type_name(request.type)}: {error.message}")
+
+    def send_result(self, conn: "Connection", request_id: int, body: dict, what: str = "request") -> None:
+        """Reactor thread: the RESULT of a request (nothing for a fire-and-forget id 0). A body
+        that cannot be encoded (too large for a frame, not JSON: a handler's bug) is answered
+        with INTERNAL instead, so the request is never left without a reply."""
+        if not request_id or conn.closed:
+            return
+        try:
+            data = wire.encode_json(PacketType.RESULT, body, request_id)
+        except (ProtocolError, TypeError, ValueError) as exc:
+            self.faults.failed(f"reply to {what}", conn.who, exc)
+            self.send_error(conn, request_id, UnexpectedFailure("the server could not encode its reply"))
+            return
+        conn.send(data)
+
+    def send_error(self, conn: "Connection", request_id: int, error: ApiError) -> None:
+        """Reactor thread: the ERROR of a request (for id 0 only if it is malformed). Unexpected
+        failures count against the peer."""
+        self._error(conn, request_id, error)
+        if isinstance(error, UnexpectedFailure) and not conn.closed:
+            self._internal_error(conn)
+
+    def _internal_error(self, conn: "Connection") -> None:
+        """Count an unexpected failure caused by this peer; drop it after a few."""
+        count = self._internal_errors.get(conn, 0) + 1
+        self._internal_errors[conn] = count
+        if count >= MAX_INTERNAL_ERRORS:
+            conn.close_after_flush(f"{count} requests failed with an internal error", deadline=1.0)
 
     @staticmethod
     def _error(conn: "Connection", request_id: int, error: ApiError) -> None:
-        if not conn.closed:
+        if (request_id or error.code in REPORTED_WITHOUT_ID) and not conn.closed:
             conn.send(wire.encode_json(PacketType.ERROR, error.to_body(), request_id))
 
-
-def _call(fn: Callable[[Request], Any], request: Request) -> tuple[Any, ApiError | None]:
-    """Run a handler; never raises (runs on the pool or the reactor)."""
-    try:
-        return fn(request), None
-    except ApiError as exc:
-        return None, exc
-    except Exception:
-        log.exception("%s handler for %s failed", request.conn.who, type_name(request.type))
-        return None, ApiError(ErrorCode.INTERNAL)
+    def _call(self, fn: Callable[[Request], Any], request: Request) -> tuple[Any, ApiError | None]:
+        """Run a handler; never raises (runs on the pool or the reactor)."""
+        try:
+            return fn(request), None
+        except ApiError as exc:
+            return None, exc
+        except Exception as exc:
+            self.faults.failed(f"handler for {type_name(request.type)}", request.conn.who, exc)
+            return None, UnexpectedFailure()

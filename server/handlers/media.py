@@ -1,14 +1,13 @@
 """Media packets (types 100-119): MEDIA_FRAME forwarding and the receivers' controls.
 
 MEDIA_FRAME is relayed inline on the reactor thread (pure routing, no decoding) by
-server/relay.py. KEYFRAME_REQUEST may be sent fire-and-forget (request id 0): then it gets no
-reply, not even an error, because a loss report about a member who has just left is normal.
+server/relay.py. KEYFRAME_REQUEST is usually sent fire-and-forget (request id 0): then it gets
+no reply, not even an error, because a loss report about a member who has just left is normal.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from common.errors import ApiError, ErrorCode
 from common.fields import get_bool, get_int
 from common.media import MediaKind
 from common.packets import PacketType
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
     from ..app import Server
 
 USER_ID_MAX = 2 ** 31 - 1
-QUIET_ERRORS = frozenset({ErrorCode.NOT_IN_ROOM, ErrorCode.NO_SUCH_MEMBER})
 
 
 def stream_key(body: dict) -> tuple[int, int]:
@@ -38,15 +36,10 @@ def install(server: "Server") -> None:
         relay.forward(req.conn, req.body)
 
     @handler(PacketType.KEYFRAME_REQUEST)
-    def keyframe_request(req: Request) -> dict | None:
+    def keyframe_request(req: Request) -> dict:
         publisher, kind = stream_key(req.body)
-        try:
-            relay.report_loss(req.user_id, publisher, kind)
-        except ApiError as exc:
-            if req.request_id or exc.code not in QUIET_ERRORS:
-                raise
-            return None
-        return {} if req.request_id else None
+        relay.report_loss(req.user_id, publisher, kind)
+        return {}
 
     @handler(PacketType.MEDIA_SUBSCRIBE)
     def subscribe(req: Request) -> dict:

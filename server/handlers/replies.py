@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
-from common import frame as wire
 from common.errors import ApiError
-from common.packets import PacketType
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -23,13 +21,11 @@ PAGE_BUDGET = 60_000
 
 def send_result(conn: "Connection", request_id: int, body: dict) -> None:
     """Reactor thread: the RESULT of a request (nothing for a fire-and-forget request id 0)."""
-    if request_id and not conn.closed:
-        conn.send(wire.encode_json(PacketType.RESULT, body, request_id))
+    conn.server.mediator.send_result(conn, request_id, body)
 
 
 def send_error(conn: "Connection", request_id: int, error: ApiError) -> None:
-    if request_id and not conn.closed:
-        conn.send(wire.encode_json(PacketType.ERROR, error.to_body(), request_id))
+    conn.server.mediator.send_error(conn, request_id, error)
 
 
 def encoded_size(value: object) -> int:
