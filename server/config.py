@@ -54,10 +54,17 @@ class ServerConfig:
     rooms_per_minute: int = 10
     room_joins_per_minute: int = 60
     file_offers_per_minute: int = 30
+    media_states_per_minute: int = 60
+    typing_per_minute: int = 120
+    user_searches_per_minute: int = 30
+    registrations_per_minute_per_address: int = 10
+    room_joins_per_minute_per_address: int = 120
     chat_batch_max: int = 256
     max_control_body: int = 64 * 1024
     spool_dir: str = ""
     spool_quota: int = 10 * 1024 ** 3
+    spool_quota_per_user: int = 4 * 1024 ** 3
+    spool_upload_idle_timeout: float = 120.0
     spool_expiry: float = 7 * 24 * 3600.0
     max_file_size: int = 2 * 1024 ** 3
     file_window: int = 2 * 1024 ** 2
@@ -93,7 +100,9 @@ class ServerConfig:
         need(self.db.startswith(("sqlite://", "mysql://", "mysql+pymysql://")), "db",
              "must be sqlite:///path or mysql://user:pass@host:port/db")
         need(min(self.messages_per_minute, self.friend_requests_per_minute, self.rooms_per_minute,
-                 self.room_joins_per_minute, self.file_offers_per_minute) >= 0,
+                 self.room_joins_per_minute, self.file_offers_per_minute, self.media_states_per_minute,
+                 self.typing_per_minute, self.user_searches_per_minute,
+                 self.registrations_per_minute_per_address, self.room_joins_per_minute_per_address) >= 0,
              "messages_per_minute", "per-minute limits must be 0 (unlimited) or more")
         need(4096 <= self.max_control_body <= 64 * 1024, "max_control_body", "must be 4096-65536 bytes")
         need(self.room_max_members >= 2, "room_max_members", "must be at least 2")
@@ -110,6 +119,8 @@ class ServerConfig:
                     "max_file_size"):
             need(getattr(self, key) >= 1, key, "must be at least 1")
         need(self.spool_quota >= 0, "spool_quota", "must not be negative")
+        need(self.spool_quota_per_user >= 0, "spool_quota_per_user", "must not be negative")
+        need(self.spool_upload_idle_timeout > 0, "spool_upload_idle_timeout", "must be positive")
         need(self.file_window >= limits.MAX_FILE_CHUNK, "file_window",
              f"must be at least one file chunk ({limits.MAX_FILE_CHUNK} bytes)")
         self.log_level = self.log_level.upper()
@@ -193,6 +204,7 @@ RELOADABLE = frozenset({
     "log_level", "log_file", "heartbeat_interval", "heartbeat_timeout", "login_deadline",
     "max_connections", "max_unauthenticated_per_address", "output_high_water", "output_low_water",
     "output_hard_limit", "shutdown_timeout", "session_ttl", "spool_expiry", "file_idle_timeout", "room_grace",
+    "spool_upload_idle_timeout",
     "media_video_budget", "media_audio_budget",
 })
 

@@ -1,9 +1,10 @@
-"""Per-user rate limits and per-packet-type frame size limits.
+"""Per-user and per-address rate limits, and per-packet-type frame size limits.
 
-Rate limits are token buckets keyed by user id: a user may spend a minute's allowance at once,
-then earns it back steadily. A user over the limit gets RATE_LIMITED with ``retry_after``
-(seconds); nobody else is affected. Handlers spend a token with one line, e.g.
-``server.rate_limits.message(req.user_id)`` before storing a chat message.
+Rate limits are token buckets keyed by user id (or, for registration and room joins, also by
+the peer's address, so many accounts from one place share one allowance): a user may spend a
+minute's allowance at once, then earns it back steadily. A user over the limit gets
+RATE_LIMITED with ``retry_after`` (seconds); nobody else is affected. Handlers spend a token
+with one line, e.g. ``server.rate_limits.message(req.user_id)`` before storing a chat message.
 
 Frame limits are checked on each frame header before its body is buffered (see
 ``common.frame.FrameDecoder``). They are tighter than the protocol's: before login a peer may
@@ -68,8 +69,9 @@ class TokenBucket:
 
 
 class RateLimits:
-    """The per-user limits of ServerConfig: messages, friend requests, room creations and joins,
-    file offers."""
+    """The rate limits of ServerConfig: per user (messages, friend requests, room creations and
+    joins, file offers, media-state changes, typing notices, user searches) and per address
+    (registrations, room joins)."""
 
     def __init__(self, config: "ServerConfig", clock: Callable[[], float] = time.monotonic) -> None:
         self.messages = TokenBucket(config.messages_per_minute, clock)
@@ -77,14 +79,23 @@ class RateLimits:
         self.rooms = TokenBucket(config.rooms_per_minute, clock)
         self.room_joins = TokenBucket(config.room_joins_per_minute, clock)
         self.file_offers = TokenBucket(config.file_offers_per_minute, clock)
+        self.media_states = TokenBucket(config.media_states_per_minute, clock)
+        self.typing_notices = TokenBucket(config.typing_per_minute, clock)
+        self.user_searches = TokenBucket(config.user_searches_per_minute, clock)
+        self.registrations_by_address = TokenBucket(config.registrations_per_minute_per_address, clock)
+        self.room_joins_by_address = TokenBucket(config.room_joins_per_minute_per_address, clock)
 
     def status(self) -> dict[str, int]:
         """Refusals since the start, for the admin status."""
         return {"rate_limited_messages": self.messages.refused,
                 "rate_limited_friend_requests": self.friend_requests.refused,
                 "rate_limited_rooms": self.rooms.refused,
-                "rate_limited_room_joins": self.room_joins.refused,
-                "rate_limited_file_offers": self.file_offers.refused}
+                "rate_limited_room_joins": self.room_joins.refused + self.room_joins_by_address.refused,
+                "rate_limited_file_offers": self.file_offers.refused,
+                "rate_limited_media_states": self.media_states.refused,
+                "rate_limited_typing": self.typing_notices.refused,
+                "rate_limited_user_searches": self.user_searches.refused,
+                "rate_limited_registrations": self.registrations_by_address.refused}
 
     def message(self, user_id: int) -> None:
         """A chat message (one-to-one or in a room); raises RATE_LIMITED when over the limit."""
@@ -96,18 +107,34 @@ class RateLimits:
     def room_create(self, user_id: int) -> None:
         _spend(self.rooms, user_id, "meeting rooms created")
 
-    def room_join(self, user_id: int) -> None:
-        """Joining a meeting: slows anyone guessing meeting numbers or passwords."""
+    def room_join(self, user_id: int, address: str) -> None:
+        """Joining a meeting: slows anyone guessing meeting numbers or passwords, also with
+        many accounts from one address."""
         _spend(self.room_joins, user_id, "attempts to join a meeting")
+        _spend(self.room_joins_by_address, address, "attempts to join a meeting from your address")
 
+    def registration(self, address: str) -> None:
+        """Creating an account: many accounts from one address would multiply every per-user limit."""
+        _spend(self.registrations_by_address, address, "accounts registered from your address")
+
+    def media_state(self, user_id: int) -> None:
+        """Camera/microphone/screen changes: each one is told to the whole meeting."""
+        _spend(self.media_states, user_id, "camera, microphone or screen changes")
+
+    def typing(self, user_id: int) -> None:
+        _spend(self.typing_notices, user_id, "typing notices")
+
+    def user_search(self, user_id: int) -> None:
+        """Looking a phone number up: slows anyone listing which numbers are registered."""
+        _spend(self.user_searches, user_id, "user searches")
 
     def file_offer(self, user_id: int) -> None:
         """Offering a file: each offer holds a transfer and a row (and spool room) until it ends."""
         _spend(self.file_offers, user_id, "file offers")
 
 
-def _spend(bucket: TokenBucket, user_id: int, what: str) -> None:
-    wait = bucket.take(user_id)
+def _spend(bucket: TokenBucket, key: object, what: str) -> None:
+    wait = bucket.take(key)
     if wait:
         raise ApiError(ErrorCode.RATE_LIMITED,
                        f"too many {what} (limit {bucket.per_minute} per minute), "

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("server.rooms")
 
 NUMBER_DIGITS = 9
+MEDIA_STATE_COALESCE = 0.1   # seconds: media-state changes within this go to the room as one event
 
 
 def now_ms() -> int:
@@ -106,6 +107,7 @@ class RoomRegistry:
         self.on_gone: list[MemberHook] = []               # left, removed, or the grace period ran out
         self.on_media_state: list[MemberHook] = []        # camera/microphone/screen changed
         self.on_closed: list[RoomHook] = []               # the last member is gone
+        self._members_event_due: set[str] = set()         # rooms with a coalesced event pending
         server.router.room_members = self._router_members
         server.session_started.append(self._session_started)
         server.session_ended.append(self._session_ended)
@@ -176,13 +178,20 @@ class RoomRegistry:
             raise ApiError(ErrorCode.ALREADY_IN_ROOM, number=room.number)
 
     def _add(self, room: Room, conn: "Connection") -> None:
+        """All or nothing: if telling the room or a hook fails, the member is taken out again
+        (and a room just created is closed), so nobody is left in a room nobody announced."""
         user_id = self._user(conn)
         member = Member(user_id, conn.nickname, conn)
         room.members[user_id] = member
         self.by_user[user_id] = room
-        self.broadcast_members(room)
-        for hook in self.on_connected:
-            hook(room, member)
+        try:
+            self.broadcast_members(room)
+            for hook in self.on_connected:
+                hook(room, member)
+        except Exception:
+            log.warning("%s could not be added to room %s: undone", conn.who, room.number)
+            self._remove(room, user_id)
+            raise
 
     def _remove(self, room: Room, user_id: int) -> None:
         member = room.members.pop(user_id)
@@ -257,8 +266,20 @@ class RoomRegistry:
             member.camera, member.microphone, member.screen = camera, microphone, screen
             for hook in self.on_media_state:
                 hook(room, member)
-            self.broadcast_members(room)
+            self._broadcast_members_soon(room)
         return room
+
+    def _broadcast_members_soon(self, room: Room) -> None:
+        """One ROOM_MEMBERS_EVENT for every media-state change within MEDIA_STATE_COALESCE."""
+        if room.number in self._members_event_due:
+            return
+        self._members_event_due.add(room.number)
+
+        def due() -> None:
+            self._members_event_due.discard(room.number)
+            if self.rooms.get(room.number) is room:
+                self.broadcast_members(room)
+        self.server.reactor.call_later(MEDIA_STATE_COALESCE, due)
 
     def broadcast_members(self, room: Room) -> None:
         self.server.router.to_room(room.room_id, wire.encode_json(PacketType.ROOM_MEMBERS_EVENT,

@@ -70,11 +70,7 @@ def install(server: "Server") -> None:
     def chat_send(req: Request) -> None:
         recipient = get_int(req.body, "to", lo=1)
         text = get_str(req.body, "text", max_len=limits.MAX_CONTROL_BODY)
-        try:
-            size = len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise ApiError(ErrorCode.BAD_REQUEST, "the message is not valid Unicode") from None
-        if size > limits.MAX_CHAT_BYTES:
+        if len(text.encode("utf-8")) > limits.MAX_CHAT_BYTES:
             raise ApiError(ErrorCode.MESSAGE_TOO_LONG, limit=limits.MAX_CHAT_BYTES)
         if not text.strip():
             raise ApiError(ErrorCode.BAD_REQUEST, "the message is empty")
@@ -162,11 +158,11 @@ def install(server: "Server") -> None:
                 "before": page[0]["id"] if page else before}
 
     @handler(PacketType.TYPING)
-    def typing(req: Request) -> dict | None:
+    def typing(req: Request) -> dict:
+        server.rate_limits.typing(req.user_id)
         peer = get_int(req.body, "to", lo=1)
         is_typing = get_bool(req.body, "typing", True)
-        if presence.are_friends(req.user_id, peer):
-            router.event_to_user(peer, PacketType.TYPING_EVENT, {"from": req.user_id, "typing": is_typing})
-        elif req.request_id:
+        if not presence.are_friends(req.user_id, peer):
             raise ApiError(ErrorCode.NOT_FRIENDS)
-        return {} if req.request_id else None
+        router.event_to_user(peer, PacketType.TYPING_EVENT, {"from": req.user_id, "typing": is_typing})
+        return {}

@@ -80,6 +80,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.USER_SEARCH, blocking=True)
     def user_search(req: Request) -> dict:
+        server.rate_limits.user_search(req.user_id)
         phone = normalize_phone(get_str(req.body, "phone", max_len=64))
         user = storage.get_user_by_phone(phone)
         if user is None:

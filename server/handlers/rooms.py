@@ -65,7 +65,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.ROOM_JOIN)
     def join(req: Request) -> dict:
-        server.rate_limits.room_join(req.user_id)       # every attempt counts: slows guessing
+        server.rate_limits.room_join(req.user_id, req.conn.address)   # every attempt counts: slows guessing
         number = room_number(req.body)
         password = get_str(req.body, "password", "", max_len=ROOM_PASSWORD_MAX)
         return {"room": rooms.join(req.conn, number, password).public()}
@@ -97,6 +97,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.MEDIA_STATE)
     def media_state(req: Request) -> dict:
+        server.rate_limits.media_state(req.user_id)
         body = req.body
         room = rooms.set_media_state(req.user_id, get_bool(body, "camera"), get_bool(body, "microphone"),
                                      get_bool(body, "screen"))
