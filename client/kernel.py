@@ -161,7 +161,7 @@ class ClientKernel:
             if str(exc).startswith(PROTOCOL_ERROR_REASON):
                 raise NotAMeetingServer(f"{self._address()} is not a meeting server: it answered in another "
                                         "protocol (or speaks TLS)") from None
-            raise
+            raise ConnectionLost(self._hello_lost(str(exc))) from None
         except TimeoutError:
             raise NotAMeetingServer(f"{self._address()} did not answer as a meeting server within "
                                     f"{self.request_timeout:g} s") from None
@@ -171,6 +171,14 @@ class ClientKernel:
 
     def _address(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def _hello_lost(self, reason: str) -> str:
+        """Why the connection dropped before HELLO was answered, for the user. A server that
+        speaks only TLS drops a plain connection without a word: say so."""
+        if self.link.ssl_context is None:
+            return (f"{reason}: the server closed the connection before answering; it may require TLS "
+                    "(connect with TLS: --tls-ca or --tls-pin)")
+        return reason
 
     def _hello_body(self) -> dict:
         return {"version": limits.PROTOCOL_VERSION, "client": CLIENT_NAME}
@@ -234,6 +242,7 @@ class ClientKernel:
         except (ApiError, ConnectionLost, TimeoutError):
             pass
         self.link.drop("logged out")
+        self._hello_done = False   # the next login connects again (after the drop: commands run in order)
         self.user = None
         self.token = None
         self.state = "offline"
@@ -333,8 +342,10 @@ class ClientKernel:
     def _resume(self) -> None:
         """Network thread, right after a reconnect: HELLO then RESUME, chained without waiting."""
         def after_hello(fut: Future) -> None:
-            if fut.exception():
-                self.link.drop(f"HELLO failed: {fut.exception()}")
+            error = fut.exception()
+            if error is not None:
+                reason = self._hello_lost(str(error)) if isinstance(error, ConnectionLost) else str(error)
+                self.link.drop(f"HELLO failed: {reason}")
                 return
             self._apply_hello(fut.result())
             resume = self.request_async(PacketType.RESUME, {"token": self.token})

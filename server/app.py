@@ -259,8 +259,8 @@ class Server:
             self.listener.sock.close()
         for hook in self.shutdown_hooks:
             hook()
-        going_away = wire.encode_json(PacketType.GOING_AWAY, {"reason": reason, "reconnect": True,
-                                                              "retry_after": 1.0})
+        going_away = wire.encode_json(PacketType.GOING_AWAY, {"reason": "shutdown", "message": reason,
+                                                              "reconnect": True, "retry_after": 1.0})
         deadline = time.monotonic() + self.config.shutdown_timeout
         self._drain(going_away, deadline)
 

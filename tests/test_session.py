@@ -105,7 +105,7 @@ def test_second_login_kicks_the_first(running, client_factory):
     second = client_factory(running.port)
     second.kernel.login(first.phone, first.password)
     kicked = first.events.wait_for("kicked", timeout=5)
-    assert "another place" in kicked["reason"] and kicked["address"] == "127.0.0.1" and kicked["time"] > 0
+    assert kicked["reason"] == "logged_in_elsewhere" and kicked["address"] == "127.0.0.1" and kicked["time"] > 0
     first.events.wait_for("disconnected", timeout=5)
     assert first.kernel.state == "offline"
     # the new session goes on, and the old one does not fight back by reconnecting

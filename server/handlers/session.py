@@ -5,6 +5,7 @@ import hashlib
 import logging
 import secrets
 import time
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from common import frame as wire
@@ -17,7 +18,8 @@ from common.validation import check_password, normalize_nickname, normalize_phon
 from ..mediator import Request
 from ..passwords import dummy_verify, hash_password, verify_password
 from ..storage import DuplicateError, User
-from ..throttle import SlidingWindow
+from ..throttle import LoginThrottle
+from .replies import send_result
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -27,6 +29,7 @@ log = logging.getLogger("server.session")
 
 SERVER_NAME = "real-time-meeting/0.1"
 SESSION_PURGE_INTERVAL = 3600.0   # seconds between sweeps of expired session tokens
+KICKED_ELSEWHERE = "logged_in_elsewhere"   # KICKED reason: docs/PROTOCOL.md lists every reason
 
 
 def now_ms() -> int:
@@ -39,8 +42,9 @@ def token_hash(token: str) -> str:
 
 def install(server: "Server") -> None:
     config = server.config
-    failures_by_account = SlidingWindow(config.login_failures_per_account, config.login_failure_window)
-    failures_by_address = SlidingWindow(config.login_failures_per_address, config.login_failure_window)
+    throttle = LoginThrottle(config.login_failures_per_account, config.login_failures_per_address,
+                             config.login_failure_window)
+    failures_by_address = throttle.addresses
     handler = server.mediator.handler
 
     def require_hello(req: Request) -> None:
@@ -83,6 +87,7 @@ def install(server: "Server") -> None:
         phone = normalize_phone(get_str(req.body, "phone", max_len=64))
         password = check_password(get_str(req.body, "password", max_len=1024))
         nickname = normalize_nickname(get_str(req.body, "nickname", max_len=256))
+        server.rate_limits.registration(req.conn.address)
         wait = failures_by_address.retry_after(("register", req.conn.address))
         if wait:
             raise ApiError(ErrorCode.RATE_LIMITED, retry_after=round(wait, 1))
@@ -101,22 +106,23 @@ def install(server: "Server") -> None:
         require_hello(req)
         phone = normalize_phone(get_str(req.body, "phone", max_len=64))
         password = get_str(req.body, "password", max_len=1024)
-        wait = max(failures_by_account.retry_after(phone), failures_by_address.retry_after(req.conn.address))
+        address = req.conn.address
+        found = server.storage.get_credentials(phone)
+        known = found is not None and (throttle.is_known(phone, address)
+                                       or server.storage.has_session_from(found[0].id, address))
+        wait = throttle.reserve(phone, address, known)
         if wait:
             raise ApiError(ErrorCode.TOO_MANY_ATTEMPTS,
                            f"too many failed logins, try again in {int(wait) + 1} s", retry_after=round(wait, 1))
-        found = server.storage.get_credentials(phone)
         with server.hash_slots:
             if found is None:
                 dummy_verify(server.scrypt)
             verified = found is not None and verify_password(password, found[1])
         if not verified:
-            failures_by_account.add(phone)
-            failures_by_address.add(req.conn.address)
             log.info("%s failed login for a phone number ending %s", req.conn.who, phone[-2:])
             raise ApiError(ErrorCode.WRONG_CREDENTIALS)
         user = found[0]
-        failures_by_account.clear(phone)
+        throttle.succeeded(phone, address, known)
         token = secrets.token_urlsafe(32)
         hashed = token_hash(token)
         server.storage.create_session(hashed, user.id, req.conn.address, now_ms(),
@@ -141,11 +147,14 @@ def install(server: "Server") -> None:
         return session_reply(user, token)
 
     @handler(PacketType.LOGOUT, blocking=True)
-    def logout(req: Request) -> dict:
+    def logout(req: Request) -> None:
         if req.conn.token_hash:
             server.storage.delete_session(req.conn.token_hash)
-        req.on_reactor(req.conn.close_after_flush, "logged out")
-        return {}
+
+        def finish() -> None:
+            send_result(req.conn, req.request_id, {})
+            req.conn.close_after_flush("logged out")
+        req.on_reactor(finish)
 
     def purge_expired_sessions() -> None:
         """Worker: delete expired tokens (a session that is never resumed is otherwise kept)."""
@@ -184,12 +193,27 @@ def start_session(server: "Server", conn: "Connection", user: User, hashed: str,
 
 
 def kick(server: "Server", old: "Connection", new: "Connection") -> None:
+    """End the session ``old`` that ``new`` replaced. Its token is deleted before KICKED is
+    sent, so a client that reacts to KICKED by resuming with it is refused; meanwhile the old
+    connection's requests are no longer handled (``kicked``)."""
     old.kicked = True
-    old.send(wire.encode_json(PacketType.KICKED, {
-        "reason": "your account logged in from another place",
-        "address": new.address,
-        "time": now_ms(),
-    }))
-    if old.token_hash and old.token_hash != new.token_hash:
-        server.pool.submit(server.storage.delete_session, old.token_hash)
-    old.close_after_flush(f"kicked: the account logged in from {new.address}")
+    address = new.address
+
+    def tell(revoked: Future | None) -> None:
+        if revoked is not None and revoked.exception() is not None:
+            log.error("%s could not delete the token of a kicked session: %s", old.who, revoked.exception())
+        old.send(wire.encode_json(PacketType.KICKED, {
+            "reason": KICKED_ELSEWHERE, "message": "your account logged in from another place",
+            "address": address, "time": now_ms(),
+        }))
+        old.close_after_flush(f"kicked: the account logged in from {address}")
+
+    if not old.token_hash or old.token_hash == new.token_hash:
+        tell(None)
+        return
+    try:
+        future = server.pool.submit(server.storage.delete_session, old.token_hash)
+    except RuntimeError:   # the pool is shut down: the server is stopping
+        tell(None)
+        return
+    future.add_done_callback(lambda fut: server.reactor.call_soon_threadsafe(tell, fut))

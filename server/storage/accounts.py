@@ -75,6 +75,12 @@ class AccountStore:
                 return None
         return int(row[0]) if row else None
 
+    def has_session_from(self, user_id: int, address: str) -> bool:
+        """True if the user holds a session token created by a login from ``address``."""
+        with self.db.tx() as cur:
+            return cur.one("SELECT 1 FROM sessions WHERE user_id = ? AND address = ? LIMIT 1",
+                           (user_id, address)) is not None
+
     def delete_session(self, token_hash: str) -> None:
         with self.db.tx() as cur:
             cur.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
