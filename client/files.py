@@ -630,10 +630,15 @@ class FilesClient:
                 self._confirm_complete(transfer)
             else:
                 self._resume_incoming(transfer)
-        reply = self.kernel.request(PacketType.FILE_PENDING, {})
-        for item in reply.get("transfers", []):
-            if item.get("role") == "recipient" and item.get("state") in ("offered", "spooled"):
-                self._on_offer(item)
+        after = ""
+        while True:
+            reply = self.kernel.request(PacketType.FILE_PENDING, {"after": after} if after else {})
+            for item in reply.get("transfers", []):
+                if item.get("role") == "recipient" and item.get("state") in ("offered", "spooled"):
+                    self._on_offer(item)
+            if not reply.get("more") or not reply.get("next") or reply["next"] == after:
+                break
+            after = reply["next"]
 
     def _resume_outgoing(self, outgoing: Outgoing) -> None:
         try:

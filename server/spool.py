@@ -127,9 +127,13 @@ class SpoolWriter:
 
 
 class Spool:
-    def __init__(self, directory: Path, quota: int) -> None:
+    """The spool directory and its quotas: ``quota`` bytes in all, ``user_quota`` per sender
+    (so one user cannot take the whole spool from everybody)."""
+
+    def __init__(self, directory: Path, quota: int, user_quota: int) -> None:
         self.directory = directory
         self.quota = quota
+        self.user_quota = user_quota
         self._reserve_lock = threading.Lock()
 
     def part_path(self, file_id: str) -> Path:
@@ -141,13 +145,21 @@ class Spool:
     def ensure_directory(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def reserve(self, size: int, reserved_bytes: Callable[[], int], create: Callable[[], T]) -> T:
-        """Check the quota and the free disk space, then run ``create`` (the row that holds the
-        reservation) under the same lock so two uploads cannot both take the last room; returns
-        what ``create`` returns."""
+    def reserve(self, size: int, reserved_bytes: Callable[[int | None], int], sender_id: int,
+                create: Callable[[], T]) -> T:
+        """Check the sender's quota, the global one and the free disk space, then run ``create``
+        (the row that holds the reservation) under the same lock so two uploads cannot both
+        take the last room; returns what ``create`` returns. ``reserved_bytes(sender_id or
+        None)`` reads what is reserved."""
         self.ensure_directory()
         with self._reserve_lock:
-            if reserved_bytes() + size > self.quota:
+            mine = reserved_bytes(sender_id)
+            if mine + size > self.user_quota:
+                raise ApiError(ErrorCode.SPOOL_FULL,
+                               f"your files waiting for offline friends already take {mine} of the "
+                               f"{self.user_quota} bytes each user may keep on the server",
+                               reserved=mine, limit=self.user_quota)
+            if reserved_bytes(None) + size > self.quota:
                 raise ApiError(ErrorCode.SPOOL_FULL)
             if shutil.disk_usage(self.directory).free < size + FREE_MARGIN:
                 raise ApiError(ErrorCode.DISK_FULL, "the server's disk is too full to keep this file")

@@ -105,7 +105,7 @@ class TransferService:
         self.router = server.router
         self.config = server.config
         self.window = server.config.file_window
-        self.spool = Spool(server.config.spool_path, server.config.spool_quota)
+        self.spool = Spool(server.config.spool_path, server.config.spool_quota, server.config.spool_quota_per_user)
         self.stats = FileStats()
         self._lock = threading.Lock()
         self._by_id: dict[str, Transfer] = {}
@@ -378,13 +378,20 @@ class TransferService:
             self.spool.remove(transfer.id)
 
     # -- timers ------------------------------------------------------------------------------------
+    def idle_limit(self, transfer: Transfer) -> float:
+        """Seconds a transfer may make no progress. An upload to the spool holds a reservation
+        of its whole size, which other users cannot have meanwhile, so it gets less time."""
+        if transfer.state == "uploading":
+            return min(self.config.file_idle_timeout, self.config.spool_upload_idle_timeout)
+        return self.config.file_idle_timeout
+
     def check_idle(self) -> None:
-        """Reactor timer: end transfers that made no progress for ``file_idle_timeout``."""
-        limit = self.config.file_idle_timeout
+        """Reactor timer: end transfers that made no progress for their ``idle_limit``."""
         now = time.monotonic()
         with self._lock:
-            stale = [t for t in self._by_id.values() if now - t.last_activity > limit]
-        for transfer in stale:
+            stale = [(t, self.idle_limit(t)) for t in self._by_id.values()
+                     if now - t.last_activity > self.idle_limit(t)]
+        for transfer, limit in stale:
             if transfer.state == "downloading":
                 # The file stays spooled; it is offered again at the recipient's next login.
                 self.run_job(self.discard, transfer, False)

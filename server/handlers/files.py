@@ -20,6 +20,7 @@ from ..mediator import Request
 from ..storage.messages import FileRef, Message
 from ..storage.files import FINAL_STATES, LIVE_STATES, OPEN_STATES, FileRecord
 from ..transfers import IDLE_CHECK_INTERVAL, Transfer, TransferService, now_ms, offer_body
+from .replies import fit_page
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -30,6 +31,7 @@ _HEX_ID = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 CLIENT_ERRORS = frozenset({ErrorCode.CHECKSUM_MISMATCH.name, ErrorCode.DISK_FULL.name})
 MAX_REASON = 200
+PENDING_PAGE_ROWS = 200
 
 
 def install(server: "Server") -> None:
@@ -89,7 +91,7 @@ def install(server: "Server") -> None:
             router.event_to_user(to, PacketType.FILE_OFFER_EVENT, {**offer_body(
                 record.id, req.user_id, req.conn.nickname, name, size, sha256, False), "message": message})
         else:
-            message = file_message(service.spool.reserve(size, storage.spool_reserved_bytes,
+            message = file_message(service.spool.reserve(size, storage.spool_reserved_bytes, req.user_id,
                                                          lambda: storage.create_file(record)), record)
             try:
                 service.start_upload(transfer_of(record, "uploading"), resume=False)
@@ -147,7 +149,7 @@ def install(server: "Server") -> None:
         complete = req.body.get("complete") is True
         if not service.on_ack(req.user_id, file_id, offset, complete) and complete:
             service.run_job(confirm_after_restart, req.user_id, file_id.lower(), offset)
-        return {} if req.request_id else None   # the final ack is a request, the others are not
+        return {}   # only the final ack is a request (id > 0); the others are fire and forget
 
     def confirm_after_restart(user_id: int, file_id: str, offset: int) -> None:
         """A final ack for a live transfer not taken up yet: the server restarted after the
@@ -211,14 +213,25 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.FILE_PENDING, blocking=True)
     def pending(req: Request) -> dict:
-        transfers = []
-        for record in storage.open_files_of(req.user_id):
+        """One page of the user's open transfers, oldest first; ``after`` is the ``next`` of
+        the page before."""
+        after = get_str(req.body, "after", "", max_len=64).lower()
+        cursor = None
+        if after:
+            cursor = storage.get_file(after) if _HEX_ID.fullmatch(after) else None
+            if cursor is None or req.user_id not in (cursor.sender_id, cursor.recipient_id):
+                raise ApiError(ErrorCode.BAD_REQUEST, "after must be the 'next' of the previous page")
+        records = storage.open_files_of(req.user_id, cursor, PENDING_PAGE_ROWS)
+
+        def to_wire(record: FileRecord) -> dict:
             item = offer_body(record.id, record.sender_id, nickname_of(record.sender_id), record.name,
                               record.size, record.sha256, record.spooled)
             item.update(to=record.recipient_id, state=record.state,
                         role="sender" if record.sender_id == req.user_id else "recipient")
-            transfers.append(item)
-        return {"transfers": transfers}
+            return item
+        page, cut = fit_page(records, to_wire)
+        return {"transfers": page, "more": cut or len(records) == PENDING_PAGE_ROWS,
+                "next": page[-1]["transfer_id"] if page else after}
 
     def start_up() -> None:
         """The live transfers a restart interrupted wait for their users to resume (or for the
@@ -232,6 +245,7 @@ def install(server: "Server") -> None:
 
     server.reactor.call_later(0, service.run_job, start_up)
     server.reactor.call_every(config.spool_sweep_interval, lambda: service.run_job(service.sweep_spool))
-    server.reactor.call_every(min(IDLE_CHECK_INTERVAL, config.file_idle_timeout / 2), service.check_idle)
+    server.reactor.call_every(min(IDLE_CHECK_INTERVAL, config.file_idle_timeout / 2,
+                                  config.spool_upload_idle_timeout / 2), service.check_idle)
     server.status_providers.append(service.figures)
     server.shutdown_hooks.append(service.close_all)

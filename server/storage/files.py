@@ -76,19 +76,29 @@ class FileStore:
             return cur.rowcount > 0
         return self.db.run(work)
 
-    def open_files_of(self, user_id: int) -> list[FileRecord]:
-        """Unfinished transfers the user sends or receives, oldest first."""
+    def open_files_of(self, user_id: int, after: FileRecord | None = None, limit: int = 1000) -> list[FileRecord]:
+        """Unfinished transfers the user sends or receives, oldest first; a page of at most
+        ``limit`` that starts after the transfer ``after``."""
+        where, params = "", ()
+        if after is not None:
+            where = "AND (created_at > ? OR (created_at = ? AND id > ?)) "
+            params = (after.created_at, after.created_at, after.id)
         with self.db.tx() as cur:
             rows = cur.all(f"SELECT {FILE_COLUMNS} FROM files WHERE (sender_id = ? OR recipient_id = ?) "
-                           f"AND state IN {_in(OPEN_STATES)} ORDER BY created_at, id",
-                           (user_id, user_id, *OPEN_STATES))
+                           f"AND state IN {_in(OPEN_STATES)} {where}ORDER BY created_at, id LIMIT {int(limit)}",
+                           (user_id, user_id, *OPEN_STATES, *params))
         return [_record(r) for r in rows]
 
-    def spool_reserved_bytes(self) -> int:
-        """Bytes the spool holds or has promised to uploads in progress."""
+    def spool_reserved_bytes(self, sender_id: int | None = None) -> int:
+        """Bytes the spool holds or has promised to uploads in progress (of one sender's files
+        if ``sender_id`` is given)."""
+        query = f"SELECT COALESCE(SUM(size), 0) FROM files WHERE state IN {_in(SPOOL_STATES)}"
+        params: tuple = SPOOL_STATES
+        if sender_id is not None:
+            query += " AND sender_id = ?"
+            params += (sender_id,)
         with self.db.tx() as cur:
-            row = cur.one(f"SELECT COALESCE(SUM(size), 0) FROM files WHERE state IN {_in(SPOOL_STATES)}",
-                          SPOOL_STATES)
+            row = cur.one(query, params)
         return int(row[0]) if row else 0
 
     def spool_file_ids(self) -> set[str]:
