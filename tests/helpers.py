@@ -29,7 +29,9 @@ def unique_phone() -> str:
 def test_config(tmp_path, **overrides) -> ServerConfig:
     config = ServerConfig(host="127.0.0.1", port=0, db=f"sqlite:///{tmp_path}/test.db", data_dir=str(tmp_path),
                           workers=4, scrypt_n=2 ** 10, heartbeat_interval=1.0, heartbeat_timeout=5.0,
-                          max_unauthenticated_per_address=10_000)
+                          max_unauthenticated_per_address=10_000,
+                          # every test client comes from 127.0.0.1: the per-address limits have their own tests
+                          registrations_per_minute_per_address=0, room_joins_per_minute_per_address=0)
     for key, value in overrides.items():
         setattr(config, key, value)
     config.validate()
@@ -146,6 +148,11 @@ def raw_connect(port: int, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
+def connect_from(port: int, source: str, timeout: float = 5.0) -> socket.socket:
+    """A raw connection from another loopback address (127.0.0.0/8 is all local)."""
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+
+
 def raw_request(sock: socket.socket, ptype: int, body: dict | None = None, request_id: int = 1,
                 timeout: float = 5.0) -> wire.Frame:
     """Send one JSON frame on a raw socket and read frames until the reply to it arrives."""
@@ -159,6 +166,25 @@ def raw_request(sock: socket.socket, ptype: int, body: dict | None = None, reque
         for frame in decoder.feed(data):
             if frame.request_id == request_id:
                 return frame
+
+
+def raw_register(port: int, phone: str, nickname: str = "raw", source: str = "127.0.0.1") -> wire.Frame:
+    """HELLO and REGISTER on a fresh raw connection; the reply (the connection is closed)."""
+    sock = connect_from(port, source)
+    try:
+        assert raw_request(sock, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
+        return raw_request(sock, PacketType.REGISTER, {"phone": phone, "password": RAW_PASSWORD,
+                                                       "nickname": nickname}, 2)
+    finally:
+        sock.close()
+
+
+def raw_login(port: int, phone: str, password: str = "", source: str = "127.0.0.1") -> tuple[socket.socket, wire.Frame]:
+    """HELLO and LOGIN on a fresh raw connection: the socket and the LOGIN reply."""
+    sock = connect_from(port, source)
+    assert raw_request(sock, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
+    return sock, raw_request(sock, PacketType.LOGIN, {"phone": phone, "password": password or RAW_PASSWORD},
+                             2, timeout=10)
 
 
 def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
@@ -176,4 +202,5 @@ def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
 
 
 HELLO = {"version": 1, "client": "raw-test"}
+RAW_PASSWORD = "correct horse battery"
 RESULT = PacketType.RESULT

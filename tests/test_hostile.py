@@ -27,7 +27,7 @@ from common.errors import ErrorCode
 from common.media import MEDIA_HEADER
 from common.packets import BINARY_TYPES, PacketType
 from server.ratelimit import PRE_LOGIN_BODY, TokenBucket
-from tests.helpers import HELLO, raw_connect, raw_request, unique_phone
+from tests.helpers import HELLO, connect_from, raw_connect, raw_request, unique_phone
 from tests.social import befriend, uid
 
 PASSWORD = "correct horse battery"
@@ -355,33 +355,29 @@ def _read_error_then_close(sock: socket.socket, timeout: float = 5.0) -> dict | 
                 error = frame.json()
 
 
-def _connect_from(port: int, source: str) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
-
-
 def test_unauthenticated_connections_per_address_are_capped(server_factory):
     srv = server_factory(max_unauthenticated_per_address=3)
     phone = unique_phone()
     register_raw(srv.port, phone, "capped")
-    held = [_connect_from(srv.port, "127.0.0.1") for _ in range(3)]
+    held = [connect_from(srv.port, "127.0.0.1") for _ in range(3)]
     for i, sock in enumerate(held):
         assert raw_request(sock, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
-    refused = _connect_from(srv.port, "127.0.0.1")
+    refused = connect_from(srv.port, "127.0.0.1")
     error = _read_error_then_close(refused)
     assert error is not None and error["code"] == ErrorCode.TOO_MANY_CONNECTIONS
     # Another address is not affected.
-    other = _connect_from(srv.port, "127.0.0.2")
+    other = connect_from(srv.port, "127.0.0.2")
     assert raw_request(other, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
     # Logging in frees the slot: the address may open one more.
     assert raw_request(held[0], PacketType.LOGIN, {"phone": phone, "password": PASSWORD}, 2).type == PacketType.RESULT
-    again = _connect_from(srv.port, "127.0.0.1")
+    again = connect_from(srv.port, "127.0.0.1")
     assert raw_request(again, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
     # Closing an anonymous connection frees its slot too.
     held[1].close()
     deadline = time.monotonic() + 5
     while srv.server.unauthenticated_by_address.get("127.0.0.1", 0) >= 3 and time.monotonic() < deadline:
         time.sleep(0.02)
-    late = _connect_from(srv.port, "127.0.0.1")
+    late = connect_from(srv.port, "127.0.0.1")
     assert raw_request(late, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
     for sock in held + [refused, other, again, late]:
         sock.close()
