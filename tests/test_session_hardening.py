@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -36,20 +37,28 @@ def read_frames_until(sock: socket.socket, packet_type: int, timeout: float = 5.
                 return frame
 
 
-def test_a_kicked_token_is_dead_before_kicked_is_sent(server):
+def test_a_kicked_token_is_dead_before_kicked_is_sent(server, monkeypatch):
     """The old session reacts to KICKED by resuming with its token at once: refused, every time,
-    and the new session is never kicked by it."""
+    and the new session is never kicked by it. The database is made slow to delete tokens (as
+    a loaded MySQL is), which is what opened the window."""
+    storage = server.server.storage
+    real_delete = storage.delete_session
+
+    def slow_delete(token_hash: str) -> None:
+        time.sleep(0.03)
+        real_delete(token_hash)
+    monkeypatch.setattr(storage, "delete_session", slow_delete)
     phone = unique_phone()
     register(server.port, phone)
     for attempt in range(100):
         old, reply = raw_login(server.port, phone)
         assert reply.type == PacketType.RESULT, f"try {attempt}: {reply.json()}"
         token = reply.json()["token"]
+        thief = connect_from(server.port, f"127.0.2.{attempt + 1}")   # refused resumes count per address
+        hello(thief)
         new, reply = raw_login(server.port, phone)
         assert reply.type == PacketType.RESULT
         read_frames_until(old, PacketType.KICKED)
-        thief = connect_from(server.port, f"127.0.2.{attempt + 1}")   # refused resumes count per address
-        hello(thief)
         answer = raw_request(thief, PacketType.RESUME, {"token": token}, 2)
         assert answer.type == PacketType.ERROR and answer.json()["code"] == ErrorCode.INVALID_TOKEN, \
             f"try {attempt}: the kicked token still worked"
