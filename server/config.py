@@ -57,6 +57,8 @@ class ServerConfig:
     media_states_per_minute: int = 60
     typing_per_minute: int = 120
     user_searches_per_minute: int = 30
+    profile_updates_per_minute: int = 20
+    room_controls_per_minute: int = 60
     registrations_per_minute_per_address: int = 10
     room_joins_per_minute_per_address: int = 120
     chat_batch_max: int = 256
@@ -101,7 +103,8 @@ class ServerConfig:
              "must be sqlite:///path or mysql://user:pass@host:port/db")
         need(min(self.messages_per_minute, self.friend_requests_per_minute, self.rooms_per_minute,
                  self.room_joins_per_minute, self.file_offers_per_minute, self.media_states_per_minute,
-                 self.typing_per_minute, self.user_searches_per_minute,
+                 self.typing_per_minute, self.user_searches_per_minute, self.profile_updates_per_minute,
+                 self.room_controls_per_minute,
                  self.registrations_per_minute_per_address, self.room_joins_per_minute_per_address) >= 0,
              "messages_per_minute", "per-minute limits must be 0 (unlimited) or more")
         need(4096 <= self.max_control_body <= 64 * 1024, "max_control_body", "must be 4096-65536 bytes")

@@ -70,8 +70,8 @@ class TokenBucket:
 
 class RateLimits:
     """The rate limits of ServerConfig: per user (messages, friend requests, room creations and
-    joins, file offers, media-state changes, typing notices, user searches) and per address
-    (registrations, room joins)."""
+    joins, file offers, media-state changes, typing notices, user searches, profile changes,
+    host controls) and per address (registrations, room joins)."""
 
     def __init__(self, config: "ServerConfig", clock: Callable[[], float] = time.monotonic) -> None:
         self.messages = TokenBucket(config.messages_per_minute, clock)
@@ -82,6 +82,8 @@ class RateLimits:
         self.media_states = TokenBucket(config.media_states_per_minute, clock)
         self.typing_notices = TokenBucket(config.typing_per_minute, clock)
         self.user_searches = TokenBucket(config.user_searches_per_minute, clock)
+        self.profile_updates = TokenBucket(config.profile_updates_per_minute, clock)
+        self.room_controls = TokenBucket(config.room_controls_per_minute, clock)
         self.registrations_by_address = TokenBucket(config.registrations_per_minute_per_address, clock)
         self.room_joins_by_address = TokenBucket(config.room_joins_per_minute_per_address, clock)
 
@@ -95,6 +97,8 @@ class RateLimits:
                 "rate_limited_media_states": self.media_states.refused,
                 "rate_limited_typing": self.typing_notices.refused,
                 "rate_limited_user_searches": self.user_searches.refused,
+                "rate_limited_profile_updates": self.profile_updates.refused,
+                "rate_limited_room_controls": self.room_controls.refused,
                 "rate_limited_registrations": self.registrations_by_address.refused}
 
     def message(self, user_id: int) -> None:
@@ -120,6 +124,15 @@ class RateLimits:
     def media_state(self, user_id: int) -> None:
         """Camera/microphone/screen changes: each one is told to the whole meeting."""
         _spend(self.media_states, user_id, "camera, microphone or screen changes")
+
+    def profile_update(self, user_id: int) -> None:
+        """A profile or avatar change: each one is told to every online friend (and an avatar
+        takes the one picture-decoding slot)."""
+        _spend(self.profile_updates, user_id, "profile changes")
+
+    def room_control(self, user_id: int) -> None:
+        """A host's lock, mute or removal: each one is told to the whole meeting."""
+        _spend(self.room_controls, user_id, "meeting controls")
 
     def typing(self, user_id: int) -> None:
         _spend(self.typing_notices, user_id, "typing notices")

@@ -160,7 +160,9 @@ BINARY_FLOODS = {
 }
 # Where a flood must meet the per-user limit (the limit is below FLOOD).
 MUST_BE_LIMITED = {PacketType.MEDIA_STATE, PacketType.TYPING, PacketType.USER_SEARCH, PacketType.FILE_OFFER,
-                   PacketType.FRIEND_REQUEST}
+                   PacketType.FRIEND_REQUEST, PacketType.PROFILE_UPDATE, PacketType.AVATAR_UPLOAD,
+                   PacketType.ROOM_LOCK, PacketType.ROOM_MUTE, PacketType.ROOM_KICK, PacketType.ROOM_CREATE,
+                   PacketType.ROOM_JOIN, PacketType.CHAT_SEND, PacketType.ROOM_CHAT}
 SENTINEL = 0xFFFFFFF0
 
 
@@ -204,7 +206,7 @@ def flood(port: int, phone: str, password: str, ptype: int, make_body, friend: i
 
 
 def test_a_flood_of_every_packet_type_from_a_peer_not_reading(storage, server_factory, client_factory, log_watch):
-    running = server_factory(storage=storage)
+    running = server_factory(storage=storage, messages_per_minute=100)
     me, friend = client_factory(running.port), client_factory(running.port)
     me.register_and_login("flooder")
     friend.register_and_login("friend")

@@ -36,6 +36,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.PROFILE_UPDATE, blocking=True)
     def profile_update(req: Request) -> dict:
+        server.rate_limits.profile_update(req.user_id)
         nickname = req.body.get("nickname")
         signature = req.body.get("signature")
         builtin = req.body.get("avatar_builtin")
@@ -57,6 +58,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.AVATAR_UPLOAD, blocking=True)
     def avatar_upload(req: Request) -> dict:
+        server.rate_limits.profile_update(req.user_id)
         try:
             png = normalize_avatar(req.body)
         except ApiError as exc:

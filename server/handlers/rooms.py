@@ -77,16 +77,19 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.ROOM_KICK)
     def kick(req: Request) -> dict:
+        server.rate_limits.room_control(req.user_id)
         rooms.kick(req.user_id, get_int(req.body, "user_id", hi=USER_ID_MAX))
         return {}
 
     @handler(PacketType.ROOM_MUTE)
     def mute(req: Request) -> dict:
+        server.rate_limits.room_control(req.user_id)
         rooms.mute(req.user_id, get_int(req.body, "user_id", None, hi=USER_ID_MAX))
         return {}
 
     @handler(PacketType.ROOM_LOCK)
     def lock(req: Request) -> dict:
+        server.rate_limits.room_control(req.user_id)
         return {"room": rooms.lock(req.user_id, get_bool(req.body, "locked")).public()}
 
     @handler(PacketType.ROOM_CHAT)
