@@ -152,8 +152,14 @@ def install(server: "Server") -> None:
             server.storage.delete_session(req.conn.token_hash)
 
         def finish() -> None:
-            send_result(req.conn, req.request_id, {})
-            req.conn.close_after_flush("logged out")
+            """The reply, then the session ends at once (the user is offline before the
+            client reads the reply). A reply still queued is flushed first."""
+            conn = req.conn
+            send_result(conn, req.request_id, {})
+            if conn.out:
+                conn.close_after_flush("logged out")
+            else:
+                conn.close("logged out")
         req.on_reactor(finish)
 
     def purge_expired_sessions() -> None:
