@@ -134,12 +134,12 @@ def offer(client, to: int, size: int, name: str = "f.bin") -> dict:
     return client.kernel.request(PacketType.FILE_OFFER, {"to": to, "name": name, "size": size, "sha256": "ab" * 32})
 
 
-def test_one_user_cannot_take_the_whole_spool(server_factory, client_factory):
-    running = server_factory(spool_quota=100 * MiB, spool_quota_per_user=MiB, file_offers_per_minute=0)
+def test_one_user_cannot_take_the_whole_spool(storage, server_factory, client_factory):
+    running = server_factory(storage=storage, spool_quota=100 * MiB, spool_quota_per_user=MiB,
+                             file_offers_per_minute=0)
     alice, bob = logged_in_friends(running, client_factory)
     carol = client_factory(running.port)
     carol.register_and_login("carol")
-    storage = running.server.storage
     storage.add_friendship(uid(carol), uid(bob), 0)
     bob_id = uid(bob)
     bob.kernel.logout()
@@ -166,9 +166,10 @@ def test_a_spool_reservation_without_progress_expires_quickly(server_factory, cl
 
 # -- item 6: long lists are paged ---------------------------------------------------------------------
 
-def test_file_pending_is_paged_to_fit_a_frame(server, client_factory):
+def test_file_pending_is_paged_to_fit_a_frame(storage, server_factory, client_factory):
     """200 spooled offers with long names are more than one frame: every page fits, and the
     client walks them all after a login."""
+    server = server_factory(storage=storage)
     alice, bob = logged_in_friends(server, client_factory)
     alice_id, bob_id = uid(alice), uid(bob)
     bob.kernel.logout()

@@ -37,11 +37,11 @@ def read_frames_until(sock: socket.socket, packet_type: int, timeout: float = 5.
                 return frame
 
 
-def test_a_kicked_token_is_dead_before_kicked_is_sent(server, monkeypatch):
+def test_a_kicked_token_is_dead_before_kicked_is_sent(storage, server_factory, monkeypatch):
     """The old session reacts to KICKED by resuming with its token at once: refused, every time,
     and the new session is never kicked by it. The database is made slow to delete tokens (as
     a loaded MySQL is), which is what opened the window."""
-    storage = server.server.storage
+    server = server_factory(storage=storage)
     real_delete = storage.delete_session
 
     def slow_delete(token_hash: str) -> None:
@@ -67,10 +67,10 @@ def test_a_kicked_token_is_dead_before_kicked_is_sent(server, monkeypatch):
             sock.close()
 
 
-def test_concurrent_wrong_passwords_get_at_most_the_allowed_checks(server_factory, monkeypatch):
+def test_concurrent_wrong_passwords_get_at_most_the_allowed_checks(storage, server_factory, monkeypatch):
     """60 wrong passwords at once from 60 addresses: the attempt is counted before the hash, so
     only login_failures_per_account of them reach a password check."""
-    running = server_factory(login_failures_per_account=5, login_failures_per_address=100)
+    running = server_factory(storage=storage, login_failures_per_account=5, login_failures_per_address=100)
     phone = unique_phone()
     register(running.port, phone)
     checks = []
@@ -101,10 +101,10 @@ def test_concurrent_wrong_passwords_get_at_most_the_allowed_checks(server_factor
     assert answers.count(ErrorCode.TOO_MANY_ATTEMPTS) == 60 - len(checks)
 
 
-def test_strangers_cannot_lock_the_owner_out(server_factory):
+def test_strangers_cannot_lock_the_owner_out(storage, server_factory):
     """Five wrong passwords from elsewhere throttle the account for strangers, but the owner's
     usual address (where it logged in before) still gets in."""
-    running = server_factory(login_failures_per_account=5)
+    running = server_factory(storage=storage, login_failures_per_account=5)
     phone = unique_phone()
     register(running.port, phone)
     owner, reply = raw_login(running.port, phone, source="127.0.0.1")
