@@ -27,10 +27,10 @@ from common.errors import ErrorCode
 from common.media import MEDIA_HEADER
 from common.packets import BINARY_TYPES, PacketType
 from server.ratelimit import PRE_LOGIN_BODY, TokenBucket
-from tests.helpers import HELLO, connect_from, raw_connect, raw_request, unique_phone
+from tests.helpers import HELLO, RAW_PASSWORD, connect_from, raw_connect, raw_register, raw_request, unique_phone
 from tests.social import befriend, uid
 
-PASSWORD = "correct horse battery"
+PASSWORD = RAW_PASSWORD
 BATCH = 50
 SLICE = 5
 # 50 packets each: 11,000 generated packets per run on SQLite, 3,000 more on MySQL (whose
@@ -262,16 +262,6 @@ class RawSession:
             self.sock.close()
 
 
-def register_raw(port: int, phone: str, nickname: str) -> None:
-    sock = raw_connect(port)
-    try:
-        assert raw_request(sock, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
-        reply = raw_request(sock, PacketType.REGISTER, {"phone": phone, "password": PASSWORD, "nickname": nickname}, 2)
-        assert reply.type == PacketType.RESULT, reply.json()
-    finally:
-        sock.close()
-
-
 def test_random_packets_of_every_type_never_break_the_server(backend, storage, server_factory, client_factory,
                                                             log_watch):
     srv = server_factory(storage=storage, login_failures_per_address=10**6, login_failures_per_account=10**6,
@@ -358,7 +348,7 @@ def _read_error_then_close(sock: socket.socket, timeout: float = 5.0) -> dict | 
 def test_unauthenticated_connections_per_address_are_capped(server_factory):
     srv = server_factory(max_unauthenticated_per_address=3)
     phone = unique_phone()
-    register_raw(srv.port, phone, "capped")
+    assert raw_register(srv.port, phone, "capped").type == PacketType.RESULT
     held = [connect_from(srv.port, "127.0.0.1") for _ in range(3)]
     for i, sock in enumerate(held):
         assert raw_request(sock, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
