@@ -217,3 +217,27 @@ def test_a_failed_create_or_join_leaves_no_ghost(server, client_factory):
     rooms.on_connected.remove(broken_hook)
     assert list(rooms.rooms[number].members) == [uid(host)] and uid(guest) not in rooms.by_user
     assert guest.kernel.rooms.join(number)["number"] == number
+
+
+def test_the_same_failure_logs_its_traceback_once_per_interval(caplog):
+    from server.faults import FaultLog
+    now = [100.0]
+    faults = FaultLog(logging.getLogger("server.test_faults"), interval=60.0, clock=lambda: now[0])
+
+    def fail(n: int) -> None:
+        try:
+            raise ValueError(f"bad {n}")
+        except ValueError as exc:
+            faults.failed("handler for X", "peer=p user=1", exc)
+    caplog.set_level(logging.INFO, logger="server.test_faults")
+    for n in range(4):
+        fail(n)
+    assert [bool(r.exc_info) for r in caplog.records] == [True, False, False, False]
+    now[0] += 61
+    fail(4)
+    assert caplog.records[-1].exc_info and "3 more like it" in caplog.records[-1].getMessage()
+    try:
+        raise KeyError("elsewhere")
+    except KeyError as exc:
+        faults.failed("handler for X", "peer=p user=1", exc)
+    assert caplog.records[-1].exc_info, "another cause has its own traceback"
