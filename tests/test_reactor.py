@@ -119,7 +119,7 @@ def test_graceful_shutdown_tells_clients_and_stops(server_factory):
     frames = read_frames(sock, 1, timeout=5)
     assert frames[0].type == PacketType.GOING_AWAY
     body = frames[0].json()
-    assert body["reason"] == "maintenance" and body["reconnect"] is True
+    assert body["reason"] == "shutdown" and body["message"] == "maintenance" and body["reconnect"] is True
     assert running.server.stopped.wait(10)
     assert sock.recv(10) == b""
     sock.close()

@@ -79,14 +79,12 @@ class FileStore:
     def open_files_of(self, user_id: int, after: FileRecord | None = None, limit: int = 1000) -> list[FileRecord]:
         """Unfinished transfers the user sends or receives, oldest first; a page of at most
         ``limit`` that starts after the transfer ``after``."""
-        where, params = "", ()
-        if after is not None:
-            where = "AND (created_at > ? OR (created_at = ? AND id > ?)) "
-            params = (after.created_at, after.created_at, after.id)
+        created, file_id = (after.created_at, after.id) if after is not None else (-1, "")
         with self.db.tx() as cur:
             rows = cur.all(f"SELECT {FILE_COLUMNS} FROM files WHERE (sender_id = ? OR recipient_id = ?) "
-                           f"AND state IN {_in(OPEN_STATES)} {where}ORDER BY created_at, id LIMIT {int(limit)}",
-                           (user_id, user_id, *OPEN_STATES, *params))
+                           f"AND state IN {_in(OPEN_STATES)} AND (created_at > ? OR (created_at = ? AND id > ?)) "
+                           "ORDER BY created_at, id LIMIT ?",
+                           (user_id, user_id, *OPEN_STATES, created, created, file_id, limit))
         return [_record(r) for r in rows]
 
     def spool_reserved_bytes(self, sender_id: int | None = None) -> int:
