@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-chat-"))
     url, drop = fresh_database(args.db, tmp)
     server = ServerProcess(url, tmp / "data", env={"MEETING_CHAT_BATCH_MAX": str(args.batch_max),
-                                                    "MEETING_MESSAGES_PER_MINUTE": "0"})
+                                                    "MEETING_MESSAGES_PER_MINUTE": "0",
+                                                    "MEETING_REGISTRATIONS_PER_MINUTE_PER_ADDRESS": "0"})
     port = server.start()
     storage = open_storage(url)
     clients: list[TestClient] = []

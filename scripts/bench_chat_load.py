@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-chat-load-"))
     url, drop = fresh_database(args.db, tmp)
     server = ServerProcess(url, tmp / "data", env={"MEETING_MESSAGES_PER_MINUTE": "0",
-                                                    "MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "100000"})
+                                                    "MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "100000",
+                                                    "MEETING_REGISTRATIONS_PER_MINUTE_PER_ADDRESS": "0"})
     port = server.start()
     sampler = CpuSampler(server.process.pid)
     sampler.start()

@@ -35,6 +35,7 @@ from tests.server_process import ServerProcess  # noqa: E402
 def serving(data_dir: str, db_url: str) -> Iterator[ServerProcess]:
     """The server as its own process; its log tail is printed if the benchmark fails."""
     process = ServerProcess(db_url, data_dir, env={"MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "100000",
+                                                         "MEETING_REGISTRATIONS_PER_MINUTE_PER_ADDRESS": "0",
                                                          # every login is sent at once and the
                                                          # first clients are silent until the last
                                                          # is in: with 10,000 that can pass 30 s

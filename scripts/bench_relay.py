@@ -61,7 +61,9 @@ CAPTURE = struct.Struct("!Q")      # at offset 11 of the media sub-header
 def start_server(data_dir: str, db_url: str) -> tuple[subprocess.Popen, int]:
     log = open(Path(data_dir) / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--db", db_url, "--data-dir", data_dir,
-                             "--log-level", "WARNING", "--set", "rooms_per_minute=0"],
+                             "--log-level", "WARNING", "--set", "rooms_per_minute=0",
+                             "--set", "registrations_per_minute_per_address=0",
+                             "--set", "room_joins_per_minute_per_address=0"],
                             stderr=log, cwd=ROOT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
