@@ -153,9 +153,10 @@ def install(server: "Server") -> None:
 
         def finish() -> None:
             """The reply, then the session ends at once (the user is offline before the
-            client reads the reply). A reply still queued is flushed first."""
+            client reads the reply); a reply the socket cannot take yet is flushed first."""
             conn = req.conn
             send_result(conn, req.request_id, {})
+            conn.flush()
             if conn.out:
                 conn.close_after_flush("logged out")
             else:
