@@ -76,4 +76,17 @@ CREATE TABLE IF NOT EXISTS files (
     KEY files_recipient (recipient_id, state)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
-INSERT IGNORE INTO meta (name, value) VALUES ('schema_version', '2');
+-- Meetings kept across a restart (server/storage/rooms.py); added in schema version 3.
+CREATE TABLE IF NOT EXISTS rooms (
+    number CHAR(9) NOT NULL PRIMARY KEY,
+    title VARCHAR(255) NOT NULL,
+    password_hash VARCHAR(128) NOT NULL DEFAULT '',
+    host_id BIGINT NOT NULL,
+    locked TINYINT NOT NULL DEFAULT 0,
+    members TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    seen_at BIGINT NOT NULL,
+    KEY rooms_seen (seen_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+INSERT IGNORE INTO meta (name, value) VALUES ('schema_version', '3');

@@ -12,7 +12,14 @@
 ``room`` is None or the room as the server last described it (see ROOM_MEMBERS_EVENT in
 docs/PROTOCOL.md). Events through ``kernel.emit``: ``room_members`` (room), ``room_chat``
 (user_id, nickname, text, time), ``room_removed`` (reason, message), ``room_mute`` (by, all),
-``room_closed`` (message), ``room_left``.
+``room_closed`` (message: the host ended the meeting, or it ended while we were away),
+``room_left``, ``room_waiting`` (number, title: we wait to be let into a locked meeting),
+``room_refused`` (number, message), ``room_waiting_list`` (number, waiting: for the host, who
+is in the waiting room).
+
+Joining a locked meeting waits in its waiting room: ``join`` blocks until the host lets us in
+(it returns the room) or refuses (ApiError ROOM_LOCKED); ``leave`` stops waiting (ApiError
+NOT_WAITING from ``join``).
 
 After a reconnect the server gives a member the place back by itself (within its grace
 period); the client then checks by joining again, so a place that was lost (the meeting
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Callable
 
 from common import frame as wire
@@ -44,11 +53,17 @@ MediaListener = Callable[[MediaHeader, bytes], None]
 KeyframeListener = Callable[[MediaKind], None]
 
 
+ADMISSION_TIMEOUT = 3600.0    # how long ``join`` waits in a waiting room at most
+
+
 class RoomsClient:
     def __init__(self, kernel: "ClientKernel") -> None:
         self.kernel = kernel
         self.room: dict | None = None
+        self.waiting: dict | None = None          # {"number", "title"} while in a waiting room
+        self.waiting_list: list[dict] = []        # as host: who waits to be let in
         self._password = ""
+        self._admission: Future | None = None
         self._lock = threading.Lock()
         self._seq: dict[int, int] = {}
         self._held: set[int] = set()        # video kinds dropped locally until the next keyframe
@@ -58,6 +73,8 @@ class RoomsClient:
         kernel.on_packet(PacketType.ROOM_CHAT_EVENT, self._on_chat)
         kernel.on_packet(PacketType.ROOM_REMOVED_EVENT, self._on_removed)
         kernel.on_packet(PacketType.ROOM_MUTE_EVENT, self._on_mute)
+        kernel.on_packet(PacketType.ROOM_WAITING_EVENT, self._on_waiting_list)
+        kernel.on_packet(PacketType.ROOM_ADMIT_EVENT, self._on_admit)
         kernel.on_packet(PacketType.KEYFRAME_REQUEST_EVENT, self._on_keyframe_request)
         kernel.on_binary(PacketType.MEDIA_FRAME, self._on_media)
         kernel.session_hooks.append(self._after_session)
@@ -67,18 +84,54 @@ class RoomsClient:
         reply = self.kernel.request(PacketType.ROOM_CREATE, {"title": title, "password": password})
         return self._entered(reply["room"], password)
 
-    def join(self, number: str, password: str = "") -> dict:
-        reply = self.kernel.request(PacketType.ROOM_JOIN, {"number": str(number), "password": password})
-        return self._entered(reply["room"], password)
+    def join(self, number: str, password: str = "", timeout: float = ADMISSION_TIMEOUT) -> dict:
+        """Join; for a locked meeting, wait (up to ``timeout``) until the host answers."""
+        admission: Future = Future()
+        self._admission = admission
+        reply = self._send_join(str(number), password)
+        if "room" in reply:
+            return self._entered(reply["room"], password)
+        try:
+            room = admission.result(timeout)
+        except FutureTimeout:
+            self.leave()
+            raise ApiError(ErrorCode.ROOM_LOCKED, "nobody let you in") from None
+        return room
+
+    def _send_join(self, number: str, password: str) -> dict:
+        reply = self.kernel.request(PacketType.ROOM_JOIN, {"number": number, "password": password})
+        if reply.get("waiting"):
+            self._password = password
+            self.waiting = {"number": reply.get("number", number), "title": reply.get("title", "")}
+            self.kernel.emit("room_waiting", number=self.waiting["number"], title=self.waiting["title"])
+        return reply
 
     def leave(self) -> None:
+        """Leave the meeting, or stop waiting to be let in."""
         try:
             self.kernel.request(PacketType.ROOM_LEAVE, {})
         except ApiError as exc:
             if exc.code != ErrorCode.NOT_IN_ROOM:
                 raise
+        if self.waiting is not None:
+            self._answered(ApiError(ErrorCode.NOT_WAITING, "you left the waiting room"))
+            return
         self._forget()
         self.kernel.emit("room_left")
+
+    def end(self) -> None:
+        """Host: end the meeting for everyone."""
+        self.kernel.request(PacketType.ROOM_END, {})
+        self._forget()
+        self.kernel.emit("room_closed", message="You ended the meeting for everyone.")
+
+    def hand_over(self, user_id: int) -> None:
+        """Host: make another member the host."""
+        self._set_room(self.kernel.request(PacketType.ROOM_HOST, {"user_id": user_id})["room"])
+
+    def admit(self, user_id: int, admit: bool = True) -> None:
+        """Host: let somebody in from the waiting room (or refuse them)."""
+        self.kernel.request(PacketType.ROOM_ADMIT, {"user_id": user_id, "admit": admit})
 
     def kick(self, user_id: int) -> None:
         self.kernel.request(PacketType.ROOM_KICK, {"user_id": user_id})
@@ -207,10 +260,39 @@ class RoomsClient:
         self._forget()
         reason = str(body.get("reason", ""))
         message = str(body.get("message", ""))
-        if reason == "closed":
+        if reason in ("closed", "ended"):
             self.kernel.emit("room_closed", message=message)
         else:
             self.kernel.emit("room_removed", reason=reason, message=message)
+
+    def _on_waiting_list(self, body: dict) -> None:
+        waiting = body.get("waiting")
+        if isinstance(waiting, list):
+            self.waiting_list = [w for w in waiting if isinstance(w, dict)]
+            self.kernel.emit("room_waiting_list", number=body.get("number"), waiting=self.waiting_list)
+
+    def _on_admit(self, body: dict) -> None:
+        if self.waiting is None or body.get("number") != self.waiting["number"]:
+            return
+        if body.get("admitted") and isinstance(body.get("room"), dict):
+            self.waiting = None
+            self._answered(self._entered(body["room"], self._password))
+        else:
+            message = str(body.get("message") or "the host did not let you in")
+            self.kernel.emit("room_refused", number=body.get("number"), message=message)
+            self._answered(ApiError(ErrorCode.ROOM_LOCKED, message))
+
+    def _answered(self, outcome: dict | ApiError) -> None:
+        """The wait in the waiting room is over: let a blocked ``join`` return or raise."""
+        self.waiting = None
+        admission, self._admission = self._admission, None
+        if admission is None or admission.done():
+            return
+        if isinstance(outcome, ApiError):
+            self._password = ""
+            admission.set_exception(outcome)
+        else:
+            admission.set_result(outcome)
 
     def _on_mute(self, body: dict) -> None:
         self.kernel.emit("room_mute", by=body.get("by"), all=bool(body.get("all")))
@@ -230,15 +312,19 @@ class RoomsClient:
 
     def _forget(self) -> None:
         self.room = None
+        self.waiting_list = []
         self._password = ""
 
     def _after_session(self, resumed: bool) -> None:
         """Task thread, after a reconnect: make sure the place in the room is still ours."""
         room = self.room
+        if resumed and self.waiting is not None:
+            self._send_join(self.waiting["number"], self._password)   # the server forgot our turn
+            return
         if not resumed or room is None:
             return
         try:
-            self.join(room["number"], self._password)
+            reply = self._send_join(room["number"], self._password)
         except ApiError as exc:
             if exc.code == ErrorCode.ALREADY_IN_ROOM and exc.details.get("number") == room["number"]:
                 self._restart_video()       # the server kept the place
@@ -251,6 +337,10 @@ class RoomsClient:
             else:
                 self.kernel.emit("room_removed", reason="rejoin_failed", message=exc.message)
             return
+        if "room" in reply:
+            self._entered(reply["room"], self._password)
+        else:                               # locked meanwhile: we wait to be let in again
+            self.room = None
         self._restart_video()
 
     def _restart_video(self) -> None:

@@ -54,6 +54,8 @@ class ErrorCode(enum.IntEnum):
     NOT_IN_ROOM = 405
     NOT_HOST = 406
     NO_SUCH_MEMBER = 407
+    NOT_WAITING = 408
+    MEMBER_AWAY = 409
 
 
 DEFAULT_MESSAGES: dict[ErrorCode, str] = {
@@ -101,6 +103,8 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.NOT_IN_ROOM: "you are not in this meeting",
     ErrorCode.NOT_HOST: "only the host can do this",
     ErrorCode.NO_SUCH_MEMBER: "no such member in this meeting",
+    ErrorCode.NOT_WAITING: "nobody by that id is waiting to join",
+    ErrorCode.MEMBER_AWAY: "that member is not connected right now",
 }
 
 

@@ -75,6 +75,11 @@ class PacketType(enum.IntEnum):
     ROOM_CHAT_EVENT = 89
     ROOM_REMOVED_EVENT = 90
     MEDIA_STATE = 91
+    ROOM_END = 92
+    ROOM_HOST = 93
+    ROOM_WAITING_EVENT = 94
+    ROOM_ADMIT = 95
+    ROOM_ADMIT_EVENT = 96
     # media (100-119)
     MEDIA_FRAME = 100
     KEYFRAME_REQUEST = 101

@@ -74,6 +74,7 @@ class ServerConfig:
     spool_sweep_interval: float = 60.0
     room_max_members: int = 16
     room_grace: float = 30.0
+    room_keep: float = 600.0
     media_video_budget: int = 512 * 1024
     media_audio_budget: int = 2 * 1024 * 1024
     tls_cert: str = ""
@@ -116,7 +117,7 @@ class ServerConfig:
             need(not getattr(self, key) or os.path.isfile(getattr(self, key)), key,
                  f"no such file: {getattr(self, key)}")
         for key in ("session_ttl", "login_failure_window",
-                    "spool_expiry", "room_grace", "tls_handshake_timeout", "shutdown_timeout"):
+                    "spool_expiry", "room_grace", "room_keep", "tls_handshake_timeout", "shutdown_timeout"):
             need(getattr(self, key) > 0, key, "must be positive")
         for key in ("max_unauthenticated_per_address", "login_failures_per_account", "login_failures_per_address",
                     "max_file_size"):

@@ -1,8 +1,11 @@
 """Meeting rooms: live membership kept in memory on the reactor thread.
 
-A room is a live thing: it exists while somebody is in it and is gone when the last member
-leaves, so nothing here touches the database. Everything runs on the reactor thread (inline
-handlers and session hooks), which makes the state free of locks.
+A room exists while somebody is in it and is gone when the last member leaves (or the host
+ends it). Everything runs on the reactor thread (inline handlers and session hooks), which makes
+the state free of locks. Each change is handed to the room keeper (server/room_keeper.py), which
+writes it to the database on its own thread, so a meeting survives a restart or a crash: at
+start the rooms seen less than ``room_keep`` seconds ago come back with every member away, and
+each member has ``room_keep`` seconds to take the place back (by RESUME, login or ROOM_JOIN).
 
 Rules worth knowing:
 
@@ -19,7 +22,6 @@ Rules worth knowing:
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 import time
@@ -30,6 +32,10 @@ from common import frame as wire
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
+from .passwords import ScryptParams, hash_password, verify_password
+from .room_keeper import RoomKeeper
+from .storage import StoredRoom
+
 if TYPE_CHECKING:
     from .app import Server
     from .connection import Connection
@@ -39,6 +45,8 @@ log = logging.getLogger("server.rooms")
 
 NUMBER_DIGITS = 9
 MEDIA_STATE_COALESCE = 0.1   # seconds: media-state changes within this go to the room as one event
+WAITING_MAX = 50                      # people in one waiting room at a time
+ROOM_PASSWORD_PARAMS = ScryptParams(n=2 ** 11)
 
 
 def now_ms() -> int:
@@ -70,13 +78,24 @@ class Member:
 
 
 @dataclass(eq=False)
+class Waiting:
+    user_id: int
+    nickname: str
+
+    def public(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "nickname": self.nickname}
+
+
+@dataclass(eq=False)
 class Room:
     number: str
     title: str
-    password: str
+    password_hash: str                # "" for no password
     host_id: int
     locked: bool = False
+    created_at: int = field(default_factory=now_ms)
     members: dict[int, Member] = field(default_factory=dict)   # in join order
+    waiting: dict[int, Waiting] = field(default_factory=dict)  # in arrival order
 
     @property
     def room_id(self) -> int:
@@ -88,8 +107,12 @@ class Room:
 
     def public(self) -> dict[str, Any]:
         return {"number": self.number, "title": self.title, "host_id": self.host_id, "locked": self.locked,
-                "has_password": bool(self.password),
+                "has_password": bool(self.password_hash),
                 "members": [m.public(self.host_id) for m in self.members.values()]}
+
+    def stored(self) -> StoredRoom:
+        return StoredRoom(self.number, self.title, self.password_hash, self.host_id, self.locked,
+                          tuple((m.user_id, m.nickname) for m in self.members.values()), self.created_at, now_ms())
 
 
 RoomHook = Callable[[Room], None]
@@ -99,10 +122,12 @@ MemberHook = Callable[[Room, Member], None]
 class RoomRegistry:
     """Every live room. Reactor thread only."""
 
-    def __init__(self, server: "Server") -> None:
+    def __init__(self, server: "Server", keeper: RoomKeeper) -> None:
         self.server = server
+        self.keeper = keeper
         self.rooms: dict[str, Room] = {}
         self.by_user: dict[int, Room] = {}
+        self.waiting_by_user: dict[int, Room] = {}
         self.on_connected: list[MemberHook] = []          # joined, or came back on a new connection
         self.on_gone: list[MemberHook] = []               # left, removed, or the grace period ran out
         self.on_media_state: list[MemberHook] = []        # camera/microphone/screen changed
@@ -113,6 +138,9 @@ class RoomRegistry:
         server.session_ended.append(self._session_ended)
         server.shutdown_hooks.append(self._shutdown)
         server.status_providers.append(self.status)
+        server.reactor.call_soon(self._restore)     # once serving: the schema has been checked
+        keep = server.config.room_keep
+        server.reactor.call_every(keep / 4, self._touch)
 
     # -- lookups -----------------------------------------------------------------------------------
     def room_of(self, user_id: int) -> Room | None:
@@ -135,38 +163,50 @@ class RoomRegistry:
         return room.connected_ids() if room is not None else []
 
     def status(self) -> dict[str, Any]:
-        return {"rooms": len(self.rooms), "room_members": len(self.by_user)}
+        return {"rooms": len(self.rooms), "room_members": len(self.by_user),
+                "room_waiting": len(self.waiting_by_user)}
 
     # -- joining and leaving -----------------------------------------------------------------------
     def create(self, conn: "Connection", title: str, password: str) -> Room:
         user_id = self._user(conn)
         self._not_in_a_room(user_id)
-        room = Room(new_room_number(self.rooms), title, password, host_id=user_id)
+        self._stop_waiting(user_id)
+        password_hash = hash_password(password, ROOM_PASSWORD_PARAMS) if password else ""
+        room = Room(new_room_number(self.rooms), title, password_hash, host_id=user_id)
         self.rooms[room.number] = room
         log.info("%s created room %s%s", conn.who, room.number, " with a password" if password else "")
         self._add(room, conn)
         return room
 
-    def join(self, conn: "Connection", number: str, password: str) -> Room:
+    def join(self, conn: "Connection", number: str, password: str) -> tuple[Room, bool]:
+        """In the room, or (locked) in its waiting room: returns (room, waiting)."""
         user_id = self._user(conn)
         self._not_in_a_room(user_id)
         room = self.rooms.get(number)
         if room is None:
             raise ApiError(ErrorCode.NO_SUCH_ROOM)
-        if room.password and not hmac.compare_digest(room.password.encode(), password.encode()):
+        if room.password_hash and not verify_password(password, room.password_hash):
             raise ApiError(ErrorCode.WRONG_ROOM_PASSWORD)
+        self._stop_waiting(user_id)
         if room.locked:
-            raise ApiError(ErrorCode.ROOM_LOCKED)
-        if len(room.members) >= self.server.config.room_max_members:
-            raise ApiError(ErrorCode.ROOM_FULL, limit=self.server.config.room_max_members)
+            self._wait(room, conn)
+            return room, True
+        self._check_space(room)
         log.info("%s joined room %s", conn.who, room.number)
         self._add(room, conn)
-        return room
+        return room, False
 
     def leave(self, user_id: int) -> None:
+        """Leave the room, or stop waiting to be let in."""
+        if self._stop_waiting(user_id):
+            return
         room = self.require_room(user_id)
         log.info("user=%d left room %s", user_id, room.number)
         self._remove(room, user_id)
+
+    def _check_space(self, room: Room) -> None:
+        if len(room.members) >= self.server.config.room_max_members:
+            raise ApiError(ErrorCode.ROOM_FULL, limit=self.server.config.room_max_members)
 
     def _user(self, conn: "Connection") -> int:
         assert conn.user_id is not None
@@ -184,6 +224,7 @@ class RoomRegistry:
         member = Member(user_id, conn.nickname, conn)
         room.members[user_id] = member
         self.by_user[user_id] = room
+        self.keeper.save(room.stored())
         try:
             self.broadcast_members(room)
             for hook in self.on_connected:
@@ -205,12 +246,21 @@ class RoomRegistry:
             return
         if room.host_id == user_id:
             connected = [m for m in room.members.values() if m.conn is not None]
-            room.host_id = (connected or list(room.members.values()))[0].user_id
-            log.info("room %s: host passed from user=%d to user=%d", room.number, user_id, room.host_id)
+            self._set_host(room, (connected or list(room.members.values()))[0].user_id)
+        self.keeper.save(room.stored())
         self.broadcast_members(room)
+
+    def _set_host(self, room: Room, user_id: int) -> None:
+        log.info("room %s: host passed from user=%d to user=%d", room.number, room.host_id, user_id)
+        room.host_id = user_id
+        if room.waiting:
+            self._send_waiting(room)
 
     def _close(self, room: Room) -> None:
         self.rooms.pop(room.number, None)
+        self.keeper.forget(room.number)
+        for waiting in list(room.waiting.values()):
+            self._answer_waiting(room, waiting, False, "the meeting ended")
         log.info("room %s closed", room.number)
         for hook in self.on_closed:
             hook(room)
@@ -247,8 +297,83 @@ class RoomRegistry:
         if room.locked != locked:
             room.locked = locked
             log.info("user=%d %s room %s", host_id, "locked" if locked else "unlocked", room.number)
+            self.keeper.save(room.stored())
             self.broadcast_members(room)
+            if not locked:
+                for waiting in list(room.waiting.values()):
+                    self._answer_waiting(room, waiting, True, "the meeting was unlocked")
         return room
+
+    def end(self, host_id: int) -> None:
+        """The host ends the meeting for everyone."""
+        room = self.require_host(host_id)
+        log.info("user=%d ended room %s for all %d members", host_id, room.number, len(room.members))
+        self.server.router.event_to_users([uid for uid in room.members if uid != host_id],
+                                          PacketType.ROOM_REMOVED_EVENT, {
+            "number": room.number, "reason": "ended", "by": host_id, "message": "the host ended the meeting"})
+        self._clear(room)
+
+    def hand_over(self, host_id: int, target_id: int) -> Room:
+        """The host makes another (connected) member the host."""
+        room = self.require_host(host_id)
+        if target_id == host_id:
+            raise ApiError(ErrorCode.BAD_REQUEST, "you are already the host")
+        if self._target(room, target_id).conn is None:
+            raise ApiError(ErrorCode.MEMBER_AWAY)
+        self._set_host(room, target_id)
+        self.keeper.save(room.stored())
+        self.broadcast_members(room)
+        return room
+
+    def admit(self, host_id: int, target_id: int, admitted: bool) -> None:
+        """The host lets somebody in from the waiting room, or refuses them."""
+        room = self.require_host(host_id)
+        waiting = room.waiting.get(target_id)
+        if waiting is None:
+            raise ApiError(ErrorCode.NOT_WAITING)
+        if admitted:
+            self._check_space(room)
+        self._answer_waiting(room, waiting, admitted, "" if admitted else "the host did not let you in")
+
+    # -- the waiting room ------------------------------------------------------------------------
+    def _wait(self, room: Room, conn: "Connection") -> None:
+        user_id = self._user(conn)
+        if len(room.waiting) >= WAITING_MAX:
+            raise ApiError(ErrorCode.ROOM_FULL, "too many people are waiting to join this meeting",
+                           limit=WAITING_MAX)
+        room.waiting[user_id] = Waiting(user_id, conn.nickname)
+        self.waiting_by_user[user_id] = room
+        log.info("%s is waiting to be let into locked room %s", conn.who, room.number)
+        self._send_waiting(room)
+
+    def _stop_waiting(self, user_id: int) -> bool:
+        room = self.waiting_by_user.pop(user_id, None)
+        if room is None:
+            return False
+        room.waiting.pop(user_id, None)
+        self._send_waiting(room)
+        return True
+
+    def _answer_waiting(self, room: Room, waiting: Waiting, admitted: bool, message: str) -> None:
+        user_id = waiting.user_id
+        room.waiting.pop(user_id, None)
+        self.waiting_by_user.pop(user_id, None)
+        conn = self.server.sessions.get(user_id)
+        event: dict[str, Any] = {"number": room.number, "admitted": False, "message": message}
+        if admitted and conn is not None and user_id not in self.by_user and room.number in self.rooms:
+            log.info("%s was let into room %s", conn.who, room.number)
+            self._add(room, conn)
+            event.update(admitted=True, room=room.public())
+        else:
+            log.info("user=%d was not let into room %s: %s", user_id, room.number, message or "gone")
+        self.server.router.event_to_user(user_id, PacketType.ROOM_ADMIT_EVENT, event)
+        if room.number in self.rooms:
+            self._send_waiting(room)
+
+    def _send_waiting(self, room: Room) -> None:
+        """The host sees who is waiting (the list, whole, each time it changes)."""
+        self.server.router.event_to_user(room.host_id, PacketType.ROOM_WAITING_EVENT, {
+            "number": room.number, "waiting": [w.public() for w in room.waiting.values()]})
 
     # -- members' own actions --------------------------------------------------------------------
     def chat(self, conn: "Connection", text: str) -> int:
@@ -300,11 +425,15 @@ class RoomRegistry:
         member.nickname = conn.nickname
         log.info("%s is back in room %s%s", conn.who, room.number, " (session replaced)" if replaced else "")
         self.broadcast_members(room)
+        if room.host_id == member.user_id and room.waiting:
+            self._send_waiting(room)
         for hook in self.on_connected:
             hook(room, member)
 
     def _session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
         user_id = self._user(conn)
+        if went_offline:
+            self._stop_waiting(user_id)     # a waiting user who comes back joins the queue again
         room = self.by_user.get(user_id)
         if room is None:
             return
@@ -326,14 +455,51 @@ class RoomRegistry:
             log.info("user=%d did not come back to room %s in time: removed", member.user_id, room.number)
             self._remove(room, member.user_id)
 
+    def _clear(self, room: Room) -> None:
+        """Everyone out, and the room closed (the members were told why)."""
+        for member in list(room.members.values()):
+            if member.grace is not None:
+                member.grace.cancel()
+            self.by_user.pop(member.user_id, None)
+        gone = list(room.members.values())
+        room.members.clear()
+        for member in gone:
+            for hook in self.on_gone:
+                hook(room, member)
+        self._close(room)
+
+    # -- across restarts -----------------------------------------------------------------------------
+    def _touch(self) -> None:
+        self.keeper.touch(list(self.rooms), now_ms())
+
+    def _restore(self) -> None:
+        """At start: the rooms the previous run held (less than ``room_keep`` ago) come back
+        with every member away; each member has ``room_keep`` seconds to take the place back."""
+        keep = self.server.config.room_keep
+        try:
+            stored = self.keeper.take(now_ms() - int(keep * 1000))
+        except Exception:
+            log.exception("could not read the meetings kept from the last run")
+            return
+        for saved in stored:
+            if saved.number in self.rooms or not saved.members:
+                continue
+            room = Room(saved.number, saved.title, saved.password_hash, saved.host_id, saved.locked,
+                        saved.created_at)
+            for user_id, nickname in saved.members:
+                if user_id in self.by_user:
+                    continue
+                member = Member(user_id, nickname, None)
+                member.grace = self.server.reactor.call_later(keep, self._grace_over, room, member)
+                room.members[user_id] = member
+                self.by_user[user_id] = room
+            self.rooms[room.number] = room
+        if stored:
+            log.info("restored %d meeting rooms from the last run; members have %g s to come back",
+                     len(self.rooms), keep)
+
     def _shutdown(self) -> None:
-        """The server is stopping: tell every member the meeting is over."""
-        for room in list(self.rooms.values()):
-            self.server.router.to_room(room.room_id, wire.encode_json(PacketType.ROOM_REMOVED_EVENT, {
-                "number": room.number, "reason": "closed", "message": "the server is shutting down"}))
-            for member in list(room.members.values()):
-                if member.grace is not None:
-                    member.grace.cancel()
-            room.members.clear()
-            self._close(room)
-        self.by_user.clear()
+        """The server is stopping: the rooms stay stored for the next run (the members come
+        back after their reconnect); pending writes are flushed before the storage closes."""
+        self.keeper.touch(list(self.rooms), now_ms())
+        self.keeper.close()

@@ -1,6 +1,8 @@
-"""Meeting room packets (types 80-99): create, join, leave, host controls, room chat, media state.
+"""Meeting room packets (types 80-99): create, join, leave, host controls (kick, mute, lock,
+end, hand over, waiting room), room chat, media state.
 
-All inline on the reactor thread: rooms live in memory (server/rooms.py), nothing blocks.
+All inline on the reactor thread: rooms live in memory (server/rooms.py); their durable copy is
+written by the room keeper's own thread, so nothing here blocks.
 Creating, joining and room chat spend the user's rate-limit tokens (server/ratelimit.py).
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from common.fields import get_bool, get_int, get_str
 from common.packets import PacketType
 
 from ..mediator import Request
+from ..room_keeper import RoomKeeper
 from ..rooms import NUMBER_DIGITS, RoomRegistry
 
 if TYPE_CHECKING:
@@ -52,7 +55,7 @@ def chat_text(body: dict) -> str:
 
 
 def install(server: "Server") -> None:
-    rooms = RoomRegistry(server)
+    rooms = RoomRegistry(server, RoomKeeper(server.storage))
     server.rooms = rooms          # type: ignore[attr-defined]  # the media handlers and tests use it
     handler = server.mediator.handler
 
@@ -68,7 +71,10 @@ def install(server: "Server") -> None:
         server.rate_limits.room_join(req.user_id, req.conn.address)   # every attempt counts: slows guessing
         number = room_number(req.body)
         password = get_str(req.body, "password", "", max_len=ROOM_PASSWORD_MAX)
-        return {"room": rooms.join(req.conn, number, password).public()}
+        room, waiting = rooms.join(req.conn, number, password)
+        if waiting:
+            return {"waiting": True, "number": room.number, "title": room.title}
+        return {"room": room.public()}
 
     @handler(PacketType.ROOM_LEAVE)
     def leave(req: Request) -> dict:
@@ -91,6 +97,20 @@ def install(server: "Server") -> None:
     def lock(req: Request) -> dict:
         server.rate_limits.room_control(req.user_id)
         return {"room": rooms.lock(req.user_id, get_bool(req.body, "locked")).public()}
+
+    @handler(PacketType.ROOM_END)
+    def end(req: Request) -> dict:
+        rooms.end(req.user_id)
+        return {}
+
+    @handler(PacketType.ROOM_HOST)
+    def hand_over(req: Request) -> dict:
+        return {"room": rooms.hand_over(req.user_id, get_int(req.body, "user_id", hi=USER_ID_MAX)).public()}
+
+    @handler(PacketType.ROOM_ADMIT)
+    def admit(req: Request) -> dict:
+        rooms.admit(req.user_id, get_int(req.body, "user_id", hi=USER_ID_MAX), get_bool(req.body, "admit"))
+        return {}
 
     @handler(PacketType.ROOM_CHAT)
     def chat(req: Request) -> dict:

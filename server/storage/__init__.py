@@ -10,10 +10,11 @@ from .files import FileStore
 from .friends import FriendStore
 from .messages import MessageStore
 from .profiles import ProfileStore
+from .rooms import RoomStore, StoredRoom
 from .sql import Database, DuplicateError, StorageError
 
 
-class Storage(AccountStore, FriendStore, FileStore, ProfileStore, MessageStore):
+class Storage(AccountStore, FriendStore, FileStore, ProfileStore, MessageStore, RoomStore):
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -46,4 +47,4 @@ def open_storage(url: str) -> Storage:
     raise StorageError(f"unsupported database URL {url!r}: use sqlite:///path or mysql://user:pass@host/db")
 
 
-__all__ = ["Storage", "User", "open_storage", "StorageError", "DuplicateError"]
+__all__ = ["Storage", "StoredRoom", "User", "open_storage", "StorageError", "DuplicateError"]

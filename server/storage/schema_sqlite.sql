@@ -71,4 +71,17 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_recipient ON files (recipient_id, state);
 
-INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', '2');
+-- Meetings kept across a restart (server/storage/rooms.py); added in schema version 3.
+CREATE TABLE IF NOT EXISTS rooms (
+    number TEXT NOT NULL PRIMARY KEY,
+    title TEXT NOT NULL,
+    password_hash TEXT NOT NULL DEFAULT '',
+    host_id INTEGER NOT NULL,
+    locked INTEGER NOT NULL DEFAULT 0,
+    members TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    seen_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rooms_seen ON rooms (seen_at);
+
+INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', '3');
