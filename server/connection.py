@@ -59,6 +59,7 @@ class Connection:
         self._write_blocked = False       # the socket refused bytes: wait until it is writable
         self.user_id: int | None = None
         self.nickname = ""
+        self.avatar: dict = {}          # {"builtin", "version"}: shown on a meeting tile
         self.token_hash: str | None = None
         self.kicked = False
         self.hello_version = 0

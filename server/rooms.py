@@ -66,13 +66,14 @@ class Member:
     user_id: int
     nickname: str
     conn: "Connection | None"
+    avatar: dict = field(default_factory=dict)      # {"builtin", "version"}
     camera: bool = False
     microphone: bool = False
     screen: bool = False
     grace: "Timer | None" = None
 
     def public(self, host_id: int) -> dict[str, Any]:
-        return {"user_id": self.user_id, "nickname": self.nickname, "camera": self.camera,
+        return {"user_id": self.user_id, "nickname": self.nickname, "avatar": self.avatar, "camera": self.camera,
                 "microphone": self.microphone, "screen": self.screen, "host": self.user_id == host_id,
                 "away": self.conn is None}
 
@@ -221,7 +222,7 @@ class RoomRegistry:
         """All or nothing: if telling the room or a hook fails, the member is taken out again
         (and a room just created is closed), so nobody is left in a room nobody announced."""
         user_id = self._user(conn)
-        member = Member(user_id, conn.nickname, conn)
+        member = Member(user_id, conn.nickname, conn, conn.avatar)
         room.members[user_id] = member
         self.by_user[user_id] = room
         self.keeper.save(room.stored())
@@ -423,6 +424,7 @@ class RoomRegistry:
             member.grace = None
         member.conn = conn
         member.nickname = conn.nickname
+        member.avatar = conn.avatar
         log.info("%s is back in room %s%s", conn.who, room.number, " (session replaced)" if replaced else "")
         self.broadcast_members(room)
         if room.host_id == member.user_id and room.waiting:

@@ -50,10 +50,10 @@ def test_meeting_members_chat_and_host_actions(gui_app, server, client_factory):
 
     # the host mutes Bob from his row's menu, then removes Carol after confirming
     bob_id = bob.kernel.user["id"]
-    meeting.member_rows[bob_id].menu.invoke(0)
+    meeting.member_rows[bob_id].menu.invoke("Ask to mute")
     wait_event(app.root, bob.events, "room_mute", timeout=5)
     carol_id = carol.kernel.user["id"]
-    meeting.member_rows[carol_id].menu.invoke(1)
+    meeting.member_rows[carol_id].menu.invoke("Remove from meeting…")
     confirm = pump_until(app.root, lambda: find_toplevels(meeting, Dialog), 5, "the confirmation")[0]
     assert "Remove Carol" in confirm.text
     confirm.buttons["Remove"].invoke()
@@ -61,10 +61,11 @@ def test_meeting_members_chat_and_host_actions(gui_app, server, client_factory):
     pump_until(app.root, lambda: len(meeting.grid_view.tiles) == 2, 5, "Carol's tile to go")
     assert "Carol" not in " ".join(label_texts(meeting.member_list))
 
-    # leaving asks first, then closes the window; Bob becomes host
+    # the host leaving is asked: end for all, or leave; leaving closes the window, Bob becomes host
     meeting.leave_button.invoke()
     confirm = pump_until(app.root, lambda: find_toplevels(meeting, Dialog), 5, "the leave confirmation")[0]
-    confirm.buttons["Leave"].invoke()
+    assert "End meeting for all" in confirm.buttons
+    confirm.buttons["Leave meeting"].invoke()
     pump_until(app.root, lambda: app.meeting is None, 5, "the window to close")
     wait_event(app.root, bob.events, "room_members", lambda e: e["room"]["host_id"] == bob_id, 5)
 

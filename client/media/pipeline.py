@@ -448,6 +448,12 @@ class Receiver:
         self.member(user_id).video_stream(kind).paused = paused
         self.rooms.subscribe(user_id, kind, paused)
 
+    def set_sink(self, sink: AudioSink) -> None:
+        """Play on another device from now on (the old one is closed)."""
+        old, self.sink = self.sink, sink
+        old.close()
+        sink.start(self._pull)
+
     def close(self) -> None:
         self._closed = True
         self.rooms.remove_media_listener(self._on_media)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import subprocess
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import av
 import cv2
@@ -155,31 +158,77 @@ def open_camera(index: int = 0, width: int = 640, height: int = 480, fps: float 
     return TestPatternSource(width, height, fps, label)
 
 
+Region = tuple[int, int, int, int]          # x, y, width, height in screen pixels
+HIDDEN_FILL = (51, 38, 32)                  # BGR: the dark grey painted over hidden regions
+
+
+@dataclass(frozen=True)
+class ShareTarget:
+    """What to share: the whole screen (``window_id`` None) or one window."""
+    title: str
+    window_id: int | None = None
+
+
+SCREEN = ShareTarget("your screen")
+XWININFO_LINE = re.compile(r'^\s+(0x[0-9a-f]+) "(.*)": \((.*)\)\s+(\d+)x(\d+)\+-?\d+\+-?\d+\s+\+(-?\d+)\+(-?\d+)')
+
+
+def list_windows(display: str | None = None, exclude: frozenset[int] = frozenset(),
+                 min_size: int = 64) -> list[ShareTarget]:
+    """The named application windows on the X display (``xwininfo -root -tree``), largest
+    first; an empty list without X or xwininfo. Blocks briefly: call it off the Tk thread."""
+    env = {**os.environ, "DISPLAY": display} if display else None
+    try:
+        out = subprocess.run(["xwininfo", "-root", "-tree"], capture_output=True, text=True, timeout=5,
+                             env=env, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.info("cannot list the windows: %s", exc)
+        return []
+    found = []
+    for line in out.splitlines():
+        match = XWININFO_LINE.match(line)
+        if not match or not match.group(3).strip():      # a client window has a WM_CLASS
+            continue
+        window_id, title = int(match.group(1), 16), match.group(2)
+        width, height = int(match.group(4)), int(match.group(5))
+        if window_id in exclude or width < min_size or height < min_size or not title.strip():
+            continue
+        found.append((width * height, ShareTarget(f'the window "{title}"', window_id)))
+    return [target for _, target in sorted(found, key=lambda f: -f[0])]
+
+
 class ScreenSource(VideoSource):
-    """The X11 screen through FFmpeg's x11grab, at the screen's own size (even-rounded).
+    """The X11 screen, or one window of it, through FFmpeg's x11grab at its own size
+    (even-rounded).
 
     ``max_width`` scales a large screen down keeping its aspect ratio; x11grab paces the
-    frames at ``fps`` itself.
+    frames at ``fps`` itself. ``hidden()`` gives the screen regions never to send (the
+    meeting's own windows: no hall of mirrors); they are painted over in every picture.
     """
 
     paced = True
 
-    def __init__(self, display: str | None = None, fps: float = 5.0, max_width: int = 1920) -> None:
+    def __init__(self, display: str | None = None, fps: float = 5.0, max_width: int = 1920,
+                 window_id: int | None = None, hidden: Callable[[], list[Region]] | None = None) -> None:
         display = display or os.environ.get("DISPLAY", "")
         if not display:
             raise OSError("no X display (DISPLAY is not set)")
-        self.name = f"screen {display}"
+        self.name = f"screen {display}" if window_id is None else f"window {window_id:#x} on {display}"
+        options = {"framerate": f"{fps:g}", "draw_mouse": "1"}
+        if window_id is not None:
+            options["window_id"] = str(window_id)
         try:
-            self._container = av.open(display, format="x11grab",
-                                      options={"framerate": f"{fps:g}", "draw_mouse": "1"})
+            self._container = av.open(display, format="x11grab", options=options)
         except av.error.FFmpegError as exc:
-            raise OSError(f"cannot capture the screen of {display}: {exc}") from None
+            raise OSError(f"cannot capture {self.name}: {exc}") from None
         stream = self._container.streams.video[0]
         screen_w, screen_h = stream.codec_context.width, stream.codec_context.height
-        scale = min(1.0, max_width / screen_w)
-        self.width = int(screen_w * scale) // 2 * 2
-        self.height = int(screen_h * scale) // 2 * 2
+        self._scale = min(1.0, max_width / screen_w)
+        self.width = int(screen_w * self._scale) // 2 * 2
+        self.height = int(screen_h * self._scale) // 2 * 2
         self.fps = fps
+        self._origin = window_origin(display, window_id) if window_id is not None and hidden else (0, 0)
+        self._hidden = hidden
         self._frames = self._container.decode(stream)
         self._index = 0
 
@@ -190,17 +239,42 @@ class ScreenSource(VideoSource):
             return None
         capture = now_us()
         image = frame.to_ndarray(format="bgr24", width=self.width, height=self.height)
+        if self._hidden is not None:
+            self._paint_over(image, self._hidden())
         self._index += 1
         return Picture(image, capture, self._index - 1)
+
+    def _paint_over(self, image: np.ndarray, regions: list[Region]) -> None:
+        ox, oy = self._origin
+        for x, y, w, h in regions:
+            x0, y0 = max(0, int((x - ox) * self._scale)), max(0, int((y - oy) * self._scale))
+            x1, y1 = int((x - ox + w) * self._scale), int((y - oy + h) * self._scale)
+            if x1 > x0 and y1 > y0:
+                image[y0:y1, x0:x1] = HIDDEN_FILL
 
     def close(self) -> None:
         self._container.close()
 
 
-def open_screen(display: str | None = None, fps: float = 5.0, max_width: int = 1920) -> VideoSource:
-    """The X11 screen if there is one, else a 1280x720 test pattern labelled as a screen."""
+def window_origin(display: str, window_id: int) -> tuple[int, int]:
+    """Where a window's top-left corner is on the screen (for painting over regions)."""
     try:
-        return ScreenSource(display, fps, max_width)
+        out = subprocess.run(["xwininfo", "-id", str(window_id)], capture_output=True, text=True, timeout=5,
+                             env={**os.environ, "DISPLAY": display}, check=True).stdout
+        x = int(re.search(r"Absolute upper-left X:\s+(-?\d+)", out).group(1))
+        y = int(re.search(r"Absolute upper-left Y:\s+(-?\d+)", out).group(1))
+        return x, y
+    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
+        log.info("cannot find where window %#x is: %s", window_id, exc)
+        return 0, 0
+
+
+def open_screen(display: str | None = None, fps: float = 5.0, max_width: int = 1920,
+                target: ShareTarget = SCREEN, hidden: Callable[[], list[Region]] | None = None) -> VideoSource:
+    """The X11 screen (or the chosen window) if there is one, else a 1280x720 test pattern
+    labelled as a screen."""
+    try:
+        return ScreenSource(display, fps, max_width, target.window_id, hidden)
     except OSError as exc:
         log.info("%s; sharing the test pattern instead", exc)
         return TestPatternSource(1280, 720, fps, "screen")

@@ -109,7 +109,7 @@ class App:
                 if dialog.winfo_exists():
                     dialog.show_error(describe_error(exc))
             self.bridge.call(*work, on_done=done, on_error=failed)
-        return MeetingDialog(self.root, mode, submit)
+        return MeetingDialog(self.root, mode, submit, bridge=self.bridge, rooms=kernel.rooms)
 
     def open_meeting(self, room: dict):
         from .meeting_window import MeetingWindow

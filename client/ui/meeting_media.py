@@ -21,7 +21,7 @@ from PIL import Image
 from client.media.clock import Pacer
 from client.media.echo import make_echo_suppressor
 from client.media.pipeline import AudioPublisher, Receiver, VideoPublisher
-from client.media.sources import Picture, VideoSource, open_screen
+from client.media.sources import Picture, Region, ShareTarget, VideoSource, open_screen
 from client.media.video_codec import CAMERA_VGA, H264Encoder, screen_profile
 from common.media import MediaKind
 
@@ -80,16 +80,18 @@ class MeetingMedia:
         self.rooms = window.rooms
         self.me = window.me
         self.label = window.kernel.user.get("nickname", "")
-        self.camera_choice, self.microphone_choice = camera, microphone
+        self.camera_choice, self.microphone_choice, self.speakers_choice = camera, microphone, speakers
         self.screen_display = screen_display
+        # The meeting's own windows, never sent when sharing the screen (no hall of mirrors).
+        # Replaced whole by the Tk thread (MeetingWindow.own_regions), read by the capture thread.
+        self.hidden_regions: list[Region] = []
         self.receiver = Receiver(self.rooms, sink=open_speakers_choice(speakers))
         self.camera: VideoPublisher | None = None
         self.camera_tap: PreviewTap | None = None
         self.screen: VideoPublisher | None = None
         self.screen_tap: PreviewTap | None = None
-        receiver = self.receiver        # the publisher thread must not hold this object (it holds the window)
-        self.audio = AudioPublisher(self.rooms, open_microphone_choice(microphone), echo=make_echo_suppressor(),
-                                    far_end=lambda: receiver.last_played).start()
+        self.sharing: ShareTarget | None = None
+        self.audio = self._start_audio(microphone)
         # Replaced whole by the Tk thread. Only the mailboxes, never the tiles: a widget (and its
         # PhotoImage) must not be freed on this thread.
         self.targets: dict[tuple[int, int], FrameSlot] = {}
@@ -103,7 +105,13 @@ class MeetingMedia:
         self.receiver.retain({int(m["user_id"]) for m in members if int(m["user_id"]) != self.me})
         self.targets = {key: tile.slot for key, tile in self.window.grid_view.tiles.items()}
 
-    def set_publishing(self, camera: bool, microphone: bool, screen: bool) -> None:
+    def _start_audio(self, microphone: str) -> AudioPublisher:
+        receiver = self.receiver        # the publisher thread must not hold this object (it holds the window)
+        return AudioPublisher(self.rooms, open_microphone_choice(microphone), echo=make_echo_suppressor(),
+                              far_end=lambda: receiver.last_played).start()
+
+    def set_publishing(self, camera: bool, microphone: bool, screen: ShareTarget | None) -> None:
+        """What I send: camera and microphone on or off, and the screen or window I share."""
         self.audio.muted = not microphone
         if camera and self.camera is None:
             self.camera_tap = PreviewTap(open_camera_choice(self.camera_choice, self.label))
@@ -111,15 +119,30 @@ class MeetingMedia:
         elif not camera and self.camera is not None:
             self._stop_publisher(self.camera)
             self.camera, self.camera_tap = None, None
-        if screen and self.screen is None:
-            source = PreviewTap(open_screen(self.screen_display))
-            encoder = H264Encoder(screen_profile(source.width, source.height, source.fps))
-            self.screen_tap = source
-            self.screen = VideoPublisher(self.rooms, source, encoder, kind=MediaKind.SCREEN).start()
-        elif not screen and self.screen is not None:
+        if self.screen is not None and screen != self.sharing:
             self._stop_publisher(self.screen)
-            self.screen, self.screen_tap = None, None
+            self.screen, self.screen_tap, self.sharing = None, None, None
+        if screen is not None and self.screen is None:
+            source = PreviewTap(open_screen(self.screen_display, target=screen, hidden=lambda: self.hidden_regions))
+            encoder = H264Encoder(screen_profile(source.width, source.height, source.fps))
+            self.screen_tap, self.sharing = source, screen
+            self.screen = VideoPublisher(self.rooms, source, encoder, kind=MediaKind.SCREEN).start()
         self.targets = {key: tile.slot for key, tile in self.window.grid_view.tiles.items()}
+
+    def set_devices(self, camera: str, microphone: str, speakers: str) -> None:
+        """Switch devices in the running meeting (call ``set_publishing`` after it)."""
+        if camera != self.camera_choice:
+            self.camera_choice = camera
+            if self.camera is not None:
+                self._stop_publisher(self.camera)
+                self.camera, self.camera_tap = None, None
+        if microphone != self.microphone_choice:
+            self.microphone_choice = microphone
+            old, self.audio = self.audio, self._start_audio(microphone)
+            self._stop_publisher(old)
+        if speakers != self.speakers_choice:
+            self.speakers_choice = speakers
+            self.receiver.set_sink(open_speakers_choice(speakers))
 
     def set_visible(self, visible: bool, bridge) -> None:
         """Window hidden (minimised): ask the relay to stop sending the remote video we would
@@ -128,7 +151,7 @@ class MeetingMedia:
         for uid, kind in streams:
             bridge.call(self.receiver.set_paused, uid, kind, not visible)
 
-    def _stop_publisher(self, publisher: VideoPublisher) -> None:
+    def _stop_publisher(self, publisher: VideoPublisher | AudioPublisher) -> None:
         threading.Thread(target=publisher.stop, name="stop-publisher", daemon=True).start()
 
     def speaking(self) -> dict[int, bool]:

@@ -48,7 +48,9 @@ def fit(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:
 
 
 class VideoTile(tk.Frame):
-    """One participant's picture with a name label, a muted mark and an active-speaker ring."""
+    """One participant's picture with a name label, a muted mark and an active-speaker ring.
+    Without video it shows the person's avatar picture (``set_avatar``), or their initial until
+    the picture is known."""
 
     def __init__(self, master: tk.Misc, name: str, *, self_view: bool = False) -> None:
         super().__init__(master, background=COLORS["video_bg"], highlightthickness=3,
@@ -63,6 +65,9 @@ class VideoTile(tk.Frame):
         self._image_item = self.canvas.create_image(0, 0, anchor="center")
         self._placeholder = self.canvas.create_text(0, 0, text=self._initial(), fill="#5b6577",
                                                     font=(FONT, 36, "bold"))
+        self._avatar_item = self.canvas.create_image(0, 0, anchor="center", state="hidden")
+        self.avatar: ImageTk.PhotoImage | None = None
+        self.pinned = False
         self._label_bg = self.canvas.create_rectangle(0, 0, 0, 0, fill="#000000", outline="", stipple="gray50")
         self._label = self.canvas.create_text(0, 0, anchor="sw", fill="white", font=(FONT, 10, "bold"))
         self.muted = False
@@ -75,7 +80,8 @@ class VideoTile(tk.Frame):
         return (self.name.strip()[:1] or "?").upper()
 
     def _set_label(self) -> None:
-        text = self.name + (" (you)" if self.self_view else "") + ("  · muted" if self.muted else "")
+        text = (self.name + (" (you)" if self.self_view else "")
+                + ("  · muted" if self.muted else "") + ("  · pinned" if self.pinned else ""))
         self.canvas.itemconfigure(self._label, text=text)
         self._place_label()
 
@@ -93,12 +99,34 @@ class VideoTile(tk.Frame):
         self.slot.size = (w, h)         # producers fit each picture into this box, keeping its shape
         self.canvas.coords(self._image_item, w // 2, h // 2)
         self.canvas.coords(self._placeholder, w // 2, h // 2)
+        self.canvas.coords(self._avatar_item, w // 2, h // 2)
         self._place_label()
 
     def set_name(self, name: str) -> None:
         if name != self.name:
             self.name = name
             self.canvas.itemconfigure(self._placeholder, text=self._initial())
+            self._set_label()
+
+    def set_avatar(self, photo: ImageTk.PhotoImage) -> None:
+        """The picture shown while there is no video (instead of the initial)."""
+        if photo is not self.avatar:
+            self.avatar = photo
+            self.canvas.itemconfigure(self._avatar_item, image=photo)
+            self._show_placeholder(not self.has_video)
+
+    def _show_placeholder(self, shown: bool) -> None:
+        avatar = shown and self.avatar is not None
+        self.canvas.itemconfigure(self._avatar_item, state="normal" if avatar else "hidden")
+        self.canvas.itemconfigure(self._placeholder, state="normal" if shown and not avatar else "hidden")
+
+    @property
+    def showing_avatar(self) -> bool:
+        return self.canvas.itemcget(self._avatar_item, "state") == "normal"
+
+    def set_pinned(self, pinned: bool) -> None:
+        if pinned != self.pinned:
+            self.pinned = pinned
             self._set_label()
 
     def set_muted(self, muted: bool) -> None:
@@ -113,12 +141,12 @@ class VideoTile(tk.Frame):
             self.configure(highlightbackground=colour, highlightcolor=colour)
 
     def set_video(self, on: bool) -> None:
-        """Camera off: forget the picture and show the initial."""
+        """Camera off: forget the picture and show the avatar."""
         self.has_video = on
         if not on:
             self.slot.take()
             self.canvas.itemconfigure(self._image_item, state="hidden")
-            self.canvas.itemconfigure(self._placeholder, state="normal")
+            self._show_placeholder(True)
 
     def paint(self) -> bool:
         """Tk thread: show the newest picture if there is one; True if something was drawn."""
@@ -133,17 +161,19 @@ class VideoTile(tk.Frame):
         if not self.has_video or self.canvas.itemcget(self._image_item, "state") == "hidden":
             self.has_video = True
             self.canvas.itemconfigure(self._image_item, state="normal")
-            self.canvas.itemconfigure(self._placeholder, state="hidden")
+            self._show_placeholder(False)
         self.paints += 1
         return True
 
 
 class VideoGrid(tk.Frame):
-    """Tiles laid out in a near-square grid; a screen share takes the big stage with the
-    cameras in a strip beside it. Runs the paint loop for all its tiles."""
+    """Tiles laid out in a near-square grid, my own first (top left: the same place for every
+    member); a shared screen, a pinned person or the speaker takes the big stage with the others
+    in a strip beside it. Runs the paint loop for all its tiles."""
 
-    def __init__(self, master: tk.Misc) -> None:
+    def __init__(self, master: tk.Misc, me: int = 0) -> None:
         super().__init__(master, background="#0b0e13")
+        self.me = me
         self.tiles: dict[tuple[int, int], VideoTile] = {}
         self.stage: tuple[int, int] | None = None
         self.on_paint: Callable[[], None] | None = None
@@ -184,7 +214,7 @@ class VideoGrid(tk.Frame):
     def relayout(self) -> None:
         for tile in self.tiles.values():
             tile.place_forget()
-        keys = list(self.tiles)
+        keys = self.ordered()
         if not keys:
             return
         gap = 0.006
@@ -203,6 +233,10 @@ class VideoGrid(tk.Frame):
             offset = (cols - in_row) / cols / 2       # centre a short last row
             self.tiles[key].place(relx=offset + c / cols + gap, rely=r / rows + gap,
                                   relwidth=1 / cols - 2 * gap, relheight=1 / rows - 2 * gap)
+
+    def ordered(self) -> list[tuple[int, int]]:
+        """My tiles first, then the others in the order they came."""
+        return sorted(self.tiles, key=lambda key: key[0] != self.me)
 
     def _paint_loop(self) -> None:
         for tile in list(self.tiles.values()):

@@ -30,6 +30,7 @@ def install(server: "Server") -> None:
             raise ApiError(ErrorCode.USER_NOT_FOUND)
         if req.conn.user_id == user.id:
             req.on_reactor(setattr, req.conn, "nickname", user.nickname)
+            req.on_reactor(setattr, req.conn, "avatar", user.public()["avatar"])
         server.router.event_to_users(storage.friend_ids(user.id), PacketType.PROFILE_CHANGED_EVENT,
                                      {"user": user.public()})
         return {"user": user.public()}

@@ -186,6 +186,7 @@ def start_session(server: "Server", conn: "Connection", user: User, hashed: str,
         return
     conn.user_id = user.id
     conn.nickname = user.nickname
+    conn.avatar = user.public()["avatar"]
     conn.token_hash = hashed
     server.authenticated(conn)
     old = server.sessions.bind(user.id, conn)
