@@ -155,9 +155,11 @@ class SharePicker(tk.Toplevel):
 
 def own_windows(widget: tk.Misc) -> list[tuple[int, str]]:
     """This application's top-level windows as (X id, the title list_windows would give)."""
-    root = widget.nametowidget(".")
     found = []
-    for top in [root, *root.winfo_children()]:
+    stack: list[tk.Misc] = [widget.nametowidget(".")]
+    while stack:
+        top = stack.pop()
+        stack.extend(top.winfo_children())
         if isinstance(top, (tk.Tk, tk.Toplevel)):
             title = f'the window "{top.wm_title()}"'
             found.append((top.winfo_id(), title))

@@ -510,7 +510,8 @@ class MeetingWindow(tk.Toplevel):
 
     def open_devices(self) -> None:
         from .device_settings import DeviceSettings
-        DeviceSettings(self, self.app.settings, on_apply=self.apply_devices)
+        self.device_settings = DeviceSettings(self, self.app.settings, self.app.settings_path,
+                                              on_apply=self.apply_devices)
 
     def apply_devices(self, camera: str, microphone: str, speakers: str) -> None:
         """New devices chosen in the settings: the running meeting switches to them."""
