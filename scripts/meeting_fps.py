@@ -2,9 +2,10 @@
 
 The window (the real Tk app, under a private Xvfb unless --display is given) creates a meeting;
 a child process runs a local server and N bots that join and publish 640x480 H.264 at 30 fps
-(a pre-encoded clip, so the bots cost little CPU and the numbers are the window's). The window
-decodes every stream, scales and paints; we count the paints per tile while ``mainloop()``
-runs, plus the Tk loop's largest stall and the window process's CPU.
+and (with --audio) a 440 Hz Opus tone every 20 ms (pre-encoded clips, so the bots cost little
+CPU and the numbers are the window's). The window decodes every stream, scales and paints,
+decodes, mixes and plays the audio, and shows who speaks; we count the paints per tile while
+``mainloop()`` runs, plus the Tk loop's largest stall and the window process's CPU.
 
     .venv/bin/python scripts/meeting_fps.py [--bots 3] [--seconds 10]
 """
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from benchlib import GcPauses, end_helper, machine_load, open_display  # noqa: E402
 
 
-def serve_bots(count: int, fps: int) -> int:
+def serve_bots(count: int, fps: int, audio: bool = False) -> int:
     """Child process: a server and ``count`` publishing bots; reads the room number on stdin."""
     from client.loadtest.clip import encode_clip
     from client.media.clock import Pacer, now_us
@@ -35,7 +36,7 @@ def serve_bots(count: int, fps: int) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="rtm-fps-"))
     server = start_server(test_config(tmp))
-    clip = encode_clip(640, 480, fps, 500_000, audio=False)
+    clip = encode_clip(640, 480, fps, 500_000, audio=audio)
     keyframes = [i for i, (_p, key) in enumerate(clip.video) if key]
     print(f"PORT {server.port}", flush=True)
     number = sys.stdin.readline().strip()
@@ -54,13 +55,22 @@ def serve_bots(count: int, fps: int) -> int:
             kernel.rooms.publish(MediaKind.CAMERA, Codec.H264, payload, key, now_us())
             index[0] = (index[0] + 1) % len(clip.video)
 
+    def speak(kernel) -> None:
+        pacer = Pacer(50)
+        index = 0
+        while pacer.wait(stop):
+            kernel.rooms.publish(MediaKind.MICROPHONE, Codec.OPUS, clip.audio[index], False, now_us())
+            index = (index + 1) % len(clip.audio)
+
     bots = []
     for i in range(count):
         bot = TestClient(server.port)
         bot.register_and_login(f"Bot {i + 1}")
         bot.kernel.rooms.join(number)
-        bot.kernel.rooms.set_media_state(True, False, False)
+        bot.kernel.rooms.set_media_state(True, audio, False)
         threading.Thread(target=publish, args=(bot.kernel,), daemon=True).start()
+        if audio:
+            threading.Thread(target=speak, args=(bot.kernel,), daemon=True).start()
         bots.append(bot)
     print("PUBLISHING", flush=True)
     sys.stdin.readline()                 # parent closes stdin when done
@@ -71,7 +81,42 @@ def serve_bots(count: int, fps: int) -> int:
     return 0
 
 
-def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bool = True) -> dict:
+class StallSampler:
+    """While the Tk loop has not come round for over 50 ms, sample what the Tk thread is doing
+    every 5 ms (its innermost frames): where the time of a stall goes."""
+
+    def __init__(self, loop_times: list[float]) -> None:
+        import collections
+        self.loop_times = loop_times
+        self.samples: collections.Counter = collections.Counter()
+        self.tk_thread = threading.get_ident()
+        self._stop = threading.Event()
+
+    def start(self) -> "StallSampler":
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            if not self.loop_times or time.monotonic() - self.loop_times[-1] < 0.05:
+                continue
+            frame = sys._current_frames().get(self.tk_thread)
+            where = []
+            while frame is not None and len(where) < 4:
+                where.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}")
+                frame = frame.f_back
+            self.samples[" < ".join(where)] += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def report(self) -> dict[str, int]:
+        """Samples (5 ms each) per place, most first."""
+        return dict(self.samples.most_common(8))
+
+
+def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bool = True,
+            audio: bool = False) -> dict:
     import psutil
     import tkinter as tk
 
@@ -79,7 +124,8 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
 
     xvfb = open_display(display)
     os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="rtm-fps-cfg-")
-    child = subprocess.Popen([sys.executable, __file__, "--serve-bots", str(bots), "--fps", str(fps)],
+    child = subprocess.Popen([sys.executable, __file__, "--serve-bots", str(bots), "--fps", str(fps)]
+                             + (["--audio"] if audio else []),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port = int(child.stdout.readline().split()[1])
@@ -112,6 +158,16 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
         start_replaced = {k: t.slot.replaced for k, t in tiles.items()}
         receiver = meeting.media.receiver
         start_decoded = {k: receiver.members[k[0]].video[MediaKind.CAMERA].stats.decoded for k in tiles}
+        stalls = StallSampler(loop_times).start()
+        pastes: list[float] = []
+        for tile in meeting.grid_view.tiles.values():
+            def timed(paint=tile.paint) -> bool:
+                began = time.perf_counter()
+                painted = paint()
+                if painted:
+                    pastes.append(time.perf_counter() - began)
+                return painted
+            tile.paint = timed
         process = psutil.Process()
         process.cpu_percent(None)
         started = time.monotonic()
@@ -119,12 +175,13 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
         with GcPauses() as gc_pauses:
             root.mainloop()
         elapsed = time.monotonic() - started
+        stalls.stop()
         cpu = process.cpu_percent(None)
         gaps = [b - a for a, b in zip(loop_times, loop_times[1:])]
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "streams": bots, "stream": f"640x480 H.264 {fps} fps", "seconds": round(elapsed, 1),
-            "own_camera": camera,
+            "own_camera": camera, "audio": audio,
             "tile_size": [list(t.slot.size) for t in tiles.values()][0],
             "paint_fps": {f"user {k[0]}": round((t.paints - start_paints[k]) / elapsed, 1) for k, t in tiles.items()},
             "decoded_fps": {f"user {k[0]}": round((receiver.members[k[0]].video[MediaKind.CAMERA].stats.decoded
@@ -135,6 +192,10 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
             "window_process_cpu_percent": round(cpu, 1),
             "gc": gc_pauses.figures(),
             **machine_load(),
+            "stalls_over_50ms": stalls.report(),
+            "tile_paste_ms": {"count": len(pastes), "mean": round(1000 * sum(pastes) / max(1, len(pastes)), 2),
+                              "max": round(1000 * max(pastes, default=0), 1),
+                              "over_50ms": sum(p > 0.05 for p in pastes)},
         }
         app.quit()
         return result
@@ -149,11 +210,13 @@ def main() -> int:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--display", default=None, help="use this X display instead of a private Xvfb")
     parser.add_argument("--no-camera", action="store_true", help="my own camera off (no self view, no encoding)")
+    parser.add_argument("--audio", action="store_true", help="the bots also talk (Opus, 50 packets/s each)")
     parser.add_argument("--serve-bots", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bots is not None:
-        return serve_bots(args.serve_bots, args.fps)
-    print(json.dumps(measure(args.bots, args.seconds, args.fps, args.display, not args.no_camera), indent=2))
+        return serve_bots(args.serve_bots, args.fps, args.audio)
+    print(json.dumps(measure(args.bots, args.seconds, args.fps, args.display, not args.no_camera, args.audio),
+                     indent=2))
     return 0
 
 

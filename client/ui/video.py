@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import tkinter as tk
 from typing import Callable
 
@@ -18,6 +19,11 @@ from PIL import Image, ImageTk
 from .widgets import COLORS, FONT
 
 PAINT_INTERVAL_MS = 15   # ~60 Hz: at least the display rate of any stream
+# Pasting into Tk photos is the Tk thread's main work; on a starved machine one paste can take
+# tens of milliseconds. One round of the paint loop stops pasting after this long and goes on
+# with the next tile in the following round, so other events (a click, a key) are not held up
+# behind every tile's paste. See docs/PERFORMANCE.md ("Tk event loop during a meeting").
+PAINT_BUDGET_S = 0.012
 
 
 class FrameSlot:
@@ -177,6 +183,7 @@ class VideoGrid(tk.Frame):
         self.tiles: dict[tuple[int, int], VideoTile] = {}
         self.stage: tuple[int, int] | None = None
         self.on_paint: Callable[[], None] | None = None
+        self._next = 0              # the tile the next paint round starts with
         self._after = self.after(PAINT_INTERVAL_MS, self._paint_loop)
         self.bind("<Destroy>", self._on_destroy, add="+")
 
@@ -239,8 +246,13 @@ class VideoGrid(tk.Frame):
         return sorted(self.tiles, key=lambda key: key[0] != self.me)
 
     def _paint_loop(self) -> None:
-        for tile in list(self.tiles.values()):
-            tile.paint()
+        tiles = list(self.tiles.values())
+        started = time.perf_counter()
+        for i in range(len(tiles)):
+            tiles[(self._next + i) % len(tiles)].paint()
+            if time.perf_counter() - started > PAINT_BUDGET_S:
+                self._next = (self._next + i + 1) % len(tiles)
+                break
         if self.on_paint is not None:
             self.on_paint()
         self._after = self.after(PAINT_INTERVAL_MS, self._paint_loop)
