@@ -128,18 +128,26 @@ def main() -> int:
         meeting = pump_until(root, lambda: app.meeting, 10, "the meeting window")
         place(meeting, 300, 60)
         number = meeting.room["number"]
-        from client.media.pipeline import VideoPublisher
+        from client.media.audio_io import ToneSource
+        from client.media.pipeline import AudioPublisher, VideoPublisher
         from client.media.sources import TestPatternSource
         from client.media.video_codec import CAMERA_VGA, H264Encoder
-        for client, mic in ((bob, True), (carol, False), (dave, True)):
+        # Bob talks (camera on), Carol is muted (camera on), Dave has his camera off (his avatar)
+        for client, camera, mic in ((bob, True, True), (carol, True, False), (dave, False, True)):
             client.kernel.rooms.join(number)
-            client.kernel.rooms.set_media_state(True, mic, False)
-            source = TestPatternSource(640, 480, 30.0, client.kernel.user["nickname"])
-            publishers.append(VideoPublisher(client.kernel.rooms, source, H264Encoder(CAMERA_VGA)).start())
+            client.kernel.rooms.set_media_state(camera, mic, False)
+            if camera:
+                source = TestPatternSource(640, 480, 30.0, client.kernel.user["nickname"])
+                publishers.append(VideoPublisher(client.kernel.rooms, source, H264Encoder(CAMERA_VGA)).start())
+        publishers.append(AudioPublisher(bob.kernel.rooms, ToneSource(440.0)).start())
         carol.kernel.rooms.chat("Hi all, joining from the train")
         bob.kernel.rooms.chat("Let's start with the release")
+        dave_id = dave.kernel.user["id"]
         pump_until(root, lambda: len(meeting.grid_view.tiles) == 4
-                   and all(t.paints > 20 for t in meeting.grid_view.tiles.values()), 20, "video in every tile")
+                   and all(t.paints > 20 for k, t in meeting.grid_view.tiles.items() if k[0] != dave_id), 20,
+                   "video in every camera tile")
+        pump_until(root, lambda: meeting.member_rows[bob.kernel.user["id"]].mic.state == "speaking", 10,
+                   "Bob's speaking icon")
         meeting.tabs.select(meeting.chat_tab)
         pump(root, 0.5)
         meeting.tabs.select(meeting.people_tab)

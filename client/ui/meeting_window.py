@@ -382,7 +382,8 @@ class MeetingWindow(tk.Toplevel):
         if away:
             tk.Label(row, text="reconnecting", background="white", foreground=COLORS["warning"],
                      font=(FONT, 8, "bold")).pack(side="left", padx=(6, 0))
-        menu_button = ttk.Menubutton(row, text="⋯", width=2)
+        menu_button = tk.Menubutton(row, text="⋯", background="white", relief="flat", indicatoron=False,
+                                    font=(FONT, 12, "bold"), padx=4, cursor="hand2")
         menu = tk.Menu(menu_button, tearoff=False)
         pinned = self.pinned == (uid, MediaKind.CAMERA)
         menu.add_command(label="Unpin" if pinned else "Pin", command=lambda: self.pin(None if pinned else uid))
