@@ -63,7 +63,11 @@ class RoomsClient:
         self.waiting: dict | None = None          # {"number", "title"} while in a waiting room
         self.waiting_list: list[dict] = []        # as host: who waits to be let in
         self._password = ""
+        self._media_state: dict | None = None      # what we last told the room we send
         self._admission: Future | None = None
+        self._waiting_lock = threading.Lock()
+        self._joining: str | None = None          # the number of a ROOM_JOIN in flight
+        self._early_answer: dict | None = None    # a ROOM_ADMIT_EVENT that came before its reply
         self._lock = threading.Lock()
         self._seq: dict[int, int] = {}
         self._held: set[int] = set()        # video kinds dropped locally until the next keyframe
@@ -88,22 +92,41 @@ class RoomsClient:
         """Join; for a locked meeting, wait (up to ``timeout``) until the host answers."""
         admission: Future = Future()
         self._admission = admission
-        reply = self._send_join(str(number), password)
-        if "room" in reply:
-            return self._entered(reply["room"], password)
         try:
-            room = admission.result(timeout)
+            reply = self._send_join(str(number), password)
+            if "room" in reply:
+                return self._entered(reply["room"], password)
+            return admission.result(timeout)
         except FutureTimeout:
             self.leave()
             raise ApiError(ErrorCode.ROOM_LOCKED, "nobody let you in") from None
-        return room
+        except ApiError:
+            if admission.done():            # refused, or we stopped waiting (even mid-request)
+                self.waiting = None
+            raise
+        finally:
+            if self._admission is admission:
+                self._admission = None
 
     def _send_join(self, number: str, password: str) -> dict:
-        reply = self.kernel.request(PacketType.ROOM_JOIN, {"number": number, "password": password})
+        with self._waiting_lock:
+            self._joining, self._early_answer = number, None
+        try:
+            reply = self.kernel.request(PacketType.ROOM_JOIN, {"number": number, "password": password})
+        except BaseException:
+            with self._waiting_lock:
+                self._joining = None
+            raise
+        with self._waiting_lock:
+            self._joining = None
+            early, self._early_answer = self._early_answer, None
+            if reply.get("waiting"):
+                self._password = password
+                self.waiting = {"number": reply.get("number", number), "title": reply.get("title", "")}
         if reply.get("waiting"):
-            self._password = password
-            self.waiting = {"number": reply.get("number", number), "title": reply.get("title", "")}
             self.kernel.emit("room_waiting", number=self.waiting["number"], title=self.waiting["title"])
+            if early is not None:           # the host answered before our thread saw the reply
+                self._on_admit(early)
         return reply
 
     def leave(self) -> None:
@@ -113,7 +136,7 @@ class RoomsClient:
         except ApiError as exc:
             if exc.code != ErrorCode.NOT_IN_ROOM:
                 raise
-        if self.waiting is not None:
+        if self.waiting is not None or (self._admission is not None and self.room is None):
             self._answered(ApiError(ErrorCode.NOT_WAITING, "you left the waiting room"))
             return
         self._forget()
@@ -148,8 +171,8 @@ class RoomsClient:
         return int(self.kernel.request(PacketType.ROOM_CHAT, {"text": text})["time"])
 
     def set_media_state(self, camera: bool, microphone: bool, screen: bool) -> None:
-        reply = self.kernel.request(PacketType.MEDIA_STATE,
-                                    {"camera": camera, "microphone": microphone, "screen": screen})
+        self._media_state = {"camera": camera, "microphone": microphone, "screen": screen}
+        reply = self.kernel.request(PacketType.MEDIA_STATE, self._media_state)
         self._set_room(reply["room"])
 
     def request_keyframe(self, user_id: int, kind: MediaKind) -> None:
@@ -272,8 +295,11 @@ class RoomsClient:
             self.kernel.emit("room_waiting_list", number=body.get("number"), waiting=self.waiting_list)
 
     def _on_admit(self, body: dict) -> None:
-        if self.waiting is None or body.get("number") != self.waiting["number"]:
-            return
+        with self._waiting_lock:
+            if self.waiting is None or body.get("number") != self.waiting["number"]:
+                if self._joining is not None and body.get("number") == self._joining:
+                    self._early_answer = body       # kept until the join's reply is seen
+                return
         if body.get("admitted") and isinstance(body.get("room"), dict):
             self.waiting = None
             self._answered(self._entered(body["room"], self._password))
@@ -314,6 +340,7 @@ class RoomsClient:
         self.room = None
         self.waiting_list = []
         self._password = ""
+        self._media_state = None
 
     def _after_session(self, resumed: bool) -> None:
         """Task thread, after a reconnect: make sure the place in the room is still ours."""
@@ -327,7 +354,7 @@ class RoomsClient:
             reply = self._send_join(room["number"], self._password)
         except ApiError as exc:
             if exc.code == ErrorCode.ALREADY_IN_ROOM and exc.details.get("number") == room["number"]:
-                self._restart_video()       # the server kept the place
+                self._back_in_room()        # the server kept the place
                 return
             if self.room is None or self.room.get("number") != room["number"]:
                 return                      # the user left or joined another room meanwhile
@@ -339,11 +366,14 @@ class RoomsClient:
             return
         if "room" in reply:
             self._entered(reply["room"], self._password)
+            self._back_in_room()
         else:                               # locked meanwhile: we wait to be let in again
             self.room = None
-        self._restart_video()
 
-    def _restart_video(self) -> None:
-        """After a reconnect the others missed frames: our video starts again at a keyframe."""
+    def _back_in_room(self) -> None:
+        """After a reconnect: tell the room again what we send (after a server restart it knows
+        nothing of it), and start our video again at a keyframe (the others missed frames)."""
+        if self._media_state is not None:
+            self.set_media_state(**self._media_state)
         for kind in (MediaKind.CAMERA, MediaKind.SCREEN):
             self._notify_keyframe(kind)

@@ -39,7 +39,10 @@ class RoomKeeper:
 
     def take(self, seen_since: int) -> list[StoredRoom]:
         """At start (blocking, once): the rooms worth restoring; the stale ones are deleted."""
-        return self.storage.take_rooms(seen_since)
+        dropped = self.storage.drop_stale_rooms(seen_since)
+        if dropped:
+            log.info("forgot %d meeting rooms not seen for longer than room_keep", dropped)
+        return self.storage.stored_rooms()
 
     def close(self) -> None:
         """Write what is pending and stop (the server is stopping; storage closes after this)."""

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from common.errors import ErrorCode
+from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from tests.test_rooms import error_of, join_in_background, member_ids, people, uid, wait_members  # noqa: F401
 
@@ -21,7 +21,7 @@ def stored_rooms(srv, predicate, timeout: float = 10.0) -> list:
     thread, so this polls)."""
     deadline = time.monotonic() + timeout
     while True:
-        rooms = srv.server.storage.take_rooms(0)
+        rooms = srv.server.storage.stored_rooms()
         if predicate(rooms):
             return rooms
         assert time.monotonic() < deadline, f"stored rooms never matched: {rooms}"
@@ -105,6 +105,7 @@ def test_a_locked_meeting_has_a_waiting_room(srv, people):
     mark = a.events.mark()
     d_join = join_in_background(d, number, "pw")
     waiting_ids(a, lambda ids: ids == [uid(d)], start=mark)
+    d.events.wait_for("room_waiting")
     d.kernel.rooms.leave()
     assert error_of(d_join.result, 5) == ErrorCode.NOT_WAITING
     waiting_ids(a, lambda ids: ids == [], start=mark)
@@ -160,3 +161,25 @@ def test_new_host_packets_refuse_bad_fields(srv, people):
     for packet, body in ((PacketType.ROOM_HOST, {"user_id": "x"}), (PacketType.ROOM_ADMIT, {"user_id": 1}),
                          (PacketType.ROOM_ADMIT, {"user_id": 1, "admit": "yes"})):
         assert error_of(a.kernel.request, packet, body) == ErrorCode.BAD_REQUEST
+
+
+def test_an_answer_right_after_the_join_reply_is_not_lost(srv, people):
+    """The host's answer can reach the joiner right behind the join's own reply (before the
+    joining thread has seen it): it must still end the wait. In a loop: it is a race."""
+    a, b = people(2, srv)
+    number = a.kernel.rooms.create()["number"]
+    a.kernel.rooms.lock(True)
+    answer = {"admit": False}
+
+    def answer_at_once(event) -> None:         # on a's network thread, no waiting
+        if event.kind == "room_waiting_list" and event["waiting"]:
+            a.kernel.send(PacketType.ROOM_ADMIT, {"user_id": event["waiting"][0]["user_id"], **answer})
+    a.kernel.add_listener(answer_at_once)
+    for _ in range(15):
+        with pytest.raises(ApiError) as refused:
+            b.kernel.rooms.join(number, "", 5.0)
+        assert refused.value.code == ErrorCode.ROOM_LOCKED and "did not let you in" in refused.value.message
+        assert b.kernel.rooms.waiting is None
+    answer["admit"] = True
+    assert member_ids(b.kernel.rooms.join(number, "", 10.0)) == [uid(a), uid(b)]
+    assert b.kernel.rooms.waiting is None and b.kernel.rooms.room["number"] == number

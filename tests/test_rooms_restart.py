@@ -9,25 +9,15 @@ import pytest
 
 from common.errors import ErrorCode
 from server.storage import open_storage
-from tests.helpers import make_mysql_database
 from tests.server_process import ServerProcess
+from tests.test_chat import db_url  # noqa: F401  (fixture: a fresh SQLite file or MySQL database)
 from tests.test_rooms import error_of, join_in_background, member_ids, uid
-
-
-@pytest.fixture
-def db_url(backend, tmp_path):
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path}/rooms.db"
-        return
-    url, drop = make_mysql_database()
-    yield url
-    drop()
 
 
 def stored_members(db_url: str, number: str) -> list[int]:
     storage = open_storage(db_url)
     try:
-        rooms = {r.number: r for r in storage.take_rooms(0)}
+        rooms = {r.number: r for r in storage.stored_rooms()}
     finally:
         storage.close()
     return [uid for uid, _ in rooms[number].members] if number in rooms else []
@@ -57,6 +47,7 @@ def test_meeting_survives_a_server_restart(db_url, tmp_path, client_factory, sto
         number = a.kernel.rooms.create("Standup", password="s3cret")["number"]
         b.kernel.rooms.join(number, "s3cret")
         a.kernel.rooms.lock(True)
+        a.kernel.rooms.set_media_state(True, True, False)
         ids = [uid(a), uid(b)]
         wait_stored(db_url, number, ids)
 
@@ -70,6 +61,9 @@ def test_meeting_survives_a_server_restart(db_url, tmp_path, client_factory, sto
             room = all_back(client, number, ids, mark)
             assert room["title"] == "Standup" and room["host_id"] == uid(a) and room["locked"]
             assert client.kernel.rooms.room["number"] == number
+        b.events.wait_for("room_members", lambda e: [(m["camera"], m["microphone"]) for m in e["room"]["members"]
+                                                     if m["user_id"] == uid(a)] == [(True, True)],
+                          start=marks[1], timeout=10)     # a told the new server what it sends
         for client, mark in zip((a, b), marks):
             assert not [e for e in client.events.events[mark:] if e.kind in ("room_closed", "room_removed")]
         b.kernel.rooms.chat("still here after the restart")

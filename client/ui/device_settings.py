@@ -35,16 +35,32 @@ TEST_TONE_HZ = 660.0
 ApplyFn = Callable[[str, str, str], None]
 
 
-class CameraPreview:
+class DeviceCheck:
+    """One device read on its own thread (``_run``) until ``stop``."""
+
+    name = "device-check"
+
+    def __init__(self, choice: str) -> None:
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, args=(choice,), name=self.name, daemon=True).start()
+
+    def _run(self, choice: str) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class CameraPreview(DeviceCheck):
     """Reads the chosen camera on its own thread; the newest picture waits in ``slot``."""
+
+    name = "camera-preview"
 
     def __init__(self, choice: str) -> None:
         self.slot = FrameSlot()
         self.slot.size = PREVIEW_SIZE
         self.frames = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(choice,), name="camera-preview", daemon=True)
-        self._thread.start()
+        super().__init__(choice)
 
     def _run(self, choice: str) -> None:
         try:
@@ -65,19 +81,16 @@ class CameraPreview:
         finally:
             source.close()
 
-    def stop(self) -> None:
-        self._stop.set()
 
-
-class MicrophoneMeter:
+class MicrophoneMeter(DeviceCheck):
     """Reads the chosen microphone on its own thread; ``level`` is the loudness 0..1 (dBFS
     from -60 to 0) of the last 20 ms."""
 
+    name = "microphone-meter"
+
     def __init__(self, choice: str) -> None:
         self.level = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(choice,), name="microphone-meter", daemon=True)
-        self._thread.start()
+        super().__init__(choice)
 
     def _run(self, choice: str) -> None:
         try:
@@ -94,9 +107,6 @@ class MicrophoneMeter:
                 self.level = min(1.0, max(0.0, (20 * np.log10(max(rms, 1e-6)) + 60) / 60))
         finally:
             source.close()
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 class TestTone:

@@ -574,7 +574,6 @@ class MeetingWindow(tk.Toplevel):
             self.link_bar.pack(side="top", fill="x")
         else:
             self.link_bar.pack_forget()
-            self._send_media_state()        # the server may have restarted: tell it what we send
 
     def _on_removed(self, event) -> None:
         reason = event.data.get("reason")

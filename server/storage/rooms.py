@@ -55,9 +55,13 @@ class RoomStore:
                 cur.execute("UPDATE rooms SET seen_at = ? WHERE number = ?", (seen_at, number))
         self.db.run(work)
 
-    def take_rooms(self, seen_since: int) -> list[StoredRoom]:
-        """Drop the rooms not seen since ``seen_since`` (ms) and return the others."""
+    def drop_stale_rooms(self, seen_since: int) -> int:
+        """Delete the rooms not seen since ``seen_since`` (ms); returns how many."""
         def work(cur):
-            cur.execute("DELETE FROM rooms WHERE seen_at < ?", (seen_since,))
+            return cur.execute("DELETE FROM rooms WHERE seen_at < ?", (seen_since,)).rowcount
+        return self.db.run(work)
+
+    def stored_rooms(self) -> list[StoredRoom]:
+        def work(cur):
             return [_stored(r) for r in cur.all(f"SELECT {ROOM_COLUMNS} FROM rooms ORDER BY created_at")]
         return self.db.run(work)
