@@ -8,7 +8,7 @@ import time
 import pytest
 
 from common.errors import ErrorCode
-from server.storage import open_storage
+from server.storage import StorageError, open_storage
 from tests.server_process import ServerProcess
 from tests.test_chat import db_url  # noqa: F401  (fixture: a fresh SQLite file or MySQL database)
 from tests.test_rooms import error_of, join_in_background, member_ids, uid
@@ -119,3 +119,19 @@ def test_restored_places_run_out_and_the_waiting_room_survives(db_url, tmp_path,
                           start=mark, timeout=10)
         b.kernel.rooms.admit(uid(c))
         assert member_ids(waiting.result(10)) == [uid(b), uid(c)]
+
+
+def test_init_db_adds_the_rooms_table_to_a_version_2_database(db_url):
+    storage = open_storage(db_url)
+    try:
+        storage.init_schema()
+        with storage.db.tx() as cur:
+            cur.raw("DROP TABLE rooms")
+            cur.execute("UPDATE meta SET value = ? WHERE name = ?", ("2", "schema_version"))
+        with pytest.raises(StorageError, match="init-db"):
+            storage.check_schema()
+        storage.init_schema()
+        storage.check_schema()
+        assert storage.db.schema_version() == 3 and storage.stored_rooms() == []
+    finally:
+        storage.close()
