@@ -153,7 +153,12 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
 
         tiles = remote()
         loop_times: list[float] = []
-        meeting.grid_view.on_paint = lambda: loop_times.append(time.monotonic())
+        loop_cpu: list[float] = []          # the Tk thread's own CPU time at each round
+
+        def on_paint() -> None:
+            loop_times.append(time.monotonic())
+            loop_cpu.append(time.thread_time())
+        meeting.grid_view.on_paint = on_paint
         start_paints = {k: t.paints for k, t in tiles.items()}
         start_replaced = {k: t.slot.replaced for k, t in tiles.items()}
         receiver = meeting.media.receiver
@@ -178,6 +183,7 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
         stalls.stop()
         cpu = process.cpu_percent(None)
         gaps = [b - a for a, b in zip(loop_times, loop_times[1:])]
+        gap_cpu = [b - a for a, b in zip(loop_cpu, loop_cpu[1:])]
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "streams": bots, "stream": f"640x480 H.264 {fps} fps", "seconds": round(elapsed, 1),
@@ -189,6 +195,10 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
             "replaced_before_paint": {f"user {k[0]}": t.slot.replaced - start_replaced[k] for k, t in tiles.items()},
             "paint_loop_ms": {"mean": round(1000 * sum(gaps) / max(1, len(gaps)), 1),
                               "max": round(1000 * max(gaps, default=0), 1)},
+            "tk_thread_cpu_per_round_ms": {"max": round(1000 * max(gap_cpu, default=0), 1),
+                                           "in_gaps_over_50ms_max": round(1000 * max(
+                                               (c for g, c in zip(gaps, gap_cpu) if g > 0.05), default=0), 1),
+                                           "gaps_over_50ms": sum(g > 0.05 for g in gaps)},
             "window_process_cpu_percent": round(cpu, 1),
             "gc": gc_pauses.figures(),
             **machine_load(),
