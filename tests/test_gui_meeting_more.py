@@ -275,15 +275,14 @@ def test_share_the_screen_or_a_window_never_the_meeting_itself(gui_app, server, 
         assert meeting.mic_button.cget("text") == "Mute"   # the rest of the controls stay as they were
 
         # what Bob receives: the red window, and dark grey where the meeting window is
-        pump_until(app.root, lambda: "last" in pictures, 20, "Bob receiving the screen")
-        pump(app.root, 1.0)
-        screen = pictures["last"]
-        scale = screen.shape[1] / app.root.winfo_screenwidth()
-        px = lambda x, y: screen[int(y * scale), int(x * scale)].astype(int)  # noqa: E731
-        assert np.abs(px(1100, 720) - (0, 0, 255)).max() < 60, "the red window is not in the picture"
+        scale = lambda pic: pic.shape[1] / app.root.winfo_screenwidth()  # noqa: E731
+        px = lambda pic, x, y: pic[int(y * scale(pic)), int(x * scale(pic))].astype(int)  # noqa: E731
+        screen = pump_until(app.root, lambda: "last" in pictures and np.abs(
+            px(pictures["last"], 1100, 720) - (0, 0, 255)).max() < 60 and [pictures["last"]], 20,
+            "Bob receiving the screen with the red window in it")[0]
         x, y = meeting.winfo_rootx(), meeting.winfo_rooty()
         for point in ((x + 200, y + 200), (x + 450, y + 300), (x + 800, y + 500)):
-            assert np.abs(px(*point) - np.array(HIDDEN_FILL)).max() < 30, "the meeting window is in its own share"
+            assert np.abs(px(screen, *point) - np.array(HIDDEN_FILL)).max() < 30, "the meeting window is in its own share"
 
         # stop from the bar; then share only the red window
         meeting.stop_share_button.invoke()
@@ -298,9 +297,9 @@ def test_share_the_screen_or_a_window_never_the_meeting_itself(gui_app, server, 
         picker.listbox.selection_set(index)
         picker.share_button.invoke()
         pump_until(app.root, lambda: "Red document" in meeting.share_label.cget("text"), 5, "the bar")
-        pump_until(app.root, lambda: "last" in pictures and pictures["last"].shape[:2] == (200, 300), 20,
-                   "Bob receiving the window alone")
-        assert np.abs(pictures["last"][100, 150].astype(int) - (0, 0, 255)).max() < 60
+        pump_until(app.root, lambda: "last" in pictures and pictures["last"].shape[:2] == (200, 300)
+                   and np.abs(pictures["last"][100, 150].astype(int) - (0, 0, 255)).max() < 60, 20,
+                   "Bob receiving the red window alone")
         meeting.stop_sharing()
     finally:
         receiver.close()

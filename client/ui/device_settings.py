@@ -21,6 +21,7 @@ from client.media.audio_codec import FRAME_SAMPLES, SAMPLE_RATE
 from client.media.audio_io import AudioSink
 
 from . import devices
+from .meeting_dialogs import action_row
 from .settings import Settings
 from .video import FrameSlot, fit
 from .widgets import COLORS, FONT
@@ -178,12 +179,7 @@ class DeviceSettings(tk.Toplevel):
             for widget in extra:
                 widget.pack(anchor="w", pady=(6, 0))
         self.preview_label.pack_propagate(False)
-        row = ttk.Frame(body)
-        row.pack(fill="x", pady=(14, 0))
-        self.apply_button = ttk.Button(row, text="Apply", style="Accent.TButton", command=self.apply)
-        self.apply_button.pack(side="right")
-        ttk.Button(row, text="Close", command=self.destroy).pack(side="right", padx=(0, 8))
-        self.bind("<Escape>", lambda e: self.destroy())
+        self.apply_button = action_row(self, body, "Apply", self.apply)
         self.camera: CameraPreview | None = None
         self.microphone: MicrophoneMeter | None = None
         self.tone: TestTone | None = None

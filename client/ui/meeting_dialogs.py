@@ -124,12 +124,7 @@ class SharePicker(tk.Toplevel):
         self.listbox.bind("<Double-Button-1>", lambda e: self.share())
         self.status = ttk.Label(body, text="Looking for windows…", style="Muted.TLabel")
         self.status.pack(anchor="w", pady=(6, 0))
-        row = ttk.Frame(body)
-        row.pack(fill="x", pady=(10, 0))
-        self.share_button = ttk.Button(row, text="Share", style="Accent.TButton", command=self.share)
-        self.share_button.pack(side="right")
-        ttk.Button(row, text="Cancel", command=self.destroy).pack(side="right", padx=(0, 8))
-        self.bind("<Escape>", lambda e: self.destroy())
+        self.share_button = action_row(self, body, "Share", self.share, "Cancel")
         self.bind("<Return>", lambda e: self.share())
         own = own_windows(parent)
         self.own_titles = {title for _, title in own}
@@ -168,3 +163,16 @@ def own_windows(widget: tk.Misc) -> list[tuple[int, str]]:
             except (tk.TclError, ValueError):
                 pass
     return found
+
+
+def action_row(dialog: tk.Toplevel, body: tk.Misc, action: str, command: Callable[[], None],
+               close: str = "Close") -> ttk.Button:
+    """The bottom row of a small dialog: its action (returned) and a button that closes it,
+    as Escape does."""
+    row = ttk.Frame(body)
+    row.pack(fill="x", pady=(12, 0))
+    button = ttk.Button(row, text=action, style="Accent.TButton", command=command)
+    button.pack(side="right")
+    ttk.Button(row, text=close, command=dialog.destroy).pack(side="right", padx=(0, 8))
+    dialog.bind("<Escape>", lambda e: dialog.destroy())
+    return button
