@@ -90,8 +90,9 @@ def test_room_password_and_lock_keep_outsiders_out(server, people):
     assert refused(outsider, PacketType.ROOM_JOIN,
                    {"number": room["number"], "password": "guess"}) == ErrorCode.WRONG_ROOM_PASSWORD
     host.kernel.rooms.lock(True)
-    assert refused(outsider, PacketType.ROOM_JOIN,
-                   {"number": room["number"], "password": "sesame-123"}) == ErrorCode.ROOM_LOCKED
+    waiting = outsider.kernel.request(PacketType.ROOM_JOIN, {"number": room["number"], "password": "sesame-123"})
+    assert waiting == {"waiting": True, "number": room["number"], "title": "locked"}   # the waiting room only
+    assert refused(outsider, PacketType.ROOM_CHAT, {"text": "let me in"}) == ErrorCode.NOT_IN_ROOM
 
 
 def test_outsider_sees_no_room_chat_and_no_media(server, people):

@@ -92,10 +92,12 @@ def test_the_meeting_window_shows_reconnecting_after_a_drop(gui_app, server, cli
     bob.kernel.rooms.join(meeting.room["number"])
     pump_until(app.root, lambda: len(meeting.grid_view.tiles) == 2, 10, "Bob's tile")
     for _ in range(3):                                   # every drop, not only the first
+        mark = bob.events.mark()
         come_back_later(server, retry_after=1.0)         # everybody is cut off for a second
         pump_until(app.root, lambda: link_bar_shown(meeting), 10, "the Reconnecting… bar")
         pump_until(app.root, lambda: not meeting.link_bar.winfo_ismapped(), 15, "the bar to go")
         assert app.meeting is meeting and not meeting.closed
+        pump_until(app.root, lambda: any(e.kind == "reconnected" for e in bob.events.events[mark:]), 15, "Bob back")
     bob.kernel.rooms.chat("still together")
     pump_until(app.root, lambda: "still together" in meeting.chat_text.get("1.0", "end"), 15, "chat")
 

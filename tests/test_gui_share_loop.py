@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.media.sources import ScreenSource
+from client.media.sources import SCREEN, ScreenSource
 from tests.gui_helpers import gui_app, pump, pump_until, xdisplay  # noqa: F401
 from tests.test_gui_meeting import open_meeting
 
@@ -21,10 +21,10 @@ def test_start_and_stop_sharing_and_camera_in_a_loop(gui_app):
     media = meeting.media
     publishers = []
     for round_ in range(6):
-        media.set_publishing(camera=True, microphone=False, screen=True)
+        media.set_publishing(camera=True, microphone=False, screen=SCREEN)
         publishers += [media.camera, media.screen]
         pump(app.root, 0.25 + 0.05 * round_)
-        media.set_publishing(camera=False, microphone=False, screen=False)
+        media.set_publishing(camera=False, microphone=False, screen=None)
         pump(app.root, 0.05 * round_)
     assert any(isinstance(p.source.source, ScreenSource) for p in publishers if p.kind.name == "SCREEN"), \
         "the real X11 grabber was exercised"
