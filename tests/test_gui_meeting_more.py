@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import tkinter as tk
 
 import numpy as np
@@ -242,6 +243,7 @@ def test_joining_a_locked_meeting_waits_for_the_host(gui_app, server, client_fac
 
 # -- item 7: sharing the screen or a window ------------------------------------------------------------------
 RED_WINDOW = """
+import time
 import tkinter as tk
 root = tk.Tk()
 root.title("Red document")
@@ -350,3 +352,28 @@ def test_device_checks_and_changes_apply_in_the_meeting(gui_app, server, client_
     painted = meeting.grid_view.tiles[(app.kernel.user["id"], MediaKind.CAMERA)].paints
     pump_until(app.root, lambda: meeting.grid_view.tiles[(app.kernel.user["id"], MediaKind.CAMERA)].paints
                > painted + 5, 10, "my camera again, from the new device")
+
+
+def test_the_window_list_survives_a_window_closing_during_the_walk(xdisplay, monkeypatch):
+    """xwininfo fails when a window closes while it walks the tree (a tooltip, a dialog): the
+    list is read again instead of offering no windows."""
+    from client.media import sources
+    red = subprocess.Popen([sys.executable, "-c", RED_WINDOW])
+    try:
+        real_run, calls = subprocess.run, []
+
+        def flaky_run(command, **kwargs):
+            calls.append(command)
+            if len(calls) == 1:
+                raise subprocess.CalledProcessError(1, command, "", "X Error: BadWindow")
+            return real_run(command, **kwargs)
+        for _ in range(100):
+            if any(t.title == 'the window "Red document"' for t in sources.list_windows()):
+                break
+            time.sleep(0.05)
+        monkeypatch.setattr(sources.subprocess, "run", flaky_run)
+        assert 'the window "Red document"' in [t.title for t in sources.list_windows()]
+        assert len(calls) == 2
+    finally:
+        red.kill()
+        red.wait(5)

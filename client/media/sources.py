@@ -178,11 +178,17 @@ def list_windows(display: str | None = None, exclude: frozenset[int] = frozenset
     """The named application windows on the X display (``xwininfo -root -tree``), largest
     first; an empty list without X or xwininfo. Blocks briefly: call it off the Tk thread."""
     env = {**os.environ, "DISPLAY": display} if display else None
-    try:
-        out = subprocess.run(["xwininfo", "-root", "-tree"], capture_output=True, text=True, timeout=5,
-                             env=env, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.info("cannot list the windows: %s", exc)
+    for attempt in range(3):
+        try:
+            out = subprocess.run(["xwininfo", "-root", "-tree"], capture_output=True, text=True, timeout=5,
+                                 env=env, check=True).stdout
+            break
+        except subprocess.CalledProcessError as exc:     # a window closed during the walk: again
+            log.info("listing the windows failed (%s); attempt %d of 3", exc.stderr.strip(), attempt + 1)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.info("cannot list the windows: %s", exc)
+            return []
+    else:
         return []
     found = []
     for line in out.splitlines():
