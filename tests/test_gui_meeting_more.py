@@ -117,8 +117,8 @@ def test_people_list_icons_avatars_pin_views_panel_and_shortcuts(gui_app, server
     try:
         rows = meeting.member_rows
         pump_until(app.root, lambda: uid(bob) in meeting.member_rows and uid(carol) in meeting.member_rows
-                   and meeting.member_rows[uid(carol)].mic.state == "off", 10, "both rows")
-        assert meeting.member_rows[uid(carol)].camera.state == "on"
+                   and meeting.member_rows[uid(carol)].camera.state == "on", 10, "both rows with Carol's camera")
+        assert meeting.member_rows[uid(carol)].mic.state == "off"
         assert meeting.member_rows[uid(bob)].camera.state == "off"
         pump_until(app.root, lambda: meeting.member_rows[uid(bob)].mic.state == "speaking", 10,
                    "Bob's microphone icon showing that he speaks")
