@@ -32,18 +32,17 @@ import hashlib
 import logging
 import os
 import shutil
-import struct
 import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common import frame as wire
 from common import limits
 from common.errors import ApiError, ErrorCode
 from common.filenames import sanitize_filename
-from common.packets import FILE_CHUNK_HEADER_SIZE, PacketType
+from common.chunks import FRAME_PREFIX, pack_chunk_prefix_into, unpack_chunk
+from common.packets import PacketType
 
 from .events import Event
 
@@ -60,8 +59,6 @@ PROGRESS_INTERVAL = 0.25
 DEFAULT_WINDOW = 2 * 1024 * 1024
 MAX_EARLY = 64                   # stashed early events kept at most
 MAX_QUEUED = 32 * 1024 * 1024    # received, not yet written: far above any sane server window
-OFFSET = struct.Struct("!Q")
-CHUNK_PREFIX = limits.HEADER_SIZE + FILE_CHUNK_HEADER_SIZE   # frame header + transfer id + offset
 ERROR_MESSAGES = {
     ErrorCode.DISK_FULL.name: "the disk is full",
     ErrorCode.CHECKSUM_MISMATCH.name: "the file arrived damaged",
@@ -204,10 +201,9 @@ class Outgoing:
                 offset, size = chunk
                 kernel.link.wait_for_room(QUEUE_LIMIT, timeout=5.0)
                 # The whole frame in one pooled buffer, the file read straight into it.
-                frame = kernel.link.buffers.take(CHUNK_PREFIX + size)
-                wire.HEADER.pack_into(frame, 0, wire.MAGIC, PacketType.FILE_CHUNK, FILE_CHUNK_HEADER_SIZE + size, 0)
-                frame[wire.HEADER.size:CHUNK_PREFIX] = self.raw_id + OFFSET.pack(offset)
-                if os.preadv(fd, [memoryview(frame)[CHUNK_PREFIX:]], offset) != size:
+                frame = kernel.link.buffers.take(FRAME_PREFIX + size)
+                pack_chunk_prefix_into(frame, self.raw_id, offset, size)
+                if os.preadv(fd, [memoryview(frame)[FRAME_PREFIX:]], offset) != size:
                     self.files.local_failure(self.id, f"{self.path.name} became shorter while being sent")
                     return
                 if not kernel.link.send(frame, recycle=True):
@@ -524,9 +520,13 @@ class FilesClient:
         return offer
 
     def _on_chunk(self, body: bytes) -> None:
-        incoming = self._incoming_by_raw.get(bytes(body[:16]))
-        if incoming is not None and len(body) > FILE_CHUNK_HEADER_SIZE:
-            incoming.on_chunk(OFFSET.unpack_from(body, 16)[0], memoryview(body)[FILE_CHUNK_HEADER_SIZE:])
+        chunk = unpack_chunk(body)
+        if chunk is None:
+            return
+        header, data = chunk
+        incoming = self._incoming_by_raw.get(header.raw_id)
+        if incoming is not None:
+            incoming.on_chunk(header.offset, data)
 
     def delivered(self, incoming: Incoming) -> None:
         """Writer thread: the file is verified and in place; confirm it to the server."""

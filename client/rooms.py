@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Callable
 from common import frame as wire
 from common import limits
 from common.errors import ApiError, ErrorCode
-from common.media import FLAG_KEYFRAME, MEDIA_HEADER, Codec, MediaHeader, MediaKind, unpack_media
+from common.media import FLAG_KEYFRAME, Codec, MediaHeader, MediaKind, media_frame, unpack_media
 from common.packets import PacketType
 
 if TYPE_CHECKING:
@@ -219,9 +219,8 @@ class RoomsClient:
 
     def _send_locked(self, kind: MediaKind, codec: Codec, payload: bytes, keyframe: bool, capture_us: int) -> bool:
         seq = self._seq.get(kind, 0)
-        header = MEDIA_HEADER.pack(0, kind, codec, FLAG_KEYFRAME if keyframe else 0, seq, capture_us)
-        frame = wire.HEADER.pack(wire.MAGIC, PacketType.MEDIA_FRAME, len(header) + len(payload), 0)
-        if not self.kernel.link.send(b"".join((frame, header, payload))):
+        header = MediaHeader(0, kind, codec, FLAG_KEYFRAME if keyframe else 0, seq, capture_us)
+        if not self.kernel.link.send(media_frame(header, payload)):
             return False
         self._seq[kind] = (seq + 1) & 0xFFFFFFFF
         return True

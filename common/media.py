@@ -14,9 +14,12 @@ import enum
 import struct
 from typing import NamedTuple
 
+from . import frame as wire
 from .frame import ProtocolError
+from .packets import PacketType
 
 MEDIA_HEADER = struct.Struct("!IBBBIQ")
+_USER_ID = struct.Struct("!I")
 FLAG_KEYFRAME = 0x01
 
 
@@ -49,7 +52,14 @@ class MediaHeader(NamedTuple):
 
 
 def pack_media(header: MediaHeader, payload: bytes) -> bytes:
+    """A MEDIA_FRAME body."""
     return MEDIA_HEADER.pack(*header) + payload
+
+
+def media_frame(header: MediaHeader, payload: bytes | memoryview) -> bytes:
+    """A whole MEDIA_FRAME frame (request id 0), joined once."""
+    return b"".join((wire.HEADER.pack(wire.MAGIC, PacketType.MEDIA_FRAME, MEDIA_HEADER.size + len(payload), 0),
+                     MEDIA_HEADER.pack(*header), payload))
 
 
 def unpack_media(body: bytes) -> tuple[MediaHeader, memoryview]:
@@ -61,6 +71,8 @@ def unpack_media(body: bytes) -> tuple[MediaHeader, memoryview]:
     return header, memoryview(body)[MEDIA_HEADER.size:]
 
 
-def with_user(body: bytes, user_id: int) -> bytes:
-    """The same frame with the publisher's user id written in (what the server forwards)."""
-    return struct.pack("!I", user_id) + body[4:]
+def forwarded_frame(body: bytes, user_id: int) -> bytes:
+    """The whole MEDIA_FRAME frame the server forwards: ``body`` with the publisher written in,
+    joined once."""
+    return b"".join((wire.HEADER.pack(wire.MAGIC, PacketType.MEDIA_FRAME, len(body), 0),
+                     _USER_ID.pack(user_id), memoryview(body)[4:]))

@@ -27,14 +27,13 @@ to one process).
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from common import frame as wire
 from common.errors import ApiError, ErrorCode
-from common.media import FLAG_KEYFRAME, MediaKind, unpack_media
+from common.media import FLAG_KEYFRAME, MediaKind, forwarded_frame, unpack_media
 from common.packets import PacketType
 
 from .rooms import Member, Room, RoomRegistry
@@ -49,7 +48,6 @@ log = logging.getLogger("server.relay")
 KEYFRAME_REQUEST_INTERVAL = 0.3   # at most one keyframe request per stream this often (seconds)
 KEYFRAME_GIVE_UP_SILENCE = 2.0    # stop asking once the stream has sent nothing this long
 VIDEO_KINDS = frozenset({MediaKind.CAMERA, MediaKind.SCREEN})
-_USER_ID = struct.Struct("!I")
 
 
 @dataclass(eq=False)
@@ -133,8 +131,7 @@ class Relay:
         stream.last_frame = now
         stats = self.server.stats
         stats.media_frames_in += 1
-        data = b"".join((wire.HEADER.pack(wire.MAGIC, PacketType.MEDIA_FRAME, len(body), 0),
-                         _USER_ID.pack(publisher), memoryview(body)[4:]))
+        data = forwarded_frame(body, publisher)
         keyframe = bool(header.flags & FLAG_KEYFRAME)
         video = stream.video
         if video and keyframe:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from common import frame as wire
 from common import limits
 from common.errors import ApiError, ErrorCode
-from common.packets import FILE_CHUNK_HEADER_SIZE, PacketType
+from common.chunks import chunk_frame, unpack_chunk
+from common.packets import PacketType
 
 from .spool import Spool, SpoolWriter, Strand, disk_error
 
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("server.files")
 
-OFFSET = struct.Struct("!Q")
-ID_SIZE = 16
 IDLE_CHECK_INTERVAL = 5.0
 
 
@@ -155,14 +153,15 @@ class TransferService:
     # -- chunks and acks (reactor thread) ----------------------------------------------------------
     def on_chunk(self, user_id: int, body: bytes) -> None:
         """A FILE_CHUNK from a sender: forward it, queue it for the spool, or drop it."""
-        size = len(body) - FILE_CHUNK_HEADER_SIZE
+        chunk = unpack_chunk(body)
         with self._lock:
-            transfer = self._by_raw.get(bytes(body[:ID_SIZE]))
-            if (size <= 0 or transfer is None or transfer.sender_id != user_id
+            transfer = self._by_raw.get(chunk[0].raw_id) if chunk is not None else None
+            if (chunk is None or transfer is None or transfer.sender_id != user_id
                     or transfer.state not in ("sending", "uploading") or transfer.awaiting_recipient):
                 self.stats.chunks_dropped += 1
                 return
-            offset = OFFSET.unpack_from(body, ID_SIZE)[0]
+            (_, offset), data = chunk
+            size = len(data)
             end = offset + size
             if (offset != transfer.expected or end > transfer.size or end - transfer.confirmed > self.window
                     or (transfer.state == "sending" and not self.router.is_online(transfer.recipient_id))):
@@ -180,7 +179,7 @@ class TransferService:
             self.router.to_user(transfer.recipient_id, wire.encode_frame(PacketType.FILE_CHUNK, body))
         else:
             assert transfer.strand is not None
-            transfer.strand.submit(self._write_chunk, transfer, memoryview(body)[FILE_CHUNK_HEADER_SIZE:])
+            transfer.strand.submit(self._write_chunk, transfer, data)
 
     def on_ack(self, user_id: int, file_id: str, offset: int, complete: bool) -> bool:
         """A FILE_ACK from the recipient: it has ``offset`` bytes (and verified them if complete).
@@ -341,8 +340,7 @@ class TransferService:
             if len(data) != size:
                 self.fail(transfer, ApiError(ErrorCode.INTERNAL, "the server could not read the spooled file"))
                 return
-            self.router.to_user(transfer.recipient_id, wire.encode_frame(
-                PacketType.FILE_CHUNK, transfer.raw_id + OFFSET.pack(offset) + data))
+            self.router.to_user(transfer.recipient_id, chunk_frame(transfer.raw_id, offset, data))
 
     # -- endings ---------------------------------------------------------------------------------------
     def fail(self, transfer: Transfer, error: ApiError) -> None:

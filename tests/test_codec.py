@@ -9,7 +9,7 @@ from common import frame as wire
 from common import limits
 from common.buffers import BufferPool
 from common.frame import Frame, FrameDecoder, ProtocolError
-from common.media import Codec, MediaHeader, MediaKind, pack_media, unpack_media, with_user
+from common.media import Codec, MediaHeader, MediaKind, forwarded_frame, media_frame, pack_media, unpack_media
 from common.packets import PacketType
 
 
@@ -78,7 +78,10 @@ def test_empty_body_is_an_empty_object():
 def test_media_header_round_trip():
     header = MediaHeader(0, MediaKind.CAMERA, Codec.H264, 1, 42, 1_700_000_000_000_000)
     body = pack_media(header, b"payload")
-    parsed, payload = unpack_media(with_user(body, 99))
+    [sent] = FrameDecoder().feed(media_frame(header, b"payload"))
+    assert sent == Frame(PacketType.MEDIA_FRAME, 0, body)
+    [forwarded] = FrameDecoder().feed(forwarded_frame(body, 99))
+    parsed, payload = unpack_media(forwarded.body)
     assert parsed.user_id == 99 and parsed.seq == 42 and parsed.keyframe and bytes(payload) == b"payload"
     with pytest.raises(ProtocolError):
         unpack_media(b"short")

@@ -7,9 +7,9 @@ import json
 import os
 import time
 
-from common import frame as wire
 from common import limits
-from common.packets import FILE_CHUNK_HEADER_SIZE, PacketType
+from common.chunks import chunk_frame, unpack_chunk
+from common.packets import PacketType
 
 from ..sim import SimClient, error_kind
 from ..worker import Worker
@@ -66,7 +66,10 @@ async def files(w: Worker) -> None:
 
         def on_chunk(frame) -> None:
             nonlocal got
-            payload = memoryview(frame.body)[FILE_CHUNK_HEADER_SIZE:]
+            chunk = unpack_chunk(frame.body)
+            if chunk is None:
+                return
+            payload = chunk[1]
             received.update(payload)
             got += len(payload)
             if got >= s.file_size:
@@ -99,7 +102,7 @@ async def files(w: Worker) -> None:
                 await asyncio.wait_for(acked_more.wait(), s.timeout)
             piece = data[offset:offset + CHUNK]
             await sender.writable()
-            sender.send_frame(_file_chunk(raw_id, offset, piece))
+            sender.send_frame(chunk_frame(raw_id, offset, piece))
             offset += len(piece)
         await asyncio.wait_for(done, s.timeout)
         w.metrics.latency("file_transfer", started)
@@ -120,6 +123,3 @@ async def files(w: Worker) -> None:
     await asyncio.gather(*(pair_loop(a, b) for a, b in pairs))
     await hold
 
-
-def _file_chunk(raw_id: bytes, offset: int, payload: bytes) -> bytes:
-    return wire.encode_frame(PacketType.FILE_CHUNK, raw_id + offset.to_bytes(8, "big") + payload)

@@ -5,8 +5,7 @@ import asyncio
 import json
 import time
 
-from common import frame as wire
-from common.media import FLAG_KEYFRAME, MEDIA_HEADER, Codec, MediaHeader, MediaKind, pack_media
+from common.media import FLAG_KEYFRAME, Codec, MediaHeader, MediaKind, media_frame, unpack_media
 from common.packets import PacketType
 
 from ..sim import SimClient, error_kind
@@ -43,7 +42,7 @@ async def room(w: Worker) -> None:
     w.metrics.count("rooms_joined", len(meetings))
 
     def on_media(frame) -> None:
-        header = MediaHeader(*MEDIA_HEADER.unpack_from(frame.body))
+        header, _ = unpack_media(frame.body)
         delay = (time.time_ns() // 1000 - header.capture_us) / 1e6   # same machine, same clock
         name = "video" if header.kind == MediaKind.CAMERA else "audio"
         w.metrics.count(f"{name}_frames_received")
@@ -75,7 +74,7 @@ async def room(w: Worker) -> None:
             seq = (seq + 1) & 0xFFFFFFFF
             header = MediaHeader(0, kind, Codec.H264 if video else Codec.OPUS, FLAG_KEYFRAME if keyframe else 0,
                                  seq, time.time_ns() // 1000)
-            member.send_frame(wire.encode_frame(PacketType.MEDIA_FRAME, pack_media(header, payload)))
+            member.send_frame(media_frame(header, payload))
             w.metrics.count(f"{name}_frames_sent")
             w.metrics.count(f"{name}_frames_expected", fanout)
             next_at += interval
