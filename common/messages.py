@@ -466,6 +466,8 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes) -> Any:
         # Malformed JSON, bytes that are not UTF-8, and lone surrogate escapes ("\ud800",
         # which no UTF-8 text can hold) all end here.
         raise ApiError(ErrorCode.BAD_REQUEST, f"invalid JSON body: {exc}") from None
+    except RecursionError:
+        raise ApiError(ErrorCode.BAD_REQUEST, "invalid JSON body: nested too deeply") from None
 
 
 def _field_message(message: str) -> str:
