@@ -1,12 +1,13 @@
 """The client core's mediator: state, requests with timeouts, events, heartbeats, reconnects.
 
-It works without any window. The Tk UI, the bots, the load test and the tests all drive it.
-Callbacks from the network thread never block; follow-up work that needs requests (fetching
-lists after a login, re-sending the outbox after a reconnect) runs on a small task thread.
+It works without any window. The Tk UI, the bots and the tests all drive it. What the bytes
+mean (request ids, replies versus events, typed bodies) is ``common.protocol.ClientProtocol``;
+this module adds the thread, the futures and the timeouts around it. Callbacks from the
+network thread never block; follow-up work that needs requests (fetching lists after a login,
+re-sending the outbox after a reconnect) runs on a small task thread.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 import threading
@@ -15,11 +16,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
-from common import frame as wire
-from common import limits
+from common import limits, messages
 from common.errors import ApiError, ErrorCode
 from common.frame import Frame
-from common.packets import BINARY_TYPES, PacketType
+from common.packets import PacketType
+from common.protocol import BadEvent, BinaryEvent, ClientProtocol, Failure, Refusal, Reply, ServerEvent
 from common.validation import check_password, normalize_nickname, normalize_phone
 
 from .events import Event
@@ -54,9 +55,9 @@ class ClientKernel:
         self._listeners: list[Callable[[Event], None]] = []
         self._packet_handlers: dict[int, Callable[[dict], None]] = {}
         self._binary_handlers: dict[int, Callable[[bytes], None]] = {}
+        self._protocol = ClientProtocol()
         self._pending: dict[int, Future] = {}
-        self._pending_lock = threading.Lock()
-        self._ids = itertools.count(1)
+        self._pending_lock = threading.Lock()    # guards _protocol and _pending
         self._tasks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="client-tasks")
         self.session_hooks: list[Callable[[bool], None]] = []   # run on the task thread after (re)login
         self.user: dict | None = None
@@ -100,7 +101,8 @@ class ClientKernel:
                 log.exception("event listener failed on %s", kind)
 
     def on_packet(self, packet_type: PacketType, fn: Callable[[dict], None]) -> None:
-        """Register what to do with a server event packet (called on the network thread)."""
+        """Register what to do with a server event packet (called on the network thread with
+        the body, validated against its ``common.messages`` definition, as a dict)."""
         self._packet_handlers[packet_type] = fn
 
     def on_binary(self, packet_type: PacketType, fn: Callable[[bytes], None]) -> None:
@@ -111,39 +113,35 @@ class ClientKernel:
         return self._tasks.submit(fn, *args)
 
     # -- requests ---------------------------------------------------------------------------------
-    def request_async(self, packet_type: PacketType, body: dict | bytes | None = None) -> Future:
+    def request_async(self, packet_type: PacketType, body: messages.Body | dict | bytes | None = None) -> Future:
         future: Future = Future()
-        request_id = next(self._ids) % wire.MAX_REQUEST_ID + 1
-        if packet_type in BINARY_TYPES:
-            data = wire.encode_frame(packet_type, body or b"", request_id)
-        else:
-            data = wire.encode_json(packet_type, body or {}, request_id)
         with self._pending_lock:
+            request_id, data = self._protocol.request(packet_type, body)
             self._pending[request_id] = future
         if not self.link.send(data):
-            with self._pending_lock:
-                self._pending.pop(request_id, None)
+            self._forget(request_id)
             future.set_exception(ConnectionLost("not connected to the server"))
         future.request_id = request_id  # type: ignore[attr-defined]
         return future
 
-    def request(self, packet_type: PacketType, body: dict | bytes | None = None,
+    def _forget(self, request_id: int) -> None:
+        with self._pending_lock:
+            self._pending.pop(request_id, None)
+            self._protocol.forget(request_id)
+
+    def request(self, packet_type: PacketType, body: messages.Body | dict | bytes | None = None,
                 timeout: float | None = None) -> dict:
         """Send and wait for the reply; raises ApiError, ConnectionLost or TimeoutError."""
         future = self.request_async(packet_type, body)
         try:
             return future.result(timeout or self.request_timeout)
         except FutureTimeout:
-            with self._pending_lock:
-                self._pending.pop(getattr(future, "request_id", -1), None)
+            self._forget(future.request_id)  # type: ignore[attr-defined]
             raise TimeoutError(f"no answer to {packet_type.name} within {timeout or self.request_timeout} s") from None
 
-    def send(self, packet_type: PacketType, body: dict | None = None) -> bool:
-        """Fire and forget (typing, delivery receipts)."""
-        return self.link.send(wire.encode_json(packet_type, body or {}))
-
-    def send_binary(self, packet_type: PacketType, body: bytes) -> bool:
-        return self.link.send(wire.encode_frame(packet_type, body))
+    def send(self, packet_type: PacketType, body: messages.Body | dict | bytes | None = None) -> bool:
+        """Fire and forget (typing, delivery receipts, binary packets)."""
+        return self.link.send(self._protocol.event(packet_type, body))
 
     # -- session ----------------------------------------------------------------------------------
     def connect(self) -> dict:
@@ -265,40 +263,31 @@ class ClientKernel:
             self._resume()
 
     def on_frame(self, frame: Frame) -> None:
-        if frame.type in (PacketType.RESULT, PacketType.ERROR) and frame.request_id:
-            with self._pending_lock:
-                future = self._pending.pop(frame.request_id, None)
-            if future is None:
-                return
-            try:
-                body = frame.json()
-            except wire.ProtocolError as exc:
-                future.set_exception(ApiError(ErrorCode.BAD_REQUEST, f"bad reply from server: {exc}"))
-                return
-            if frame.type == PacketType.RESULT:
-                future.set_result(body)
-            else:
-                future.set_exception(ApiError.from_body(body))
-            return
-        binary = self._binary_handlers.get(frame.type)
-        if binary is not None:
-            binary(frame.body)
-            return
-        handler = self._packet_handlers.get(frame.type)
-        if handler is None:
-            if frame.type == PacketType.ERROR:
+        with self._pending_lock:
+            event = self._protocol.receive_frame(frame)
+            future = self._pending.pop(event.request_id, None) if isinstance(event, (Reply, Failure)) else None
+        if isinstance(event, Reply):
+            if future is not None:
+                future.set_result(event.body)
+        elif isinstance(event, Failure):
+            if future is not None:
+                future.set_exception(event.error)
+        elif isinstance(event, BinaryEvent):
+            binary = self._binary_handlers.get(event.type)
+            if binary is not None:
+                binary(event.body)
+        elif isinstance(event, ServerEvent):
+            handler = self._packet_handlers.get(event.type)
+            if handler is not None:
                 try:
-                    error = ApiError.from_body(frame.json())
-                    self.emit("server_error", code=int(error.code), name=error.code.name, message=error.message)
-                except wire.ProtocolError:
-                    pass
-            return
-        try:
-            handler(frame.json())
-        except wire.ProtocolError as exc:
-            log.warning("bad %s body from server: %s", PacketType(frame.type).name, exc)
-        except Exception:
-            log.exception("handling %s failed", frame.type)
+                    handler(event.body if isinstance(event.body, dict) else messages.to_dict(event.body))
+                except Exception:
+                    log.exception("handling %s failed", PacketType(event.type).name)
+        elif isinstance(event, Refusal):
+            error = event.error
+            self.emit("server_error", code=int(error.code), name=error.code.name, message=error.message)
+        elif isinstance(event, BadEvent):
+            log.warning("bad %s body from server: %s", PacketType(event.type).name, event.reason)
 
     def on_disconnected(self, reason: str) -> None:
         self._hello_done = False
@@ -369,6 +358,7 @@ class ClientKernel:
     def _fail_pending(self, reason: str) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, {}
+            self._protocol.connection_lost()
         for future in pending.values():
             if not future.done():
                 future.set_exception(ConnectionLost(reason))

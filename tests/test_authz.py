@@ -105,7 +105,7 @@ def test_outsider_sees_no_room_chat_and_no_media(server, people):
     host.kernel.rooms.chat("members only")
     member.events.wait_for("room_chat", lambda e: e["text"] == "members only")
     header = MediaHeader(uid(host), MediaKind.MICROPHONE, Codec.OPUS, 0, 1, 0)
-    host.kernel.send_binary(PacketType.MEDIA_FRAME, pack_media(header, b"\x01" * 40))
+    host.kernel.send(PacketType.MEDIA_FRAME, pack_media(header, b"\x01" * 40))
     host.kernel.request(PacketType.HEARTBEAT, {})  # the frame was handled before this reply
     assert quiet_for(outsider, "room_chat", mark)
     assert frames == []
@@ -127,7 +127,7 @@ def test_media_into_a_room_you_are_not_in_goes_nowhere(server, people):
     ignored = relay.ignored
     # The outsider forges a frame claiming to be the host's camera.
     forged = MediaHeader(uid(host), MediaKind.CAMERA, Codec.H264, 1, 1, 0)
-    outsider.kernel.send_binary(PacketType.MEDIA_FRAME, pack_media(forged, b"\x00\x00\x00\x01" + b"x" * 100))
+    outsider.kernel.send(PacketType.MEDIA_FRAME, pack_media(forged, b"\x00\x00\x00\x01" + b"x" * 100))
     outsider.kernel.request(PacketType.HEARTBEAT, {})
     assert relay.ignored == ignored + 1
     # Controls about other people's streams are refused with a code.
@@ -137,7 +137,7 @@ def test_media_into_a_room_you_are_not_in_goes_nowhere(server, people):
                    {"user_id": uid(host), "kind": int(MediaKind.CAMERA), "paused": True}) == ErrorCode.NOT_IN_ROOM
     # A member who forges another member's id in the header is relayed under their own id.
     spoof = MediaHeader(uid(host), MediaKind.MICROPHONE, Codec.OPUS, 0, 7, 0)
-    member.kernel.send_binary(PacketType.MEDIA_FRAME, pack_media(spoof, b"\x02" * 30))
+    member.kernel.send(PacketType.MEDIA_FRAME, pack_media(spoof, b"\x02" * 30))
     member.kernel.request(PacketType.HEARTBEAT, {})
     assert arrived.wait(5)
     member.kernel.request(PacketType.HEARTBEAT, {})
@@ -256,7 +256,7 @@ def test_files_only_between_friends_and_only_for_the_two_of_them(trio_plain, ser
     assert b.kernel.request(PacketType.FILE_ANSWER, {"transfer_id": transfer, "accept": True})["accepted"]
     # C injects a chunk into the accepted transfer: it is dropped, not relayed.
     dropped = server.server.status()["file_chunks_dropped"]
-    c.kernel.send_binary(PacketType.FILE_CHUNK, bytes.fromhex(transfer) + (0).to_bytes(8, "big") + b"evil" * 10)
+    c.kernel.send(PacketType.FILE_CHUNK, bytes.fromhex(transfer) + (0).to_bytes(8, "big") + b"evil" * 10)
     c.kernel.request(PacketType.HEARTBEAT, {})
     assert server.server.status()["file_chunks_dropped"] == dropped + 1
     a.kernel.request(PacketType.FILE_CANCEL, {"transfer_id": transfer})

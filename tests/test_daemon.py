@@ -235,7 +235,6 @@ def test_sigterm_while_clients_chat_and_transfer_loses_no_acknowledged_message(t
     in the database, and the interrupted transfer is still known after a restart."""
     import asyncio
     import hashlib
-    import json as jsonlib
     import sqlite3
 
     from client.loadtest.metrics import Metrics
@@ -268,7 +267,7 @@ def test_sigterm_while_clients_chat_and_transfer_loses_no_acknowledged_message(t
         going_away = {c.nickname: asyncio.get_running_loop().create_future() for c in (alice, bob, carol, dave)}
         for client in (alice, bob, carol, dave):
             client.handlers[PacketType.GOING_AWAY] = (
-                lambda frame, c=client: going_away[c.nickname].done() or going_away[c.nickname].set_result(True))
+                lambda body, c=client: going_away[c.nickname].done() or going_away[c.nickname].set_result(True))
 
         async def chat_lane(lane: int) -> None:
             seq = 0
@@ -283,16 +282,15 @@ def test_sigterm_while_clients_chat_and_transfer_loses_no_acknowledged_message(t
                 acked[key] = reply["id"]
 
         accepted = asyncio.get_running_loop().create_future()
-        dave.handlers[PacketType.FILE_OFFER_EVENT] = lambda frame: asyncio.ensure_future(dave.request(
-            PacketType.FILE_ANSWER, {"transfer_id": jsonlib.loads(frame.body)["transfer_id"], "accept": True}))
-        carol.handlers[PacketType.FILE_ANSWER_EVENT] = lambda frame: accepted.done() or accepted.set_result(True)
+        dave.handlers[PacketType.FILE_OFFER_EVENT] = lambda offer: asyncio.ensure_future(dave.request(
+            PacketType.FILE_ANSWER, {"transfer_id": offer.transfer_id, "accept": True}))
+        carol.handlers[PacketType.FILE_ANSWER_EVENT] = lambda body: accepted.done() or accepted.set_result(True)
         confirmed = [0]
-        carol.handlers[PacketType.FILE_ACK] = lambda frame: confirmed.__setitem__(
-            0, max(confirmed[0], jsonlib.loads(frame.body)["offset"]))
+        carol.handlers[PacketType.FILE_ACK] = lambda ack: confirmed.__setitem__(0, max(confirmed[0], ack.offset))
         dave_got = [0]
 
-        def on_chunk(frame) -> None:
-            dave_got[0] += len(frame.body) - 24
+        def on_chunk(body: bytes) -> None:
+            dave_got[0] += len(body) - 24
             dave.send(PacketType.FILE_ACK, {"transfer_id": transfer_id, "offset": dave_got[0]})
         dave.handlers[PacketType.FILE_CHUNK] = on_chunk
         chunk = os.urandom(256 * 1024)

@@ -247,11 +247,11 @@ def test_frames_outside_a_room_and_malformed_frames(server, meeting, client_fact
     loner.register_and_login("L")
     assert not publish(loner, CAMERA, 0, keyframe=True)        # the client knows it is in no room
     bogus = b"\x00" * 4 + bytes([9, 1, 0]) + b"\x00" * 12 + b"payload"
-    a.kernel.send_binary(PacketType.MEDIA_FRAME, bogus)        # unknown kind
-    a.kernel.send_binary(PacketType.MEDIA_FRAME, b"short")
+    a.kernel.send(PacketType.MEDIA_FRAME, bogus)        # unknown kind
+    a.kernel.send(PacketType.MEDIA_FRAME, b"short")
     errors = a.events.wait_for("server_error", lambda e: e["name"] == "BAD_REQUEST")
     assert "kind" in errors["message"] or "shorter" in errors["message"]
-    loner.kernel.send_binary(PacketType.MEDIA_FRAME, b"\x00" * 4 + bytes([1, 1, 1]) + b"\x00" * 12 + b"x")
+    loner.kernel.send(PacketType.MEDIA_FRAME, b"\x00" * 4 + bytes([1, 1, 1]) + b"\x00" * 12 + b"x")
     publish(a, MIC, 0)
     inbox_b.wait(lambda: inbox_b.frames)
     time.sleep(0.2)

@@ -1,24 +1,24 @@
-"""One simulated client: raw frames from ``common/`` over one TCP connection.
+"""One simulated client: ``common.protocol.ClientProtocol`` over one TCP connection.
 
 Thousands of these share one event loop per process. The loop is asyncio's, which on Linux is
 a ``selectors`` (epoll) loop; its ``Protocol`` callbacks cost one small object per connection
-and no thread, and coroutines let each scenario read top to bottom. Replies are matched by
-request id, server events go to per-type handlers.
+and no thread, and coroutines let each scenario read top to bottom. The sans-IO protocol
+matches replies to requests and decodes events; this shell keeps the futures and timers, and
+hands each server event's typed body (``common.messages``; raw bytes for binary packets) to
+the handler of its type.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import ssl
 import time
 from typing import Any, Callable
 
-from common import frame as wire
-from common import limits
+from common import limits, messages
 from common.errors import ApiError, ErrorCode
-from common.frame import Frame, FrameDecoder, ProtocolError
+from common.frame import ProtocolError
 from common.packets import PacketType
+from common.protocol import BadEvent, BinaryEvent, ClientProtocol, Failure, Refusal, Reply, ServerEvent
 
 from .metrics import Metrics
 
@@ -58,15 +58,14 @@ class SimClient(asyncio.Protocol):
         self.nickname = nickname
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder()
+        self.protocol = ClientProtocol()
         self.pending: dict[int, asyncio.Future] = {}
-        self.handlers: dict[int, Callable[[Frame], None]] = {}
+        self.handlers: dict[int, Callable[[Any], None]] = {}    # type -> fn(typed body or bytes)
         self.user: dict[str, Any] = {}
         self.closed = self.loop.create_future()
         self.close_reason = ""
         self.expect_close = False
         self.heartbeat_interval = 10.0
-        self._ids = itertools.count(1)
         self._writable = asyncio.Event()
         self._writable.set()
 
@@ -76,26 +75,31 @@ class SimClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            frames = self.decoder.feed(data)
+            events = self.protocol.receive_data(data)
         except ProtocolError as exc:
             self.metrics.error(f"protocol error from server: {exc}")
             self.close()
             return
-        for frame in frames:
-            if frame.request_id and frame.type in (PacketType.RESULT, PacketType.ERROR):
-                future = self.pending.pop(frame.request_id, None)
+        for event in events:
+            if isinstance(event, (Reply, Failure)):
+                future = self.pending.pop(event.request_id, None)
                 if future is not None and not future.done():
-                    future.set_result(frame)
-                continue
-            handler = self.handlers.get(frame.type)
-            if handler is not None:
-                handler(frame)
-            elif frame.type == PacketType.ERROR:  # unsolicited: a refusal before closing
-                self.close_reason = reply_error_name(frame)
-            elif frame.type == PacketType.GOING_AWAY:
-                self.close_reason = "GOING_AWAY"
-            elif frame.type == PacketType.KICKED:
-                self.metrics.error("KICKED")
+                    if isinstance(event, Reply):
+                        future.set_result(event.body)
+                    else:
+                        future.set_exception(event.error)
+            elif isinstance(event, (ServerEvent, BinaryEvent)):
+                handler = self.handlers.get(event.type)
+                if handler is not None:
+                    handler(event.body)
+                elif event.type == PacketType.GOING_AWAY:
+                    self.close_reason = "GOING_AWAY"
+                elif event.type == PacketType.KICKED:
+                    self.metrics.error("KICKED")
+            elif isinstance(event, Refusal):   # a refusal before closing
+                self.close_reason = f"ERROR {event.error.code.name}"
+            elif isinstance(event, BadEvent):
+                self.metrics.error(f"bad {PacketType(event.type).name} from server")
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = self.close_reason or (f"{exc.__class__.__name__}" if exc else "closed by server")
@@ -106,6 +110,7 @@ class SimClient(asyncio.Protocol):
             if not future.done():
                 future.set_exception(ConnectionLost(reason))
         self.pending.clear()
+        self.protocol.connection_lost()
         self._writable.set()
         if not self.closed.done():
             self.closed.set_result(reason)
@@ -129,35 +134,34 @@ class SimClient(asyncio.Protocol):
         if self.connected:
             self.transport.write(data)  # type: ignore[union-attr]
 
-    def send(self, packet_type: int, body: dict | None = None) -> None:
-        self.send_frame(wire.encode_json(packet_type, body or {}))
+    def send(self, packet_type: int, body: messages.Body | dict | bytes | None = None) -> None:
+        """A packet that wants no reply (request id 0)."""
+        self.send_frame(self.protocol.event(packet_type, body))
 
-    def request_future(self, packet_type: int, body: dict | bytes | None = None,
+    def request_future(self, packet_type: int, body: messages.Body | dict | bytes | None = None,
                        timeout: float = 30.0) -> asyncio.Future:
-        """Send a request; the future resolves to the reply Frame (RESULT or ERROR)."""
+        """Send a request; the future resolves to the reply body or raises the ERROR as ApiError."""
         future = self.loop.create_future()
         if not self.connected:
             future.set_exception(ConnectionLost(self.close_reason or "not connected"))
             return future
-        request_id = next(self._ids) % wire.MAX_REQUEST_ID + 1
+        request_id, data = self.protocol.request(packet_type, body)
         self.pending[request_id] = future
-        if isinstance(body, bytes):
-            self.transport.write(wire.encode_frame(packet_type, body, request_id))  # type: ignore[union-attr]
-        else:
-            self.transport.write(wire.encode_json(packet_type, body or {}, request_id))  # type: ignore[union-attr]
+        self.transport.write(data)  # type: ignore[union-attr]
         timer = self.loop.call_later(timeout, self._expire, request_id, packet_type)
         future.add_done_callback(lambda _f: timer.cancel())
         return future
 
     def _expire(self, request_id: int, packet_type: int) -> None:
+        self.protocol.forget(request_id)
         future = self.pending.pop(request_id, None)
         if future is not None and not future.done():
             future.set_exception(RequestTimeout(packet_type))
 
-    async def request(self, packet_type: int, body: dict | bytes | None = None, timeout: float = 30.0) -> dict:
+    async def request(self, packet_type: int, body: messages.Body | dict | bytes | None = None,
+                      timeout: float = 30.0) -> dict:
         """Send and await the reply body; raises ApiError, ConnectionLost or RequestTimeout."""
-        frame = await self.request_future(packet_type, body, timeout)
-        return reply_body(frame)
+        return await self.request_future(packet_type, body, timeout)
 
     # -- session ---------------------------------------------------------------------------------
     async def connect(self, host: str, port: int, timeout: float = 30.0,
@@ -200,17 +204,3 @@ class SimClient(asyncio.Protocol):
         self.expect_close = True
         if self.transport is not None:
             self.transport.abort()
-
-
-def reply_error_name(frame: Frame) -> str:
-    try:
-        return f"ERROR {ApiError.from_body(json.loads(frame.body)).code.name}"
-    except ValueError:
-        return "ERROR (unreadable)"
-
-
-def reply_body(frame: Frame) -> dict:
-    body = json.loads(frame.body) if frame.body else {}
-    if frame.type == PacketType.ERROR:
-        raise ApiError.from_body(body)
-    return body

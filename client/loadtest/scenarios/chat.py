@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
-from common import limits
+from common import limits, messages
 from common.packets import PacketType
 
 from ..sim import SimClient, error_kind
@@ -32,21 +31,21 @@ async def chat(w: Worker) -> None:
     def receiver(client: SimClient) -> None:
         receipts: list[int] = []
 
-        def on_message(frame) -> None:
-            message = json.loads(frame.body)["message"]
-            key = message["client_msg_id"]
+        def on_message(event: messages.ChatMessageEvent) -> None:
+            message = event.message
+            key = message.client_msg_id
             started = sent_at.get(key)
             if started is not None and key not in delivered:
                 delivered.add(key)
                 w.metrics.latency("chat_delivery", started)
                 w.metrics.count("chat_delivered")
-            receipts.append(message["id"])
+            receipts.append(message.id)
 
         async def send_receipts() -> None:
             while client.connected and not (w.stop.is_set() and not receipts):
                 await asyncio.sleep(RECEIPT_INTERVAL)
                 if receipts:
-                    client.send(PacketType.CHAT_DELIVERED, {"ids": receipts[:1000]})
+                    client.send(PacketType.CHAT_DELIVERED, messages.ChatDelivered(ids=receipts[:1000]))
                     del receipts[:1000]
         client.handlers[PacketType.CHAT_MESSAGE_EVENT] = on_message
         receipt_tasks.append(asyncio.create_task(send_receipts()))

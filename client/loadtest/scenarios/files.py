@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import time
 
-from common import limits
+from common import limits, messages
 from common.chunks import chunk_frame, unpack_chunk
 from common.packets import PacketType
 
@@ -38,9 +37,8 @@ async def files(w: Worker) -> None:
         got = 0
         transfer_id = ""
 
-        def on_offer(frame) -> None:
-            body = json.loads(frame.body)
-            asyncio.ensure_future(answer(body["transfer_id"]))
+        def on_offer(offer: messages.Offer) -> None:
+            asyncio.ensure_future(answer(offer.transfer_id))
 
         async def answer(tid: str) -> None:
             try:
@@ -49,24 +47,22 @@ async def files(w: Worker) -> None:
                 if not done.done():
                     done.set_exception(exc)
 
-        def on_answer(frame) -> None:
-            body = json.loads(frame.body)
+        def on_answer(event: messages.FileAnswerEvent) -> None:
             if not answered.done():
-                answered.set_result(body.get("accepted", False))
+                answered.set_result(event.accepted)
 
-        def on_ack(frame) -> None:
+        def on_ack(ack: messages.FileAck) -> None:
             nonlocal confirmed
-            body = json.loads(frame.body)
-            confirmed = max(confirmed, int(body.get("offset", 0)))
+            confirmed = max(confirmed, ack.offset)
             acked_more.set()
 
-        def on_done(frame) -> None:
+        def on_done(event: messages.FileDoneEvent) -> None:
             if not done.done():
-                done.set_result(json.loads(frame.body))
+                done.set_result(event)
 
-        def on_chunk(frame) -> None:
+        def on_chunk(body: bytes) -> None:
             nonlocal got
-            chunk = unpack_chunk(frame.body)
+            chunk = unpack_chunk(body)
             if chunk is None:
                 return
             payload = chunk[1]

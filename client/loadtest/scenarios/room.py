@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
+from common import messages
 from common.media import FLAG_KEYFRAME, Codec, MediaHeader, MediaKind, media_frame, unpack_media
 from common.packets import PacketType
 
@@ -41,8 +41,8 @@ async def room(w: Worker) -> None:
         meetings.append(members)
     w.metrics.count("rooms_joined", len(meetings))
 
-    def on_media(frame) -> None:
-        header, _ = unpack_media(frame.body)
+    def on_media(body: bytes) -> None:
+        header, _ = unpack_media(body)
         delay = (time.time_ns() // 1000 - header.capture_us) / 1e6   # same machine, same clock
         name = "video" if header.kind == MediaKind.CAMERA else "audio"
         w.metrics.count(f"{name}_frames_received")
@@ -56,8 +56,8 @@ async def room(w: Worker) -> None:
         name = "video" if video else "audio"
         position = [0]
 
-        def on_keyframe_request(frame) -> None:
-            if json.loads(frame.body).get("kind") == MediaKind.CAMERA:
+        def on_keyframe_request(event: messages.KeyframeRequestEvent) -> None:
+            if event.kind == MediaKind.CAMERA:
                 position[0] = 0       # the clip starts with a keyframe
                 w.metrics.count("keyframe_requests")
         if video:
