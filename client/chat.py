@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from common import limits
+from common import limits, messages
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 # Refusals worth another try later; any other ApiError drops the message from the outbox.
 RETRYABLE = frozenset({ErrorCode.SHUTTING_DOWN, ErrorCode.INTERNAL, ErrorCode.TIMEOUT, ErrorCode.RATE_LIMITED})
-RECEIPT_BATCH = 1000
 
 
 @dataclass
@@ -89,8 +88,8 @@ class ChatClient:
             return
         entry.in_flight = True
         entry.attempts += 1
-        future = self.kernel.request_async(PacketType.CHAT_SEND, {
-            "to": entry.to, "text": entry.text, "client_msg_id": entry.client_msg_id})
+        future = self.kernel.request_async(PacketType.CHAT_SEND, messages.ChatSend(
+            to=entry.to, text=entry.text, client_msg_id=entry.client_msg_id))
         future.add_done_callback(lambda fut: self._on_ack(entry, fut))
 
     def _on_ack(self, entry: OutboxEntry, future: Future) -> None:
@@ -100,9 +99,9 @@ class ChatClient:
             if error is None:
                 reply = future.result()
                 self.outbox.pop(entry.client_msg_id, None)
-                message = {"id": reply["id"], "from": entry.sender, "to": entry.to,
-                           "client_msg_id": entry.client_msg_id, "text": entry.text, "time": reply["time"],
-                           "delivered_at": None, "read_at": None}
+                message = messages.to_dict(messages.ChatMessage(
+                    id=reply["id"], from_id=entry.sender, to_id=entry.to, client_msg_id=entry.client_msg_id,
+                    text=entry.text, time=reply["time"], delivered_at=None, read_at=None))
                 self.conversations[entry.to].setdefault(reply["id"], message)
                 self.kernel.emit("chat_sent", message=message, duplicate=reply.get("duplicate", False))
                 entry.acked.set_result(reply)
@@ -187,8 +186,7 @@ class ChatClient:
             if not reply["more"]:
                 break
             after = reply["next"]
-        for start in range(0, len(undelivered), RECEIPT_BATCH):
-            self.kernel.send(PacketType.CHAT_DELIVERED, {"ids": undelivered[start:start + RECEIPT_BATCH]})
+        self._send_delivered(undelivered)
         self.kernel.emit("unread_loaded", count=count)
 
     def remember(self, message: dict) -> bool:
@@ -227,8 +225,13 @@ class ChatClient:
         with self._lock:
             ids, self._receipts = self._receipts, []
             self._receipts_scheduled = False
-        for start in range(0, len(ids), RECEIPT_BATCH):
-            self.kernel.send(PacketType.CHAT_DELIVERED, {"ids": ids[start:start + RECEIPT_BATCH]})
+        self._send_delivered(ids)
+
+    def _send_delivered(self, ids: list[int]) -> None:
+        """Delivery receipts, as few CHAT_DELIVERED packets as their limit allows."""
+        batch = messages.MAX_RECEIPT_IDS
+        for start in range(0, len(ids), batch):
+            self.kernel.send(PacketType.CHAT_DELIVERED, messages.ChatDelivered(ids=ids[start:start + batch]))
 
     def _on_status(self, body: dict) -> None:
         peer, status, at = body["peer"], body["status"], body["at"]

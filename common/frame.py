@@ -12,11 +12,11 @@ the body is buffered, so a peer cannot make us hold more than one legal frame.
 """
 from __future__ import annotations
 
-import json
 import struct
 from typing import Callable, NamedTuple
 
-from . import limits, packets
+from . import limits, messages, packets
+from .errors import ApiError
 
 MAGIC = b"RM"
 HEADER = struct.Struct("!2sHII")
@@ -55,42 +55,19 @@ def encode_frame(packet_type: int, body: bytes = b"", request_id: int = 0) -> by
     return HEADER.pack(MAGIC, packet_type, len(body), request_id) + body
 
 
-def encode_json(packet_type: int, body: dict | None = None, request_id: int = 0) -> bytes:
-    data = json.dumps(body or {}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return encode_frame(packet_type, data, request_id)
+def encode_json(packet_type: int, body: messages.Body | dict | None = None, request_id: int = 0) -> bytes:
+    """A control frame; the body is a ``common.messages`` Struct or a dict."""
+    return encode_frame(packet_type, messages.encode(body), request_id)
 
 
 def decode_json(body: bytes) -> dict:
-    """Parse a control body: a UTF-8 JSON object whose every string (keys included) is valid
-    Unicode. Anything else is a ProtocolError, so no handler ever sees a lone surrogate."""
+    """Parse a control body of no fixed shape: a UTF-8 JSON object. Anything else is a
+    ProtocolError. (Packet bodies with a definition go through ``common.messages``.)"""
     try:
-        value = json.loads(body.decode("utf-8")) if body else {}
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ProtocolError(f"invalid JSON body: {exc.__class__.__name__}") from None
-    if not isinstance(value, dict):
-        raise ProtocolError("the JSON body must be an object")
-    # UTF-8 input cannot hold a surrogate; only a \uD800-\uDFFF escape can make one.
-    if b"\\u" in body and _has_surrogate(value):
-        raise ProtocolError("invalid JSON body: a string holds a lone surrogate (not valid Unicode)")
-    return value
+        return messages.decode_any(body)
+    except ApiError as exc:
+        raise ProtocolError(exc.message) from None
 
-
-def _has_surrogate(value: object) -> bool:
-    """True if a string anywhere in a decoded JSON value cannot be encoded as UTF-8."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 class FrameDecoder:

@@ -14,3 +14,4 @@ PASSWORD_MIN = 8
 PASSWORD_MAX = 128
 NICKNAME_MAX = 32
 SIGNATURE_MAX = 100
+BUILTIN_AVATARS = 12                  # client/assets/avatars/01.png .. 12.png

@@ -16,6 +16,7 @@ and ``encode`` are the only ways bodies become fields and fields become bytes.
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -36,7 +37,7 @@ FILE_REASON_MAX = 200
 Count = Annotated[int, Meta(ge=0, le=I64_MAX)]          # offsets, sizes, "after" cursors
 Id = Annotated[int, Meta(ge=1, le=I64_MAX)]             # a user, message or request id
 MemberId = Annotated[int, Meta(ge=0, le=U31_MAX)]       # a user id inside a room (0: none)
-Kind = Annotated[int, Meta(ge=1, le=3)]                 # common.media.MediaKind
+Kind = Annotated[int, Meta(ge=1, le=3)]                 # common.media.MediaKind (tested equal)
 
 
 def text(max_length: int) -> Any:
@@ -48,13 +49,13 @@ class Body(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Empty(Body):
-    """``{}``: HEARTBEAT, LOGOUT, ROOM_LEAVE, MEDIA_STATS, FILE_PENDING, and most replies."""
+    """``{}``: HEARTBEAT, LOGOUT, ROOM_LEAVE, MEDIA_STATS, and most replies."""
 
 
 # -- records carried inside bodies -------------------------------------------------------------------
-class Avatar(Body):
-    builtin: int
-    version: int
+class Avatar(msgspec.Struct, kw_only=True, gc=False):
+    builtin: int = 0
+    version: int = 0
 
 
 class User(msgspec.Struct, kw_only=True):
@@ -80,8 +81,17 @@ class FriendRequestInfo(msgspec.Struct, kw_only=True):
     user: User
 
 
-class ChatMessage(msgspec.Struct, kw_only=True):
-    """A stored one-to-one message as both ends see it."""
+class FileAttachment(msgspec.Struct, kw_only=True):
+    """The file a file message stands for, as its transfer is now."""
+
+    transfer_id: str
+    name: str
+    size: int
+    state: str
+
+
+class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A stored one-to-one message as both ends see it (``file`` only for a file message)."""
 
     id: int
     from_id: int = field(name="from")
@@ -91,6 +101,7 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     time: int
     delivered_at: int | None
     read_at: int | None
+    file: FileAttachment | None = None
 
 
 class Offer(Body):
@@ -101,11 +112,21 @@ class Offer(Body):
     size: int
     sha256: str
     spooled: bool
+    message: ChatMessage | None = None     # the file message the offer stored in the conversation
+
+
+class PendingTransfer(Offer, kw_only=True):
+    """An item of the FILE_PENDING reply: an offer plus where it stands for the asker."""
+
+    to: int
+    state: str
+    role: Literal["sender", "recipient"]
 
 
 class Member(msgspec.Struct, kw_only=True):
     user_id: int
     nickname: str
+    avatar: Avatar = field(default_factory=Avatar)
     camera: bool
     microphone: bool
     screen: bool
@@ -125,7 +146,7 @@ class Room(msgspec.Struct, kw_only=True):
 # -- session (1-19) ----------------------------------------------------------------------------------
 class Hello(Body):
     version: Annotated[int, Meta(ge=0, le=U31_MAX)]
-    client: text(256) | None = None
+    client: str | None = None
 
 
 class ErrorBody(Body):
@@ -154,12 +175,14 @@ class Kicked(Body):
     reason: str
     address: str
     time: int
+    message: str | None = None
 
 
 class GoingAway(Body):
     reason: str
     reconnect: bool
     retry_after: float
+    message: str | None = None
 
 
 # -- friends and profiles (20-39) ---------------------------------------------------------------------
@@ -205,7 +228,7 @@ class FriendAddedEvent(Body):
 class ProfileUpdate(Body):
     nickname: text(256) | None = None
     signature: text(1024) | None = None
-    avatar_builtin: Annotated[int, Meta(ge=1, le=12)] | None = None
+    avatar_builtin: Annotated[int, Meta(ge=1, le=limits.BUILTIN_AVATARS)] | None = None
 
 
 class UserEvent(Body):
@@ -337,6 +360,10 @@ class FileResume(Body):
     offset: Count | None = None
 
 
+class FilePending(Body):
+    after: TransferId | None = None     # the "next" of the page before
+
+
 class FilePullEvent(Body):
     transfer_id: str
     offset: int
@@ -396,6 +423,30 @@ class RoomRemovedEvent(Body):
     by: int | None = None
 
 
+class RoomWaiter(msgspec.Struct, kw_only=True, gc=False):
+    """Somebody in a locked meeting's waiting room."""
+
+    user_id: int
+    nickname: str
+
+
+class RoomWaitingEvent(Body):
+    number: str
+    waiting: list[RoomWaiter]
+
+
+class RoomAdmit(Body):
+    user_id: MemberId
+    admit: bool
+
+
+class RoomAdmitEvent(Body):
+    number: str
+    admitted: bool
+    room: Room | None = None           # when admitted
+    message: str | None = None         # why not, when refused
+
+
 class MediaState(Body):
     camera: bool
     microphone: bool
@@ -430,9 +481,10 @@ REQUESTS: dict[int, type[Body]] = {
     P.CHAT_SEND: ChatSend, P.CHAT_DELIVERED: ChatDelivered, P.CHAT_READ: ChatRead,
     P.CHAT_HISTORY: ChatHistory, P.TYPING: Typing, P.CHAT_UNREAD: ChatUnread,
     P.FILE_OFFER: FileOffer, P.FILE_ANSWER: FileAnswer, P.FILE_ACK: FileAck, P.FILE_CANCEL: FileCancel,
-    P.FILE_RESUME: FileResume, P.FILE_PENDING: Empty,
+    P.FILE_RESUME: FileResume, P.FILE_PENDING: FilePending,
     P.ROOM_CREATE: RoomCreate, P.ROOM_JOIN: RoomJoin, P.ROOM_LEAVE: Empty, P.ROOM_KICK: RoomKick,
     P.ROOM_MUTE: RoomMute, P.ROOM_LOCK: RoomLock, P.ROOM_CHAT: RoomChat, P.MEDIA_STATE: MediaState,
+    P.ROOM_END: Empty, P.ROOM_HOST: RoomKick, P.ROOM_ADMIT: RoomAdmit,
     P.KEYFRAME_REQUEST: KeyframeRequest, P.MEDIA_SUBSCRIBE: MediaSubscribe, P.MEDIA_STATS: Empty,
 }
 
@@ -445,7 +497,8 @@ EVENTS: dict[int, type[Body]] = {
     P.FILE_OFFER_EVENT: Offer, P.FILE_ANSWER_EVENT: FileAnswerEvent, P.FILE_ACK: FileAck,
     P.FILE_CANCEL_EVENT: FileCancelEvent, P.FILE_DONE_EVENT: FileDoneEvent, P.FILE_PULL_EVENT: FilePullEvent,
     P.ROOM_MEMBERS_EVENT: RoomEvent, P.ROOM_MUTE_EVENT: RoomMuteEvent, P.ROOM_CHAT_EVENT: RoomChatEvent,
-    P.ROOM_REMOVED_EVENT: RoomRemovedEvent,
+    P.ROOM_REMOVED_EVENT: RoomRemovedEvent, P.ROOM_WAITING_EVENT: RoomWaitingEvent,
+    P.ROOM_ADMIT_EVENT: RoomAdmitEvent,
     P.KEYFRAME_REQUEST_EVENT: KeyframeRequestEvent,
 }
 
@@ -453,6 +506,7 @@ _REQUEST_DECODERS = {ptype: msgspec.json.Decoder(cls) for ptype, cls in REQUESTS
 _EVENT_DECODERS = {ptype: msgspec.json.Decoder(cls) for ptype, cls in EVENTS.items()}
 _ANY = msgspec.json.Decoder(dict[str, Any])
 _ENCODER = msgspec.json.Encoder()
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")   # only said when decoding failed
 
 Decoded = Union[Body, dict]
 
@@ -464,8 +518,9 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes) -> Any:
         raise ApiError(ErrorCode.BAD_REQUEST, _field_message(str(exc))) from None
     except msgspec.DecodeError as exc:
         # Malformed JSON, bytes that are not UTF-8, and lone surrogate escapes ("\ud800",
-        # which no UTF-8 text can hold) all end here.
-        raise ApiError(ErrorCode.BAD_REQUEST, f"invalid JSON body: {exc}") from None
+        # which no UTF-8 text can hold) anywhere in the body, keys and unknown fields included.
+        reason = "a string holds a lone surrogate (not valid Unicode)" if _SURROGATE.search(data) else exc
+        raise ApiError(ErrorCode.BAD_REQUEST, f"invalid JSON body: {reason}") from None
     except RecursionError:
         raise ApiError(ErrorCode.BAD_REQUEST, "invalid JSON body: nested too deeply") from None
 

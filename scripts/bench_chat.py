@@ -4,8 +4,10 @@
 Runs the server as its own process (``python -m server``) on a fresh database, makes PAIRS
 pairs of friends, and lets every sender push MESSAGES messages to its friend with WINDOW
 unacknowledged at a time. Prints messages per second, ack latency (send to RESULT, which
-comes after the commit) and how many transactions the server's writer needed for the
-messages and the delivery receipts (from the admin status socket).
+comes after the commit), how many transactions the server's writer needed for the
+messages and the delivery receipts (from the admin status socket), and the server process's
+CPU per message (psutil: all threads, and its busiest and second-busiest thread, which are
+the reactor and the chat writer).
 
     python scripts/bench_chat.py --db sqlite --pairs 10 --messages 300
     python scripts/bench_chat.py --db mysql --batch-max 1     # one commit per message
@@ -22,7 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil  # noqa: E402
 from benchlib import fresh_database  # noqa: E402
+
 from server.admin import query_status  # noqa: E402
 from server.storage import open_storage  # noqa: E402
 from tests.helpers import TestClient  # noqa: E402
@@ -66,6 +70,8 @@ def run(args: argparse.Namespace) -> dict:
                 latencies.extend(mine)
 
         before = admin_status(tmp / "data")
+        process = psutil.Process(server.pid)
+        cpu_before = thread_cpu(process)
         started = time.perf_counter()
         threads = [threading.Thread(target=push, args=(s, r.kernel.user["id"])) for s, r in pairs]
         for t in threads:
@@ -76,6 +82,8 @@ def run(args: argparse.Namespace) -> dict:
         total = args.pairs * args.messages
         time.sleep(0.5)      # the last delivery receipts
         after = admin_status(tmp / "data")
+        cpu_after = thread_cpu(process)
+        used = sorted((cpu_after[t] - cpu_before.get(t, 0.0) for t in cpu_after), reverse=True)
         latencies.sort()
         return {
             "db": args.db, "batch_max": args.batch_max, "messages": total, "seconds": round(elapsed, 2),
@@ -83,6 +91,9 @@ def run(args: argparse.Namespace) -> dict:
             "ack_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
             "transactions": after["chat_batches"] - before["chat_batches"],
             "jobs": after["chat_jobs_committed"] - before["chat_jobs_committed"],  # messages + receipts
+            "server_us_per_msg": round(sum(used) / total * 1e6, 1),
+            "top_thread_us_per_msg": round(used[0] / total * 1e6, 1),
+            "second_thread_us_per_msg": round(used[1] / total * 1e6, 1),
         }
     finally:
         for client in clients:
@@ -90,6 +101,11 @@ def run(args: argparse.Namespace) -> dict:
         storage.close()
         server.terminate()
         drop()
+
+
+def thread_cpu(process: psutil.Process) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of the process."""
+    return {t.id: t.user_time + t.system_time for t in process.threads()}
 
 
 def admin_status(data_dir: Path) -> dict:

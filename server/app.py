@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from common import frame as wire
+from common import messages
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
@@ -259,8 +260,8 @@ class Server:
             self.listener.sock.close()
         for hook in self.shutdown_hooks:
             hook()
-        going_away = wire.encode_json(PacketType.GOING_AWAY, {"reason": "shutdown", "message": reason,
-                                                              "reconnect": True, "retry_after": 1.0})
+        going_away = wire.encode_json(PacketType.GOING_AWAY, messages.GoingAway(
+            reason="shutdown", message=reason, reconnect=True, retry_after=1.0))
         deadline = time.monotonic() + self.config.shutdown_timeout
         self._drain(going_away, deadline)
 

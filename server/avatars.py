@@ -29,7 +29,6 @@ from common import limits
 from common.errors import ApiError, ErrorCode
 
 AVATAR_SIZE = 128
-BUILTIN_AVATARS = 12                  # client/assets/avatars/01.png .. 12.png
 MAX_AVATAR_PIXELS = 25_000_000        # e.g. 5000x5000 (~100 MB decoded as RGBA)
 DECODE_SLOTS = threading.BoundedSemaphore(1)   # one picture decoded at a time: bounded memory
 REDUCING_GAP = 2.0                    # shrink by a whole factor first, down to twice the target

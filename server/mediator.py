@@ -10,6 +10,10 @@ A request with id 0 is fire and forget: it gets no RESULT, and an ERROR (with id
 it is malformed (``REPORTED_WITHOUT_ID``), never for a refusal. A peer that makes a
 handler fail unexpectedly ``MAX_INTERNAL_ERRORS`` times is disconnected, and the traceback of
 one cause is logged at most once a minute (server/faults.py).
+Before a handler runs, its JSON body is decoded and validated against its definition in
+``common.messages`` (one step: types, required fields, limits); the handler gets the typed
+body and a body that does not fit is answered BAD_REQUEST here. A handler may return a dict
+or a ``common.messages`` Struct.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from common import frame as wire
+from common import messages
 from common.errors import ApiError, ErrorCode
 from common.frame import ProtocolError
 from common.packets import BINARY_TYPES, PacketType, type_name
@@ -56,7 +61,7 @@ class Request:
     conn: "Connection"
     type: int
     request_id: int
-    body: Any  # dict for JSON packets, bytes for binary ones
+    body: Any  # the common.messages Struct of a JSON packet, bytes for a binary one
     raw: bytes
 
     @property
@@ -71,7 +76,7 @@ class Request:
         else:
             self.server.reactor.call_soon_threadsafe(fn, *args)
 
-    def send(self, packet_type: int, body: dict | None = None) -> None:
+    def send(self, packet_type: int, body: messages.Body | dict | None = None) -> None:
         """Send an event to this request's own connection (thread-safe)."""
         self.on_reactor(self.conn.send, wire.encode_json(packet_type, body))
 
@@ -97,6 +102,8 @@ class Mediator:
                 raise ValueError(f"two handlers for {packet_type.name}")
             if not auth and packet_type not in PRE_LOGIN_TYPES:
                 raise ValueError(f"{packet_type.name} cannot be allowed before login")
+            if packet_type not in BINARY_TYPES and packet_type not in messages.REQUESTS:
+                raise ValueError(f"{packet_type.name} has no body definition in common.messages")
             self.handlers[packet_type] = HandlerSpec(fn, blocking, auth)
             return fn
         return register
@@ -129,10 +136,10 @@ class Mediator:
             body: Any = frame.body
         else:
             try:
-                body = wire.decode_json(frame.body)
-            except ProtocolError as exc:
-                self._error(conn, frame.request_id, ApiError(ErrorCode.BAD_REQUEST, str(exc)))
-                conn.violation(str(exc))
+                body = messages.decode_request(frame.type, frame.body)
+            except ApiError as exc:
+                self._error(conn, frame.request_id, exc)
+                conn.violation(f"{type_name(frame.type)}: {exc.message}")
                 return
         request = Request(self.server, conn, frame.type, frame.request_id, body, frame.body)
         if not spec.blocking:
@@ -163,7 +170,8 @@ class Mediator:
         if error.code == ErrorCode.BAD_REQUEST:
             conn.violation(f"{type_name(request.type)}: {error.message}")
 
-    def send_result(self, conn: "Connection", request_id: int, body: dict, what: str = "request") -> None:
+    def send_result(self, conn: "Connection", request_id: int, body: messages.Body | dict,
+                    what: str = "request") -> None:
         """Reactor thread: the RESULT of a request (nothing for a fire-and-forget id 0). A body
         that cannot be encoded (too large for a frame, not JSON: a handler's bug) is answered
         with INTERNAL instead, so the request is never left without a reply."""

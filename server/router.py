@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from common import frame as wire
+from common import messages
 
 if TYPE_CHECKING:
     from .reactor import Reactor
@@ -37,10 +38,10 @@ class LocalRouter:
     def to_room(self, room_id: int, data: bytes, exclude: int | None = None) -> None:
         self._on_reactor(self._deliver_room, room_id, data, exclude)
 
-    def event_to_user(self, user_id: int, packet_type: int, body: dict) -> None:
+    def event_to_user(self, user_id: int, packet_type: int, body: messages.Body | dict) -> None:
         self.to_user(user_id, wire.encode_json(packet_type, body))
 
-    def event_to_users(self, user_ids: Iterable[int], packet_type: int, body: dict) -> None:
+    def event_to_users(self, user_ids: Iterable[int], packet_type: int, body: messages.Body | dict) -> None:
         self.to_users(user_ids, wire.encode_json(packet_type, body))
 
     def is_online(self, user_id: int) -> bool:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from common import frame as wire
-from common import limits
+from common import limits, messages
 from common.errors import ApiError, ErrorCode
 from common.chunks import chunk_frame, unpack_chunk
 from common.packets import PacketType
@@ -81,10 +81,6 @@ class Transfer:
         return self.state in ("uploading", "downloading")
 
 
-def offer_body(file_id: str, sender_id: int, sender_nickname: str, name: str, size: int, sha256: str,
-               spooled: bool) -> dict:
-    return {"transfer_id": file_id, "from": sender_id, "from_nickname": sender_nickname, "name": name,
-            "size": size, "sha256": sha256, "spooled": spooled}
 
 
 @dataclass
@@ -207,7 +203,7 @@ class TransferService:
             self.run_job(self._delivered, transfer)
         elif state == "sending":
             self.router.event_to_user(transfer.sender_id, PacketType.FILE_ACK,
-                                      {"transfer_id": file_id, "offset": transfer.confirmed})
+                                      messages.FileAck(transfer_id=file_id, offset=transfer.confirmed))
         else:
             self.kick_pump(transfer)
         return True
@@ -218,7 +214,8 @@ class TransferService:
             transfer.strand.submit(self._release, transfer, True)
         log.info("file %s delivered to user %d (%d bytes)", transfer.id, transfer.recipient_id, transfer.size)
         self.router.event_to_user(transfer.sender_id, PacketType.FILE_DONE_EVENT,
-                                  {"transfer_id": transfer.id, "stage": "delivered", "size": transfer.size})
+                                  messages.FileDoneEvent(transfer_id=transfer.id, stage="delivered",
+                                                         size=transfer.size))
 
     def begin_sending(self, transfer: Transfer) -> None:
         """The recipient accepted a live offer: chunks from offset 0 may flow."""
@@ -241,7 +238,7 @@ class TransferService:
             state = transfer.state
         if state == "sending":
             self.router.event_to_user(transfer.sender_id, PacketType.FILE_PULL_EVENT,
-                                      {"transfer_id": transfer.id, "offset": offset})
+                                      messages.FilePullEvent(transfer_id=transfer.id, offset=offset))
         elif state == "downloading":
             self.kick_pump(transfer)
 
@@ -275,7 +272,7 @@ class TransferService:
             transfer.confirmed = writer.size
         self.stats.bytes_spooled += len(data)
         self.router.event_to_user(transfer.sender_id, PacketType.FILE_ACK,
-                                  {"transfer_id": transfer.id, "offset": writer.size})
+                                  messages.FileAck(transfer_id=transfer.id, offset=writer.size))
         if writer.size == transfer.size:
             self._finish_upload(transfer)
 
@@ -299,10 +296,10 @@ class TransferService:
         log.info("file %s spooled for offline user %d (%d bytes)", transfer.id, transfer.recipient_id,
                  transfer.size)
         self.router.event_to_user(transfer.sender_id, PacketType.FILE_DONE_EVENT,
-                                  {"transfer_id": transfer.id, "stage": "spooled", "size": transfer.size})
-        self.router.event_to_user(transfer.recipient_id, PacketType.FILE_OFFER_EVENT, offer_body(
-            transfer.id, transfer.sender_id, transfer.sender_nickname, transfer.name, transfer.size,
-            transfer.sha256, True))
+                                  messages.FileDoneEvent(transfer_id=transfer.id, stage="spooled", size=transfer.size))
+        self.router.event_to_user(transfer.recipient_id, PacketType.FILE_OFFER_EVENT, messages.Offer(
+            transfer_id=transfer.id, from_id=transfer.sender_id, from_nickname=transfer.sender_nickname,
+            name=transfer.name, size=transfer.size, sha256=transfer.sha256, spooled=True))
 
     # -- the spool download ----------------------------------------------------------------------
     def start_download(self, transfer: Transfer, offset: int) -> None:
@@ -352,9 +349,8 @@ class TransferService:
             transfer.strand.submit(self._release, transfer, True)
         log.info("file %s failed: %s", transfer.id, error.message)
         told = [transfer.sender_id] if transfer.state == "uploading" else [transfer.sender_id, transfer.recipient_id]
-        self.router.event_to_users(told, PacketType.FILE_CANCEL_EVENT,
-                                   {"transfer_id": transfer.id, "by": 0, "reason": error.message,
-                                    "error": error.code.name})
+        self.router.event_to_users(told, PacketType.FILE_CANCEL_EVENT, messages.FileCancelEvent(
+            transfer_id=transfer.id, by=0, reason=error.message, error=error.code.name))
 
     def discard(self, transfer: Transfer, remove_data: bool) -> None:
         """Forget an ended transfer's in-memory part (the caller updated the database)."""
@@ -402,9 +398,9 @@ class TransferService:
         for record in self.spool.sweep_expired(self.storage, now_ms()):
             self.discard_id(record.id)
             log.info("spooled file %s for user %d expired", record.id, record.recipient_id)
-            self.router.event_to_user(record.sender_id, PacketType.FILE_CANCEL_EVENT, {
-                "transfer_id": record.id, "by": 0, "reason": "the recipient did not fetch the file in time",
-                "error": ErrorCode.TIMEOUT.name})
+            self.router.event_to_user(record.sender_id, PacketType.FILE_CANCEL_EVENT, messages.FileCancelEvent(
+                transfer_id=record.id, by=0, reason="the recipient did not fetch the file in time",
+                error=ErrorCode.TIMEOUT.name))
         removed = self.spool.remove_orphans(self.storage.spool_file_ids())
         if removed:
             log.info("removed %d orphaned spool files", removed)

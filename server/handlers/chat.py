@@ -9,19 +9,18 @@ the writer (and get their ids) in the order they were sent.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from common import limits
+from common import limits, messages
 from common.errors import ApiError, ErrorCode
-from common.fields import get_bool, get_int, get_str
 from common.packets import PacketType
 
 from ..chat_writer import GroupCommitWriter, Job
 from ..mediator import Request
-from ..storage.messages import Message, NewMessage, mark_delivered_tx, mark_read_tx, store_messages_tx
+from ..storage.messages import NewMessage, mark_delivered_tx, mark_read_tx, store_messages_tx
 from .replies import fit_page, send_error, send_result
+from .views import message_view
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -29,10 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("server.chat")
 
-CLIENT_MSG_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-MAX_RECEIPT_IDS = 1000
 PAGE_ROWS = 200
-HISTORY_MAX = 100
 
 
 def now_ms() -> int:
@@ -68,15 +64,12 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.CHAT_SEND)
     def chat_send(req: Request) -> None:
-        recipient = get_int(req.body, "to", lo=1)
-        text = get_str(req.body, "text", max_len=limits.MAX_CONTROL_BODY)
+        body: messages.ChatSend = req.body
+        recipient, text, client_msg_id = body.to, body.text, body.client_msg_id
         if len(text.encode("utf-8")) > limits.MAX_CHAT_BYTES:
             raise ApiError(ErrorCode.MESSAGE_TOO_LONG, limit=limits.MAX_CHAT_BYTES)
         if not text.strip():
             raise ApiError(ErrorCode.BAD_REQUEST, "the message is empty")
-        client_msg_id = get_str(req.body, "client_msg_id", max_len=64)
-        if not CLIENT_MSG_ID.fullmatch(client_msg_id):
-            raise ApiError(ErrorCode.BAD_REQUEST, "client_msg_id must be 1-64 of A-Z a-z 0-9 _ . : -")
         server.rate_limits.message(req.user_id)
         sender, conn, request_id = req.user_id, req.conn, req.request_id
         # The presence cache knows the friends of an online sender: then the batch needs no
@@ -90,21 +83,19 @@ def install(server: "Server") -> None:
                 send_error(conn, request_id, error)
                 return
             message, created = result
-            send_result(conn, request_id, {"id": message.id, "time": message.created_at,
-                                           "client_msg_id": message.client_msg_id, "duplicate": not created})
+            send_result(conn, request_id, messages.ChatSent(id=message.id, time=message.created_at,
+                                                            client_msg_id=message.client_msg_id,
+                                                            duplicate=not created))
             if created or message.delivered_at is None:
                 # A repeat may follow a commit whose live delivery never happened; clients
                 # drop a message id they already have.
                 router.event_to_user(message.recipient_id, PacketType.CHAT_MESSAGE_EVENT,
-                                     {"message": message.to_wire()})
+                                     messages.ChatMessageEvent(message=message_view(message)))
         writer.submit(Job("message", item, done))
 
     @handler(PacketType.CHAT_DELIVERED)
     def chat_delivered(req: Request) -> None:
-        ids = req.body.get("ids")
-        if (not isinstance(ids, list) or not 1 <= len(ids) <= MAX_RECEIPT_IDS
-                or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2 ** 63 for i in ids)):
-            raise ApiError(ErrorCode.BAD_REQUEST, f"ids must be a list of 1-{MAX_RECEIPT_IDS} message ids")
+        ids = req.body.ids
         reader, conn, request_id = req.user_id, req.conn, req.request_id
 
         def done(result: Any, error: ApiError | None) -> None:
@@ -117,14 +108,13 @@ def install(server: "Server") -> None:
                 by_sender.setdefault(sender, []).append(message_id)
             for sender, message_ids in by_sender.items():
                 router.event_to_user(sender, PacketType.CHAT_STATUS_EVENT,
-                                     {"status": "delivered", "peer": reader, "ids": message_ids, "at": at})
+                                     messages.ChatStatusEvent(status="delivered", peer=reader, ids=message_ids, at=at))
             send_result(conn, request_id, {"delivered": len(marked)})
         writer.submit(Job("delivered", (reader, ids), done))
 
     @handler(PacketType.CHAT_READ)
     def chat_read(req: Request) -> None:
-        peer = get_int(req.body, "user_id", lo=1)
-        up_to = get_int(req.body, "up_to", lo=1)
+        peer, up_to = req.body.user_id, req.body.up_to
         reader, conn, request_id = req.user_id, req.conn, req.request_id
 
         def done(result: Any, error: ApiError | None) -> None:
@@ -134,35 +124,34 @@ def install(server: "Server") -> None:
             at, count = result
             if count:
                 router.event_to_user(peer, PacketType.CHAT_STATUS_EVENT,
-                                     {"status": "read", "peer": reader, "up_to": up_to, "at": at})
+                                     messages.ChatStatusEvent(status="read", peer=reader, up_to=up_to, at=at))
             send_result(conn, request_id, {"read": count, "at": at})
         writer.submit(Job("read", (reader, peer, up_to), done))
 
     @handler(PacketType.CHAT_UNREAD, blocking=True)
     def chat_unread(req: Request) -> dict:
-        after = get_int(req.body, "after", 0)
+        after = req.body.after or 0
         rows = storage.unread_page(req.user_id, after, PAGE_ROWS)
-        page, cut = fit_page(rows, Message.to_wire)
+        page, cut = fit_page(rows, message_view)
         return {"messages": page, "more": cut or len(rows) == PAGE_ROWS,
-                "next": page[-1]["id"] if page else after}
+                "next": page[-1].id if page else after}
 
     @handler(PacketType.CHAT_HISTORY, blocking=True)
     def chat_history(req: Request) -> dict:
-        peer = get_int(req.body, "user_id", lo=1)
-        before = get_int(req.body, "before", None, lo=1)
-        limit = get_int(req.body, "limit", 50, lo=1, hi=HISTORY_MAX)
-        rows = storage.history_page(req.user_id, peer, before, limit)   # newest first
-        page, cut = fit_page(rows, Message.to_wire)
+        body: messages.ChatHistory = req.body
+        before, limit = body.before, body.limit or 50
+        rows = storage.history_page(req.user_id, body.user_id, before, limit)   # newest first
+        page, cut = fit_page(rows, message_view)
         page.reverse()
         return {"messages": page, "more": cut or len(rows) == limit,
-                "before": page[0]["id"] if page else before}
+                "before": page[0].id if page else before}
 
     @handler(PacketType.TYPING)
     def typing(req: Request) -> dict:
         server.rate_limits.typing(req.user_id)
-        peer = get_int(req.body, "to", lo=1)
-        is_typing = get_bool(req.body, "typing", True)
+        peer = req.body.to
+        is_typing = req.body.typing is not False
         if not presence.are_friends(req.user_id, peer):
             raise ApiError(ErrorCode.NOT_FRIENDS)
-        router.event_to_user(peer, PacketType.TYPING_EVENT, {"from": req.user_id, "typing": is_typing})
+        router.event_to_user(peer, PacketType.TYPING_EVENT, messages.TypingEvent(from_id=req.user_id, typing=is_typing))
         return {}

@@ -11,16 +11,17 @@ import re
 import secrets
 from typing import TYPE_CHECKING
 
+from common import messages
 from common.errors import ApiError, ErrorCode
-from common.fields import get_bool, get_int, get_str
 from common.filenames import sanitize_filename
 from common.packets import PacketType
 
 from ..mediator import Request
 from ..storage.messages import FileRef, Message
 from ..storage.files import FINAL_STATES, LIVE_STATES, OPEN_STATES, FileRecord
-from ..transfers import IDLE_CHECK_INTERVAL, Transfer, TransferService, now_ms, offer_body
+from ..transfers import IDLE_CHECK_INTERVAL, Transfer, TransferService, now_ms
 from .replies import fit_page
+from .views import message_view
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -30,7 +31,6 @@ log = logging.getLogger("server.files")
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 CLIENT_ERRORS = frozenset({ErrorCode.CHECKSUM_MISMATCH.name, ErrorCode.DISK_FULL.name})
-MAX_REASON = 200
 PENDING_PAGE_ROWS = 200
 
 
@@ -46,7 +46,7 @@ def install(server: "Server") -> None:
 
     def load(req: Request) -> FileRecord:
         """The transfer named in the request, if this user sends or receives it."""
-        file_id = get_str(req.body, "transfer_id", max_len=64).lower()
+        file_id = req.body.transfer_id.lower()
         record = storage.get_file(file_id) if _HEX_ID.fullmatch(file_id) else None
         if record is None or req.user_id not in (record.sender_id, record.recipient_id):
             raise ApiError(ErrorCode.NO_SUCH_TRANSFER)
@@ -61,18 +61,16 @@ def install(server: "Server") -> None:
         restart lost it."""
         return service.adopt(transfer_of(record, record.state))
 
-    def file_message(message_id: int, record: FileRecord) -> dict:
+    def file_message(message_id: int, record: FileRecord) -> messages.ChatMessage:
         """The chat message a new offer stored, as history pages show it."""
-        return Message(message_id, record.sender_id, record.recipient_id, f"file:{record.id}", record.name,
-                       record.created_at, None, None,
-                       FileRef(record.id, record.name, record.size, record.state)).to_wire()
+        return message_view(Message(message_id, record.sender_id, record.recipient_id, f"file:{record.id}",
+                                    record.name, record.created_at, None, None,
+                                    FileRef(record.id, record.name, record.size, record.state)))
 
     @handler(PacketType.FILE_OFFER, blocking=True)
     def offer(req: Request) -> dict:
-        to = get_int(req.body, "to", lo=1)
-        name = sanitize_filename(get_str(req.body, "name", max_len=4096))
-        size = get_int(req.body, "size")
-        sha256 = get_str(req.body, "sha256", max_len=64).lower()
+        body: messages.FileOffer = req.body
+        to, name, size, sha256 = body.to, sanitize_filename(body.name), body.size, body.sha256.lower()
         if not _SHA256.fullmatch(sha256):
             raise ApiError(ErrorCode.BAD_REQUEST, "sha256 must be 64 hex digits")
         if size > config.max_file_size:
@@ -88,8 +86,9 @@ def install(server: "Server") -> None:
         if live:
             message = file_message(storage.create_file(record), record)
             service.add(transfer_of(record, "offered"))
-            router.event_to_user(to, PacketType.FILE_OFFER_EVENT, {**offer_body(
-                record.id, req.user_id, req.conn.nickname, name, size, sha256, False), "message": message})
+            router.event_to_user(to, PacketType.FILE_OFFER_EVENT, messages.Offer(
+                transfer_id=record.id, from_id=req.user_id, from_nickname=req.conn.nickname, name=name, size=size,
+                sha256=sha256, spooled=False, message=message))
         else:
             message = file_message(service.spool.reserve(size, storage.spool_reserved_bytes, req.user_id,
                                                          lambda: storage.create_file(record)), record)
@@ -106,7 +105,7 @@ def install(server: "Server") -> None:
     @handler(PacketType.FILE_ANSWER, blocking=True)
     def answer(req: Request) -> dict:
         record = load(req)
-        accept = get_bool(req.body, "accept")
+        accept = req.body.accept
         if req.user_id != record.recipient_id or record.state not in ("offered", "spooled"):
             raise ApiError(ErrorCode.NO_SUCH_TRANSFER, "no such offer waiting for your answer")
         if not accept:
@@ -118,7 +117,7 @@ def install(server: "Server") -> None:
             elif record.spooled:
                 service.spool.remove(record.id)
             router.event_to_user(record.sender_id, PacketType.FILE_ANSWER_EVENT,
-                                 {"transfer_id": record.id, "accepted": False})
+                                 messages.FileAnswerEvent(transfer_id=record.id, accepted=False))
             log.info("%s declined file %s", req.conn.who, record.id)
             return {"transfer_id": record.id, "accepted": False}
         if record.state == "offered":
@@ -127,7 +126,7 @@ def install(server: "Server") -> None:
                 raise ApiError(ErrorCode.NO_SUCH_TRANSFER)
             service.begin_sending(transfer)
             router.event_to_user(record.sender_id, PacketType.FILE_ANSWER_EVENT,
-                                 {"transfer_id": record.id, "accepted": True, "offset": 0})
+                                 messages.FileAnswerEvent(transfer_id=record.id, accepted=True, offset=0))
         else:
             transfer = service.get(record.id)
             if transfer is None:
@@ -144,9 +143,8 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.FILE_ACK)
     def ack(req: Request) -> dict | None:
-        file_id = get_str(req.body, "transfer_id", max_len=64)
-        offset = get_int(req.body, "offset")
-        complete = req.body.get("complete") is True
+        body: messages.FileAck = req.body
+        file_id, offset, complete = body.transfer_id, body.offset, body.complete is True
         if not service.on_ack(req.user_id, file_id, offset, complete) and complete:
             service.run_job(confirm_after_restart, req.user_id, file_id.lower(), offset)
         return {}   # only the final ack is a request (id > 0); the others are fire and forget
@@ -162,8 +160,7 @@ def install(server: "Server") -> None:
     @handler(PacketType.FILE_CANCEL, blocking=True)
     def cancel(req: Request) -> dict:
         record = load(req)
-        reason = get_str(req.body, "reason", "", max_len=MAX_REASON)
-        error = get_str(req.body, "error", "", max_len=32)
+        reason, error = req.body.reason or "", req.body.error or ""
         if error and error not in CLIENT_ERRORS:
             raise ApiError(ErrorCode.BAD_REQUEST, f"error must be one of {', '.join(sorted(CLIENT_ERRORS))}")
         if record.state not in OPEN_STATES or not storage.set_file_state(
@@ -175,10 +172,8 @@ def install(server: "Server") -> None:
         elif record.spooled:
             service.spool.remove(record.id)
         other = record.recipient_id if req.user_id == record.sender_id else record.sender_id
-        event = {"transfer_id": record.id, "by": req.user_id, "reason": reason}
-        if error:
-            event["error"] = error
-        router.event_to_user(other, PacketType.FILE_CANCEL_EVENT, event)
+        router.event_to_user(other, PacketType.FILE_CANCEL_EVENT, messages.FileCancelEvent(
+            transfer_id=record.id, by=req.user_id, reason=reason, error=error or None))
         log.info("%s %s file %s%s", req.conn.who, "failed" if error else "cancelled", record.id,
                  f" ({error})" if error else "")
         return {"transfer_id": record.id}
@@ -202,7 +197,9 @@ def install(server: "Server") -> None:
                 offset, confirmed = service.sender_position(transfer)
                 reply.update(state=transfer.state, offset=offset, confirmed=confirmed, window=service.window)
             return reply
-        offset = get_int(req.body, "offset", hi=record.size)
+        offset = req.body.offset
+        if offset is None or offset > record.size:
+            raise ApiError(ErrorCode.BAD_REQUEST, f"a recipient resumes with the offset it holds, 0 to {record.size}")
         if transfer is not None and transfer.state in ("sending", "downloading"):
             service.restart_from(transfer, offset)
             reply.update(state=transfer.state, offset=offset, window=service.window)
@@ -215,7 +212,7 @@ def install(server: "Server") -> None:
     def pending(req: Request) -> dict:
         """One page of the user's open transfers, oldest first; ``after`` is the ``next`` of
         the page before."""
-        after = get_str(req.body, "after", "", max_len=64).lower()
+        after = (req.body.after or "").lower()
         cursor = None
         if after:
             cursor = storage.get_file(after) if _HEX_ID.fullmatch(after) else None
@@ -223,15 +220,15 @@ def install(server: "Server") -> None:
                 raise ApiError(ErrorCode.BAD_REQUEST, "after must be the 'next' of the previous page")
         records = storage.open_files_of(req.user_id, cursor, PENDING_PAGE_ROWS)
 
-        def to_wire(record: FileRecord) -> dict:
-            item = offer_body(record.id, record.sender_id, nickname_of(record.sender_id), record.name,
-                              record.size, record.sha256, record.spooled)
-            item.update(to=record.recipient_id, state=record.state,
-                        role="sender" if record.sender_id == req.user_id else "recipient")
-            return item
-        page, cut = fit_page(records, to_wire)
+        def view(record: FileRecord) -> messages.PendingTransfer:
+            return messages.PendingTransfer(
+                transfer_id=record.id, from_id=record.sender_id, from_nickname=nickname_of(record.sender_id),
+                name=record.name, size=record.size, sha256=record.sha256, spooled=record.spooled,
+                to=record.recipient_id, state=record.state,
+                role="sender" if record.sender_id == req.user_id else "recipient")
+        page, cut = fit_page(records, view)
         return {"transfers": page, "more": cut or len(records) == PENDING_PAGE_ROWS,
-                "next": page[-1]["transfer_id"] if page else after}
+                "next": page[-1].transfer_id if page else after}
 
     def start_up() -> None:
         """The live transfers a restart interrupted wait for their users to resume (or for the

@@ -10,16 +10,17 @@ import time
 import unicodedata
 from typing import TYPE_CHECKING
 
+from common import messages
 from common.errors import ApiError, ErrorCode
-from common.fields import get_bool, get_int, get_str
 from common.packets import PacketType
 from common.validation import normalize_phone
 
 from ..mediator import Request
 from ..presence import Presence
 from ..storage import User
-from ..storage.friends import FriendRefusal, FriendRequest
+from ..storage.friends import FriendRefusal
 from .replies import fit_page, send_result
+from .views import friend_view, request_view, user_view
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -34,15 +35,6 @@ _REFUSALS = {"already_friends": ErrorCode.ALREADY_FRIENDS, "pending": ErrorCode.
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def friend_entry(user: User, online: bool) -> dict:
-    return {**user.public(), "online": online}
-
-
-def request_entry(request: FriendRequest, other: User) -> dict:
-    return {"id": request.id, "from": request.from_id, "to": request.to_id, "greeting": request.greeting,
-            "time": request.created_at, "user": other.public()}
 
 
 def normalize_greeting(raw: str) -> str:
@@ -62,10 +54,13 @@ def install(server: "Server") -> None:
     handler = server.mediator.handler
 
     def find_target(req: Request) -> User:
-        if "user_id" in req.body:
-            user = storage.get_user(get_int(req.body, "user_id", lo=1))
+        body: messages.FriendRequest = req.body
+        if body.user_id is not None:
+            user = storage.get_user(body.user_id)
+        elif body.phone is not None:
+            user = storage.get_user_by_phone(normalize_phone(body.phone))
         else:
-            user = storage.get_user_by_phone(normalize_phone(get_str(req.body, "phone", max_len=64)))
+            raise ApiError(ErrorCode.BAD_REQUEST, "give user_id or phone")
         if user is None:
             raise ApiError(ErrorCode.USER_NOT_FOUND)
         return user
@@ -74,23 +69,23 @@ def install(server: "Server") -> None:
         """Reactor thread: both sides get FRIEND_ADDED_EVENT with the other's presence."""
         presence.friendship_added(a.id, b.id)
         router.event_to_user(a.id, PacketType.FRIEND_ADDED_EVENT,
-                             {"friend": friend_entry(b, presence.is_online(b.id))})
+                             messages.FriendAddedEvent(friend=friend_view(b, presence.is_online(b.id))))
         router.event_to_user(b.id, PacketType.FRIEND_ADDED_EVENT,
-                             {"friend": friend_entry(a, presence.is_online(a.id))})
+                             messages.FriendAddedEvent(friend=friend_view(a, presence.is_online(a.id))))
 
     @handler(PacketType.USER_SEARCH, blocking=True)
     def user_search(req: Request) -> dict:
         server.rate_limits.user_search(req.user_id)
-        phone = normalize_phone(get_str(req.body, "phone", max_len=64))
+        phone = normalize_phone(req.body.phone)
         user = storage.get_user_by_phone(phone)
         if user is None:
             raise ApiError(ErrorCode.USER_NOT_FOUND)
-        return {"user": user.public(), "friend": storage.are_friends(req.user_id, user.id)}
+        return {"user": user_view(user), "friend": storage.are_friends(req.user_id, user.id)}
 
     @handler(PacketType.FRIEND_REQUEST, blocking=True)
     def friend_request(req: Request) -> None:
         server.rate_limits.friend_request(req.user_id)
-        greeting = normalize_greeting(get_str(req.body, "greeting", "", max_len=1000))
+        greeting = normalize_greeting(req.body.greeting or "")
         target = find_target(req)
         if target.id == req.user_id:
             raise ApiError(ErrorCode.CANNOT_ADD_SELF)
@@ -105,19 +100,19 @@ def install(server: "Server") -> None:
                 log.info("%s and user %d asked each other: now friends", req.conn.who, target.id)
                 became_friends(me, target)
                 send_result(req.conn, req.request_id, {
-                    "status": "friends", "friend": friend_entry(target, presence.is_online(target.id))})
+                    "status": "friends", "friend": friend_view(target, presence.is_online(target.id))})
                 return
             log.info("%s asked user %d for friendship (request %d)", req.conn.who, target.id, outcome.request.id)
             router.event_to_user(target.id, PacketType.FRIEND_REQUEST_EVENT,
-                                 {"request": request_entry(outcome.request, me)})
+                                 messages.FriendRequestEvent(request=request_view(outcome.request, me)))
             send_result(req.conn, req.request_id,
-                        {"status": "pending", "request": request_entry(outcome.request, target)})
+                        {"status": "pending", "request": request_view(outcome.request, target)})
         req.on_reactor(finish)
 
     @handler(PacketType.FRIEND_ANSWER, blocking=True)
     def friend_answer(req: Request) -> None:
-        request_id = get_int(req.body, "request_id", lo=1)
-        accept = get_bool(req.body, "accept")
+        request_id = req.body.request_id
+        accept = req.body.accept
         try:
             request = storage.answer_friend_request(request_id, req.user_id, accept, now_ms())
         except FriendRefusal as exc:
@@ -128,50 +123,48 @@ def install(server: "Server") -> None:
             log.info("%s %s the friend request %d of user %d", req.conn.who,
                      "accepted" if accept else "refused", request_id, request.from_id)
             router.event_to_user(request.from_id, PacketType.FRIEND_ANSWER_EVENT,
-                                 {"request_id": request_id, "accepted": accept, "user": me.public()})
+                                 messages.FriendAnswerEvent(request_id=request_id, accepted=accept, user=user_view(me)))
             body: dict = {"request_id": request_id, "accepted": accept}
             if accept and asker is not None:
                 became_friends(me, asker)
-                body["friend"] = friend_entry(asker, presence.is_online(asker.id))
+                body["friend"] = friend_view(asker, presence.is_online(asker.id))
             send_result(req.conn, req.request_id, body)
         req.on_reactor(finish)
 
     @handler(PacketType.FRIEND_REMOVE, blocking=True)
     def friend_remove(req: Request) -> None:
-        other = get_int(req.body, "user_id", lo=1)
+        other = req.body.user_id
         if not storage.remove_friendship(req.user_id, other):
             raise ApiError(ErrorCode.NOT_FRIENDS)
 
         def finish() -> None:
             log.info("%s removed friend %d", req.conn.who, other)
             presence.friendship_removed(req.user_id, other)
-            router.event_to_user(req.user_id, PacketType.FRIEND_REMOVED_EVENT, {"user_id": other})
-            router.event_to_user(other, PacketType.FRIEND_REMOVED_EVENT, {"user_id": req.user_id})
+            router.event_to_user(req.user_id, PacketType.FRIEND_REMOVED_EVENT, messages.UserRef(user_id=other))
+            router.event_to_user(other, PacketType.FRIEND_REMOVED_EVENT, messages.UserRef(user_id=req.user_id))
             send_result(req.conn, req.request_id, {"user_id": other})
         req.on_reactor(finish)
 
     @handler(PacketType.FRIEND_LIST, blocking=True)
     def friend_list(req: Request) -> None:
-        after = get_int(req.body, "after", 0)
+        after = req.body.after or 0
         users = storage.friends_page(req.user_id, after, PAGE_ROWS)
 
         def finish() -> None:
             # "online": false is the longest form, so the page fits whatever the flags are
-            page, cut = fit_page(users, lambda u: friend_entry(u, False))
+            page, cut = fit_page(users, lambda u: friend_view(u, False))
             for entry in page:
-                entry["online"] = presence.is_online(entry["id"])
+                entry.online = presence.is_online(entry.id)
             more = cut or len(users) == PAGE_ROWS
             send_result(req.conn, req.request_id, {"friends": page, "more": more,
-                                                   "next": page[-1]["id"] if page else after})
+                                                   "next": page[-1].id if page else after})
         req.on_reactor(finish)
 
     @handler(PacketType.FRIEND_REQUESTS, blocking=True)
     def friend_requests(req: Request) -> dict:
-        direction = get_str(req.body, "direction", "incoming", max_len=16)
-        if direction not in ("incoming", "outgoing"):
-            raise ApiError(ErrorCode.BAD_REQUEST, "direction must be 'incoming' or 'outgoing'")
-        after = get_int(req.body, "after", 0)
-        rows = storage.friend_requests_page(req.user_id, direction == "incoming", after, PAGE_ROWS)
-        page, cut = fit_page(rows, lambda row: request_entry(*row))
+        body: messages.FriendRequests = req.body
+        after = body.after or 0
+        rows = storage.friend_requests_page(req.user_id, body.direction != "outgoing", after, PAGE_ROWS)
+        page, cut = fit_page(rows, lambda row: request_view(*row))
         return {"requests": page, "more": cut or len(rows) == PAGE_ROWS,
-                "next": page[-1]["id"] if page else after}
+                "next": page[-1].id if page else after}

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from common.fields import get_bool, get_int
-from common.media import MediaKind
 from common.packets import PacketType
 
 from ..mediator import Request
@@ -17,13 +15,6 @@ from ..relay import Relay
 
 if TYPE_CHECKING:
     from ..app import Server
-
-USER_ID_MAX = 2 ** 31 - 1
-
-
-def stream_key(body: dict) -> tuple[int, int]:
-    return (get_int(body, "user_id", hi=USER_ID_MAX),
-            get_int(body, "kind", lo=min(MediaKind), hi=max(MediaKind)))
 
 
 def install(server: "Server") -> None:
@@ -37,14 +28,13 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.KEYFRAME_REQUEST)
     def keyframe_request(req: Request) -> dict:
-        publisher, kind = stream_key(req.body)
-        relay.report_loss(req.user_id, publisher, kind)
+        relay.report_loss(req.user_id, req.body.user_id, req.body.kind)
         return {}
 
     @handler(PacketType.MEDIA_SUBSCRIBE)
     def subscribe(req: Request) -> dict:
-        publisher, kind = stream_key(req.body)
-        relay.subscribe(req.user_id, publisher, kind, get_bool(req.body, "paused"))
+        body = req.body
+        relay.subscribe(req.user_id, body.user_id, body.kind, body.paused)
         return {}
 
     @handler(PacketType.MEDIA_STATS)

@@ -5,14 +5,15 @@ import base64
 import logging
 from typing import TYPE_CHECKING
 
+from common import messages
 from common.errors import ApiError, ErrorCode
-from common.fields import get_int, get_str
 from common.packets import PacketType
 from common.validation import normalize_nickname, normalize_signature
 
-from ..avatars import BUILTIN_AVATARS, normalize_avatar
+from ..avatars import normalize_avatar
 from ..mediator import Request
 from ..storage import User
+from .views import avatar_view, user_view
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -30,25 +31,22 @@ def install(server: "Server") -> None:
             raise ApiError(ErrorCode.USER_NOT_FOUND)
         if req.conn.user_id == user.id:
             req.on_reactor(setattr, req.conn, "nickname", user.nickname)
-            req.on_reactor(setattr, req.conn, "avatar", user.public()["avatar"])
+            req.on_reactor(setattr, req.conn, "avatar", messages.to_dict(avatar_view(user)))
         server.router.event_to_users(storage.friend_ids(user.id), PacketType.PROFILE_CHANGED_EVENT,
-                                     {"user": user.public()})
-        return {"user": user.public()}
+                                     messages.UserEvent(user=user_view(user)))
+        return {"user": user_view(user)}
 
     @handler(PacketType.PROFILE_UPDATE, blocking=True)
     def profile_update(req: Request) -> dict:
         server.rate_limits.profile_update(req.user_id)
-        nickname = req.body.get("nickname")
-        signature = req.body.get("signature")
-        builtin = req.body.get("avatar_builtin")
+        body: messages.ProfileUpdate = req.body
+        nickname, signature, builtin = body.nickname, body.signature, body.avatar_builtin
         if nickname is None and signature is None and builtin is None:
             raise ApiError(ErrorCode.BAD_REQUEST, "nothing to change: give nickname, signature or avatar_builtin")
         if nickname is not None:
-            nickname = normalize_nickname(get_str(req.body, "nickname", max_len=256))
+            nickname = normalize_nickname(nickname)
         if signature is not None:
-            signature = normalize_signature(get_str(req.body, "signature", max_len=1024))
-        if builtin is not None:
-            builtin = get_int(req.body, "avatar_builtin", lo=1, hi=BUILTIN_AVATARS)
+            signature = normalize_signature(signature)
         user = None
         if nickname is not None or signature is not None:
             user = storage.update_profile(req.user_id, nickname, signature)
@@ -71,7 +69,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.AVATAR_GET, blocking=True)
     def avatar_get(req: Request) -> dict:
-        avatar = storage.get_avatar(get_int(req.body, "user_id", lo=1))
+        avatar = storage.get_avatar(req.body.user_id)
         if avatar is None:
             raise ApiError(ErrorCode.USER_NOT_FOUND)
         png = base64.b64encode(avatar.png).decode("ascii") if avatar.png is not None else None

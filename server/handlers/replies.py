@@ -5,21 +5,22 @@ comes from the group-commit writer) returns None and sends its RESULT or ERROR w
 """
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
+from common import messages
 from common.errors import ApiError
 
 if TYPE_CHECKING:
     from ..connection import Connection
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 # Room left in a 64 KiB control frame for the list of a paged reply (the rest: keys, flags).
 PAGE_BUDGET = 60_000
 
 
-def send_result(conn: "Connection", request_id: int, body: dict) -> None:
+def send_result(conn: "Connection", request_id: int, body: messages.Body | dict) -> None:
     """Reactor thread: the RESULT of a request (nothing for a fire-and-forget request id 0)."""
     conn.server.mediator.send_result(conn, request_id, body)
 
@@ -28,19 +29,15 @@ def send_error(conn: "Connection", request_id: int, error: ApiError) -> None:
     conn.server.mediator.send_error(conn, request_id, error)
 
 
-def encoded_size(value: object) -> int:
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-
-
-def fit_page(items: Iterable[T], to_wire: Callable[[T], dict], budget: int = PAGE_BUDGET) -> tuple[list[dict], bool]:
+def fit_page(items: Iterable[T], view: Callable[[T], V], budget: int = PAGE_BUDGET) -> tuple[list[V], bool]:
     """Take items in order while their JSON fits ``budget`` bytes; True if some were left out.
 
     The first item is always taken (every single item is far below the budget)."""
-    page: list[dict] = []
+    page: list[V] = []
     used = 0
     for item in items:
-        wired = to_wire(item)
-        size = encoded_size(wired) + 1
+        wired = view(item)
+        size = len(messages.encode(wired)) + 1
         if page and used + size > budget:
             return page, True
         page.append(wired)

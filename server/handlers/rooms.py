@@ -10,9 +10,8 @@ from __future__ import annotations
 import unicodedata
 from typing import TYPE_CHECKING
 
-from common import limits
+from common import limits, messages
 from common.errors import ApiError, ErrorCode
-from common.fields import get_bool, get_int, get_str
 from common.packets import PacketType
 
 from ..mediator import Request
@@ -22,31 +21,27 @@ from ..rooms import NUMBER_DIGITS, RoomRegistry
 if TYPE_CHECKING:
     from ..app import Server
 
-TITLE_MAX = 64
-ROOM_PASSWORD_MAX = 64
-USER_ID_MAX = 2 ** 31 - 1
-
 
 def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) == "Cc" for ch in text)
 
 
-def room_title(body: dict) -> str:
-    title = get_str(body, "title", "", max_len=TITLE_MAX).strip()
+def room_title(body: messages.RoomCreate) -> str:
+    title = (body.title or "").strip()
     if _has_control(title):
         raise ApiError(ErrorCode.BAD_REQUEST, "the title must not contain control characters")
     return title
 
 
-def room_number(body: dict) -> str:
-    number = get_str(body, "number", max_len=32).replace(" ", "").replace("-", "")
+def room_number(body: messages.RoomJoin) -> str:
+    number = body.number.replace(" ", "").replace("-", "")
     if not (number.isascii() and number.isdigit() and len(number) == NUMBER_DIGITS):
         raise ApiError(ErrorCode.NO_SUCH_ROOM, f"a meeting number has {NUMBER_DIGITS} digits")
     return number
 
 
-def chat_text(body: dict) -> str:
-    text = get_str(body, "text", max_len=limits.MAX_CHAT_BYTES * 4)
+def chat_text(body: messages.RoomChat) -> str:
+    text = body.text
     if len(text.encode("utf-8")) > limits.MAX_CHAT_BYTES:
         raise ApiError(ErrorCode.MESSAGE_TOO_LONG)
     if not text.strip():
@@ -63,15 +58,13 @@ def install(server: "Server") -> None:
     def create(req: Request) -> dict:
         server.rate_limits.room_create(req.user_id)
         title = room_title(req.body)
-        password = get_str(req.body, "password", "", max_len=ROOM_PASSWORD_MAX)
-        return {"room": rooms.create(req.conn, title, password).public()}
+        return {"room": rooms.create(req.conn, title, req.body.password or "").public()}
 
     @handler(PacketType.ROOM_JOIN)
     def join(req: Request) -> dict:
         server.rate_limits.room_join(req.user_id, req.conn.address)   # every attempt counts: slows guessing
         number = room_number(req.body)
-        password = get_str(req.body, "password", "", max_len=ROOM_PASSWORD_MAX)
-        room, waiting = rooms.join(req.conn, number, password)
+        room, waiting = rooms.join(req.conn, number, req.body.password or "")
         if waiting:
             return {"waiting": True, "number": room.number, "title": room.title}
         return {"room": room.public()}
@@ -84,19 +77,19 @@ def install(server: "Server") -> None:
     @handler(PacketType.ROOM_KICK)
     def kick(req: Request) -> dict:
         server.rate_limits.room_control(req.user_id)
-        rooms.kick(req.user_id, get_int(req.body, "user_id", hi=USER_ID_MAX))
+        rooms.kick(req.user_id, req.body.user_id)
         return {}
 
     @handler(PacketType.ROOM_MUTE)
     def mute(req: Request) -> dict:
         server.rate_limits.room_control(req.user_id)
-        rooms.mute(req.user_id, get_int(req.body, "user_id", None, hi=USER_ID_MAX))
+        rooms.mute(req.user_id, req.body.user_id)
         return {}
 
     @handler(PacketType.ROOM_LOCK)
     def lock(req: Request) -> dict:
         server.rate_limits.room_control(req.user_id)
-        return {"room": rooms.lock(req.user_id, get_bool(req.body, "locked")).public()}
+        return {"room": rooms.lock(req.user_id, req.body.locked).public()}
 
     @handler(PacketType.ROOM_END)
     def end(req: Request) -> dict:
@@ -105,11 +98,11 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.ROOM_HOST)
     def hand_over(req: Request) -> dict:
-        return {"room": rooms.hand_over(req.user_id, get_int(req.body, "user_id", hi=USER_ID_MAX)).public()}
+        return {"room": rooms.hand_over(req.user_id, req.body.user_id).public()}
 
     @handler(PacketType.ROOM_ADMIT)
     def admit(req: Request) -> dict:
-        rooms.admit(req.user_id, get_int(req.body, "user_id", hi=USER_ID_MAX), get_bool(req.body, "admit"))
+        rooms.admit(req.user_id, req.body.user_id, req.body.admit)
         return {}
 
     @handler(PacketType.ROOM_CHAT)
@@ -121,7 +114,6 @@ def install(server: "Server") -> None:
     @handler(PacketType.MEDIA_STATE)
     def media_state(req: Request) -> dict:
         server.rate_limits.media_state(req.user_id)
-        body = req.body
-        room = rooms.set_media_state(req.user_id, get_bool(body, "camera"), get_bool(body, "microphone"),
-                                     get_bool(body, "screen"))
+        body: messages.MediaState = req.body
+        room = rooms.set_media_state(req.user_id, body.camera, body.microphone, body.screen)
         return {"room": room.public()}

@@ -9,9 +9,8 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from common import frame as wire
-from common import limits
+from common import limits, messages
 from common.errors import ApiError, ErrorCode
-from common.fields import get_int, get_str
 from common.packets import PacketType
 from common.validation import check_password, normalize_nickname, normalize_phone
 
@@ -20,6 +19,7 @@ from ..passwords import dummy_verify, hash_password, verify_password
 from ..storage import DuplicateError, User
 from ..throttle import LoginThrottle
 from .replies import send_result
+from .views import avatar_view, user_view
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -55,7 +55,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.HELLO, auth=False)
     def hello(req: Request) -> dict:
-        version = get_int(req.body, "version", lo=0, hi=2**31)
+        version = req.body.version
         if version != limits.PROTOCOL_VERSION:
             raise ApiError(ErrorCode.UNSUPPORTED_VERSION,
                            f"protocol version {version} is not supported; this server speaks "
@@ -84,9 +84,10 @@ def install(server: "Server") -> None:
     @handler(PacketType.REGISTER, blocking=True, auth=False)
     def register(req: Request) -> dict:
         require_hello(req)
-        phone = normalize_phone(get_str(req.body, "phone", max_len=64))
-        password = check_password(get_str(req.body, "password", max_len=1024))
-        nickname = normalize_nickname(get_str(req.body, "nickname", max_len=256))
+        body: messages.Register = req.body
+        phone = normalize_phone(body.phone)
+        password = check_password(body.password)
+        nickname = normalize_nickname(body.nickname)
         server.rate_limits.registration(req.conn.address)
         wait = failures_by_address.retry_after(("register", req.conn.address))
         if wait:
@@ -99,13 +100,14 @@ def install(server: "Server") -> None:
             failures_by_address.add(("register", req.conn.address))
             raise ApiError(ErrorCode.PHONE_TAKEN) from None
         log.info("%s registered user %d", req.conn.who, user.id)
-        return {"user": user.public()}
+        return {"user": user_view(user)}
 
     @handler(PacketType.LOGIN, blocking=True, auth=False)
     def login(req: Request) -> dict:
         require_hello(req)
-        phone = normalize_phone(get_str(req.body, "phone", max_len=64))
-        password = get_str(req.body, "password", max_len=1024)
+        body: messages.Login = req.body
+        phone = normalize_phone(body.phone)
+        password = body.password
         address = req.conn.address
         found = server.storage.get_credentials(phone)
         known = found is not None and (throttle.is_known(phone, address)
@@ -133,7 +135,7 @@ def install(server: "Server") -> None:
     @handler(PacketType.RESUME, blocking=True, auth=False)
     def resume(req: Request) -> dict:
         require_hello(req)
-        token = get_str(req.body, "token", max_len=256)
+        token = req.body.token
         wait = failures_by_address.retry_after(req.conn.address)
         if wait:
             raise ApiError(ErrorCode.TOO_MANY_ATTEMPTS, retry_after=round(wait, 1))
@@ -176,7 +178,7 @@ def install(server: "Server") -> None:
     server.reactor.call_every(SESSION_PURGE_INTERVAL, lambda: server.pool.submit(purge_expired_sessions))
 
     def session_reply(user: User, token: str) -> dict:
-        return {"user": user.public(), "token": token, "server_time": now_ms(),
+        return {"user": user_view(user), "token": token, "server_time": now_ms(),
                 "heartbeat_interval": config.heartbeat_interval}
 
 
@@ -186,7 +188,7 @@ def start_session(server: "Server", conn: "Connection", user: User, hashed: str,
         return
     conn.user_id = user.id
     conn.nickname = user.nickname
-    conn.avatar = user.public()["avatar"]
+    conn.avatar = messages.to_dict(avatar_view(user))
     conn.token_hash = hashed
     server.authenticated(conn)
     old = server.sessions.bind(user.id, conn)
@@ -210,10 +212,9 @@ def kick(server: "Server", old: "Connection", new: "Connection") -> None:
     def tell(revoked: Future | None) -> None:
         if revoked is not None and revoked.exception() is not None:
             log.error("%s could not delete the token of a kicked session: %s", old.who, revoked.exception())
-        old.send(wire.encode_json(PacketType.KICKED, {
-            "reason": KICKED_ELSEWHERE, "message": "your account logged in from another place",
-            "address": address, "time": now_ms(),
-        }))
+        old.send(wire.encode_json(PacketType.KICKED, messages.Kicked(
+            reason=KICKED_ELSEWHERE, message="your account logged in from another place", address=address,
+            time=now_ms())))
         old.close_after_flush(f"kicked: the account logged in from {address}")
 
     if not old.token_hash or old.token_hash == new.token_hash:

@@ -17,16 +17,6 @@ class User:
     avatar_builtin: int
     avatar_version: int
 
-    def public(self) -> dict:
-        """What other users (and the user) may see."""
-        return {
-            "id": self.id,
-            "phone": self.phone,
-            "nickname": self.nickname,
-            "signature": self.signature,
-            "avatar": {"builtin": self.avatar_builtin, "version": self.avatar_version},
-        }
-
 
 def user_from_row(row: tuple) -> User:
     return User(int(row[0]), row[1], row[2], row[3], int(row[4]), int(row[5]))

@@ -38,15 +38,6 @@ class Message:
     read_at: int | None
     file: FileRef | None = None
 
-    def to_wire(self) -> dict:
-        wire = {"id": self.id, "from": self.sender_id, "to": self.recipient_id,
-                "client_msg_id": self.client_msg_id, "text": self.body, "time": self.created_at,
-                "delivered_at": self.delivered_at, "read_at": self.read_at}
-        if self.file is not None:
-            wire["file"] = {"transfer_id": self.file.transfer_id, "name": self.file.name, "size": self.file.size,
-                            "state": self.file.state}
-        return wire
-
 
 def _message(row: tuple) -> Message:
     file = FileRef(row[8], row[9], int(row[10]), row[11]) if len(row) > 8 and row[8] is not None else None

@@ -45,8 +45,9 @@ async def chat(w: Worker) -> None:
             while client.connected and not (w.stop.is_set() and not receipts):
                 await asyncio.sleep(RECEIPT_INTERVAL)
                 if receipts:
-                    client.send(PacketType.CHAT_DELIVERED, messages.ChatDelivered(ids=receipts[:1000]))
-                    del receipts[:1000]
+                    client.send(PacketType.CHAT_DELIVERED,
+                                messages.ChatDelivered(ids=receipts[:messages.MAX_RECEIPT_IDS]))
+                    del receipts[:messages.MAX_RECEIPT_IDS]
         client.handlers[PacketType.CHAT_MESSAGE_EVENT] = on_message
         receipt_tasks.append(asyncio.create_task(send_receipts()))
 
