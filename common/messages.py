@@ -6,6 +6,9 @@ A body is decoded and validated in one C pass: types, required fields and the li
 nickname's control characters, "the message is empty") stay with the handlers and keep their
 own error codes.
 
+Bodies the server sends leave their words open (``reason: str``, not a closed set), so a client
+keeps reading events whose values a newer server adds.
+
 The wire is the one of protocol version 1: unknown keys are ignored, an empty body is ``{}``,
 and an optional field may be absent or ``null`` (both mean "not given"). Bodies sent with
 optional fields omit the ones that are not set (``omit_defaults``); records that always carry
@@ -120,7 +123,7 @@ class PendingTransfer(Offer, kw_only=True):
 
     to: int
     state: str
-    role: Literal["sender", "recipient"]
+    role: str                          # "sender" or "recipient"
 
 
 class Member(msgspec.Struct, kw_only=True):
@@ -272,7 +275,7 @@ class ChatRead(Body):
 
 
 class ChatStatusEvent(Body):
-    status: Literal["delivered", "read"]
+    status: str                        # "delivered" or "read"
     peer: int
     at: int
     ids: list[int] | None = None       # "delivered"
@@ -351,7 +354,7 @@ class FileCancelEvent(Body):
 
 class FileDoneEvent(Body):
     transfer_id: str
-    stage: Literal["spooled", "delivered"]
+    stage: str                         # "spooled" or "delivered"
     size: int | None = None
 
 
@@ -418,7 +421,7 @@ class RoomChatEvent(Body):
 
 class RoomRemovedEvent(Body):
     number: str
-    reason: Literal["kicked", "closed"]
+    reason: str                        # "kicked", "closed", ...
     message: str
     by: int | None = None
 
