@@ -13,6 +13,7 @@ from .metrics import Metrics
 from .sim import SimClient, error_kind
 
 PROGRESS_INTERVAL = 0.5
+SHORT_SLEEP = 0.1          # seconds: a shorter sleep_or_stop just sleeps
 
 
 @dataclass
@@ -145,6 +146,12 @@ class Worker:
             await self.sleep_or_stop(interval)
 
     async def sleep_or_stop(self, seconds: float) -> None:
+        """Sleep, waking early if the run stops. A wait under SHORT_SLEEP (the paced scenarios'
+        wait before each message) just sleeps: waiting on the stop event costs a task created
+        and cancelled per wait, and a stop can wait that long."""
+        if seconds < SHORT_SLEEP:
+            await asyncio.sleep(seconds)
+            return
         try:
             await asyncio.wait_for(self.stop.wait(), seconds)
         except asyncio.TimeoutError:
