@@ -1,6 +1,7 @@
 """What the benchmark scripts share: percentiles, users created straight in the database,
 py-spy profiles of the server process, and for the desktop-window measurements the garbage
-collector's pauses, the machine's load and the teardown of the helper process and display."""
+collector's pauses, the machine's load, the teardown of the helper process and display, and
+the test file a bot sends the window's user."""
 from __future__ import annotations
 
 import collections
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -171,3 +173,61 @@ def end_helper(child: subprocess.Popen, xvfb, timeout: float = 30.0) -> None:
         child.kill()
     if xvfb is not None:
         xvfb.stop()
+
+
+def write_file(path: Path, mib: int) -> None:
+    """A file of ``mib`` MiB, each MiB distinct, so nothing on the way can shrink it."""
+    block = os.urandom(1024 * 1024)
+    with open(path, "wb") as fh:
+        for index in range(mib):
+            fh.write(index.to_bytes(8, "big") + block[8:])
+
+
+def make_friends(running, a_id: int, b_id: int) -> None:
+    """Make two users friends straight in the storage of ``running`` (a tests.helpers server)."""
+    running.server.storage.add_friendship(a_id, b_id, int(time.time() * 1000))
+
+
+class IncomingFile:
+    """In the window process: accept the first file offered to the app's user into a temp
+    folder through the app's client core, off the Tk thread as the chat window's Accept does,
+    and time the transfer from the offer to ``file_done``."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.folder = Path(tempfile.mkdtemp(prefix="rtm-incoming-"))
+        self.transfer_id: str | None = None
+        self.size = self.received = 0
+        self.offered_at = self.done_at = None
+        self.error: str | None = None
+        app.kernel.add_listener(self._on_event)
+
+    def _on_event(self, event) -> None:
+        data = event.data
+        if event.kind == "file_offer" and self.transfer_id is None:
+            self.transfer_id, self.size, self.offered_at = data["transfer_id"], data["size"], time.monotonic()
+            self.app.bridge.call(self.app.kernel.files.accept, self.transfer_id, self.folder,
+                                 on_error=lambda exc: setattr(self, "error", str(exc)))
+        elif data.get("transfer_id") != self.transfer_id:
+            return
+        elif event.kind == "file_progress":
+            self.received = int(data["done"])
+        elif event.kind == "file_done":
+            self.received, self.done_at = self.size, time.monotonic()
+        elif event.kind == "file_failed":
+            self.error = str(data.get("message") or data.get("error"))
+
+    def figures(self, started: float) -> dict:
+        """The transfer as seen at this moment; times in seconds from ``started`` (monotonic)."""
+        if self.offered_at is None:
+            return {"state": "not offered", "error": self.error}
+        state = "failed" if self.error else "done" if self.done_at else "still running"
+        until = self.done_at or time.monotonic()
+        return {"state": state, "error": self.error, "mib": round(self.size / 2**20, 1),
+                "received_mib": round(self.received / 2**20, 1),
+                "offered_at_s": round(self.offered_at - started, 1),
+                "done_at_s": round(self.done_at - started, 1) if self.done_at else None,
+                "mib_per_s": round(self.received / 2**20 / max(until - self.offered_at, 1e-3), 1)}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

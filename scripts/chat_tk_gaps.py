@@ -27,17 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchlib import GcPauses, end_helper, machine_load, open_display, percentile  # noqa: E402
+from benchlib import (GcPauses, end_helper, machine_load, make_friends, open_display, percentile,  # noqa: E402
+                      write_file)
 
 TICK_MS = 5
 PASSWORD = "correct horse battery"
-
-
-def write_file(path: Path, mib: int) -> None:
-    block = os.urandom(1024 * 1024)
-    with open(path, "wb") as fh:
-        for index in range(mib):
-            fh.write(index.to_bytes(8, "big") + block[8:])
 
 
 def serve(mib: int) -> int:
@@ -54,7 +48,7 @@ def serve(mib: int) -> int:
     alice.close()
     bob = TestClient(server.port)
     bob.register_and_login("Bob")
-    server.server.storage.add_friendship(alice_id, bob.kernel.user["id"], int(time.time() * 1000))
+    make_friends(server, alice_id, bob.kernel.user["id"])
     inbox = tmp / "bob-inbox"
     inbox.mkdir()
 

@@ -5,15 +5,19 @@ a child process runs a local server and N bots that join and publish 640x480 H.2
 and (with --audio) a 440 Hz Opus tone every 20 ms (pre-encoded clips, so the bots cost little
 CPU and the numbers are the window's). The window decodes every stream, scales and paints,
 decodes, mixes and plays the audio, and shows who speaks; we count the paints per tile while
-``mainloop()`` runs, plus the Tk loop's largest stall and the window process's CPU.
+``mainloop()`` runs, plus the Tk loop's largest stall and the window process's CPU. With
+--file-mib N, Bot 1 (made the window user's friend) sends the window's user a file of N MiB as
+the measurement starts; the window accepts it through the app's client core into a temp folder,
+so the transfer runs through the measured process while the meeting plays.
 
-    .venv/bin/python scripts/meeting_fps.py [--bots 3] [--seconds 10]
+    .venv/bin/python scripts/meeting_fps.py [--bots 3] [--seconds 10] [--audio] [--file-mib 256]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,11 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchlib import GcPauses, end_helper, machine_load, open_display  # noqa: E402
+from benchlib import (GcPauses, IncomingFile, end_helper, machine_load, make_friends, open_display,  # noqa: E402
+                      write_file)
 
 
-def serve_bots(count: int, fps: int, audio: bool = False) -> int:
-    """Child process: a server and ``count`` publishing bots; reads the room number on stdin."""
+def serve_bots(count: int, fps: int, audio: bool = False, file_mib: int = 0) -> int:
+    """Child process: a server and ``count`` publishing bots; reads the room number and the
+    window user's id on stdin, then (with ``file_mib``) Bot 1 sends that user the file on "SEND"."""
     from client.loadtest.clip import encode_clip
     from client.media.clock import Pacer, now_us
     from common.media import Codec, MediaKind
@@ -38,8 +44,11 @@ def serve_bots(count: int, fps: int, audio: bool = False) -> int:
     server = start_server(test_config(tmp))
     clip = encode_clip(640, 480, fps, 500_000, audio=audio)
     keyframes = [i for i, (_p, key) in enumerate(clip.video) if key]
+    outgoing = tmp / f"{file_mib} MiB.bin"
+    if file_mib:
+        write_file(outgoing, file_mib)
     print(f"PORT {server.port}", flush=True)
-    number = sys.stdin.readline().strip()
+    number, window_user = sys.stdin.readline().split()
     stop = threading.Event()
 
     def publish(kernel) -> None:
@@ -73,11 +82,16 @@ def serve_bots(count: int, fps: int, audio: bool = False) -> int:
             threading.Thread(target=speak, args=(bot.kernel,), daemon=True).start()
         bots.append(bot)
     print("PUBLISHING", flush=True)
+    if file_mib and sys.stdin.readline().strip() == "SEND":
+        make_friends(server, int(window_user), bots[0].kernel.user["id"])
+        threading.Thread(target=bots[0].kernel.files.send_file, args=(int(window_user), outgoing),
+                         daemon=True).start()
     sys.stdin.readline()                 # parent closes stdin when done
     stop.set()
     for bot in bots:
         bot.close()
     server.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
@@ -115,8 +129,22 @@ class StallSampler:
         return dict(self.samples.most_common(8))
 
 
+def transfer_figures(incoming: IncomingFile, started: float, loop_times: list[float],
+                     loop_cpu: list[float]) -> dict:
+    """The file's figures, plus the Tk loop's worst round among those that overlap the transfer."""
+    figures = incoming.figures(started)
+    if incoming.offered_at is not None:
+        until = incoming.done_at or loop_times[-1]
+        rounds = [(b - a, cb - ca) for a, b, ca, cb in zip(loop_times, loop_times[1:], loop_cpu, loop_cpu[1:])
+                  if b > incoming.offered_at and a < until]
+        figures["paint_loop_max_ms_while_running"] = round(1000 * max((g for g, _c in rounds), default=0), 1)
+        figures["tk_thread_cpu_per_round_max_ms_while_running"] = round(1000 * max((c for _g, c in rounds),
+                                                                                   default=0), 1)
+    return figures
+
+
 def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bool = True,
-            audio: bool = False) -> dict:
+            audio: bool = False, file_mib: int = 0) -> dict:
     import psutil
     import tkinter as tk
 
@@ -125,8 +153,9 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
     xvfb = open_display(display)
     os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="rtm-fps-cfg-")
     child = subprocess.Popen([sys.executable, __file__, "--serve-bots", str(bots), "--fps", str(fps)]
-                             + (["--audio"] if audio else []),
+                             + (["--audio"] if audio else []) + ["--file-mib", str(file_mib)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    incoming = None
     try:
         port = int(child.stdout.readline().split()[1])
         from client.ui.app import App
@@ -140,7 +169,7 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
         meeting.geometry("1180x740+0+0")
         if not camera:
             meeting.toggle_camera()
-        child.stdin.write(meeting.room["number"] + "\n")
+        child.stdin.write(f"{meeting.room['number']} {app.kernel.user['id']}\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "PUBLISHING"
         me = app.kernel.user["id"]
@@ -176,6 +205,10 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
         process = psutil.Process()
         process.cpu_percent(None)
         started = time.monotonic()
+        if file_mib:
+            incoming = IncomingFile(app)
+            child.stdin.write("SEND\n")
+            child.stdin.flush()
         root.after(int(seconds * 1000), root.quit)
         with GcPauses() as gc_pauses:
             root.mainloop()
@@ -188,6 +221,7 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "streams": bots, "stream": f"640x480 H.264 {fps} fps", "seconds": round(elapsed, 1),
             "own_camera": camera, "audio": audio,
+            **({"file_to_me": transfer_figures(incoming, started, loop_times, loop_cpu)} if incoming else {}),
             "tile_size": [list(t.slot.size) for t in tiles.values()][0],
             "paint_fps": {f"user {k[0]}": round((t.paints - start_paints[k]) / elapsed, 1) for k, t in tiles.items()},
             "decoded_fps": {f"user {k[0]}": round((receiver.members[k[0]].video[MediaKind.CAMERA].stats.decoded
@@ -211,6 +245,8 @@ def measure(bots: int, seconds: float, fps: int, display: str | None, camera: bo
         return result
     finally:
         end_helper(child, xvfb, timeout=20)
+        if incoming:
+            incoming.remove()
 
 
 def main() -> int:
@@ -221,12 +257,14 @@ def main() -> int:
     parser.add_argument("--display", default=None, help="use this X display instead of a private Xvfb")
     parser.add_argument("--no-camera", action="store_true", help="my own camera off (no self view, no encoding)")
     parser.add_argument("--audio", action="store_true", help="the bots also talk (Opus, 50 packets/s each)")
+    parser.add_argument("--file-mib", type=int, default=0,
+                        help="Bot 1 sends me a file of this many MiB as the measurement starts")
     parser.add_argument("--serve-bots", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bots is not None:
-        return serve_bots(args.serve_bots, args.fps, args.audio)
-    print(json.dumps(measure(args.bots, args.seconds, args.fps, args.display, not args.no_camera, args.audio),
-                     indent=2))
+        return serve_bots(args.serve_bots, args.fps, args.audio, args.file_mib)
+    print(json.dumps(measure(args.bots, args.seconds, args.fps, args.display, not args.no_camera, args.audio,
+                             args.file_mib), indent=2))
     return 0
 
 
