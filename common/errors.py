@@ -15,6 +15,7 @@ class ErrorCode(enum.IntEnum):
     TOO_LARGE = 7
     SHUTTING_DOWN = 8
     TIMEOUT = 9
+    UNAVAILABLE = 10
     # accounts
     INVALID_PHONE = 100
     INVALID_PASSWORD = 101
@@ -68,6 +69,7 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.TOO_LARGE: "frame too large",
     ErrorCode.SHUTTING_DOWN: "the server is shutting down, reconnect later",
     ErrorCode.TIMEOUT: "request timed out",
+    ErrorCode.UNAVAILABLE: "the server cannot reach its shared state, try again in a moment",
     ErrorCode.INVALID_PHONE: "the phone number must be 5 to 20 digits",
     ErrorCode.INVALID_PASSWORD: "the password must be 8 to 128 characters",
     ErrorCode.INVALID_NICKNAME: "the nickname must be 1 to 32 characters",

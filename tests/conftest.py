@@ -69,3 +69,15 @@ def pytest_runtest_logfinish(nodeid: str, location) -> None:
     (a server's reactor), and Tcl aborts the process when its interpreter dies off its thread."""
     if "/test_gui_" in nodeid:
         gc.collect()
+
+
+@pytest.fixture
+def redis_prefix():
+    """(client, url, prefix): the real Redis and a key prefix only this test uses."""
+    from tests.cluster_helpers import drop_prefix, fresh_prefix, redis_server_url, require_redis
+    url = redis_server_url()
+    client = require_redis(url)
+    prefix = fresh_prefix()
+    yield client, url, prefix
+    drop_prefix(client, prefix)
+    client.close()

@@ -1,0 +1,10 @@
+"""Shared live state for several server processes and machines, kept in Redis.
+
+Imported only when ``config.redis`` is set: the single-process default never loads redis-py.
+
+* ``store``: the connection and the key names of one cluster (a prefix per cluster).
+* ``directory``: which node holds each user's session; node leases; reaping dead nodes.
+* ``bus``: events to users on other nodes, one channel per node, published in batches.
+* ``limits``: rate limits and login throttles shared by every node.
+* ``rooms``: the meeting room registry (numbers, passwords, hosts, members with their node).
+"""

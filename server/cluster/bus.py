@@ -1,0 +1,212 @@
+"""Events between nodes: one Redis channel per node, published in batches.
+
+The reactor hands records to ``NodeBus.send_*`` (cheap: a list append); once per reactor
+iteration the gathered records go to the publisher thread, which routes a whole batch with one
+Lua script: it looks each recipient up in the session directory and PUBLISHes one message per
+node holding recipients (one PUBLISH per event costs ~23 µs of CPU across the processes; a
+batch of 32 ~3.4 µs per event). One publisher thread, one channel per node and Redis's FIFO
+delivery keep the order of events from one node to one user.
+
+A subscriber thread per node reads its channel and hands each received batch to the reactor
+(``call_soon_threadsafe``). When its connection breaks (Redis restarted) it reconnects with
+backoff and calls ``on_reconnect`` so the node can register its live state again.
+
+A record is ``kind (1 byte) | id (4 bytes) | length (4 bytes) | payload``, big-endian.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import struct
+import threading
+import time
+from typing import Callable, Iterable
+
+import redis
+
+from .store import UNREACHABLE, Keys
+
+log = logging.getLogger("server.cluster.bus")
+
+RECORD = struct.Struct(">BII")
+TO_USER = 0          # id: user id; payload: an encoded frame for the user's session
+KICK = 1             # id: connection id; payload: the encoded KICKED frame
+CALL = 2             # id: 0; payload: JSON {"op": ..., ...} for the node itself (rooms, reaping)
+
+MAX_BATCH_RECORDS = 512
+RECONNECT_BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+_ROUTE = """
+local batches, order = {}, {}
+for i = 3, #ARGV, 2 do
+  local target, node = ARGV[i], nil
+  if string.sub(target, 1, 1) == '@' then
+    node = string.sub(target, 2)
+  else
+    local holder = redis.call('HGET', KEYS[1], target)
+    if holder then node = string.match(holder, '^([^|]*)') end
+  end
+  if node then
+    local batch = batches[node]
+    if not batch then batch = {}; batches[node] = batch; table.insert(order, node) end
+    table.insert(batch, ARGV[i + 1])
+  end
+end
+for _, node in ipairs(order) do
+  redis.call('PUBLISH', ARGV[1] .. node .. ARGV[2], table.concat(batches[node]))
+end
+return #order
+"""
+
+Record = tuple[int, int, bytes]
+
+
+def encode_record(kind: int, ident: int, payload: bytes) -> bytes:
+    return RECORD.pack(kind, ident, len(payload)) + payload
+
+
+def decode_records(data: bytes) -> list[Record]:
+    records, offset, size = [], 0, RECORD.size
+    view = memoryview(data)
+    while offset < len(data):
+        kind, ident, length = RECORD.unpack_from(data, offset)
+        offset += size
+        records.append((kind, ident, bytes(view[offset:offset + length])))
+        offset += length
+    return records
+
+
+class NodeBus:
+    def __init__(self, client: redis.Redis, keys: Keys, node: str, *,
+                 call_soon: Callable[..., None], call_soon_threadsafe: Callable[..., None],
+                 deliver: Callable[[list[Record]], None], on_reconnect: Callable[[], None]) -> None:
+        self.client = client
+        self.keys = keys
+        self.node = node
+        self._call_soon = call_soon
+        self._call_soon_threadsafe = call_soon_threadsafe
+        self._deliver = deliver
+        self._on_reconnect = on_reconnect
+        self._route = client.register_script(_ROUTE)
+        self._pending: list[bytes | str] = []          # target, record, target, record ...
+        self._outbox: queue.SimpleQueue[list | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._subscribed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.published_batches = 0
+        self.published_records = 0
+        self.received_batches = 0
+        self.received_records = 0
+        self.dropped_records = 0
+        self.outages = 0
+
+    # -- the reactor's side --------------------------------------------------------------------
+    def send_to_users(self, user_ids: Iterable[int], kind: int, payload: bytes) -> None:
+        """Reactor thread: route a record to each user's node (users without a session skipped)."""
+        for user_id in user_ids:
+            self._add(str(user_id), encode_record(kind, user_id, payload))
+
+    def send_to_node(self, node: str, kind: int, ident: int, payload: bytes) -> None:
+        """Reactor thread: a record for one node, in order with the users' records."""
+        self._add("@" + node, encode_record(kind, ident, payload))
+
+    def _add(self, target: str, record: bytes) -> None:
+        if not self._pending:
+            self._call_soon(self.flush)
+        self._pending.append(target)
+        self._pending.append(record)
+
+    def flush(self) -> None:
+        """Reactor thread, once per iteration: hand the gathered records to the publisher."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._outbox.put(batch)
+
+    # -- threads ---------------------------------------------------------------------------------
+    def start(self, timeout: float = 5.0) -> None:
+        """Start the publisher and subscriber threads; returns once subscribed."""
+        for target, name in ((self._publish_loop, "bus-publish"), (self._subscribe_loop, "bus-subscribe")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if not self._subscribed.wait(timeout):
+            raise RuntimeError(f"cannot subscribe to {self.keys.channel(self.node)} within {timeout:g} s")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._outbox.put(None)
+        for thread in self._threads:
+            thread.join(5)
+
+    def _publish_loop(self) -> None:
+        while True:
+            batch = self._outbox.get()
+            if batch is None:
+                return
+            while len(batch) < 2 * MAX_BATCH_RECORDS:      # more batches waiting: one script call
+                try:
+                    more = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._publish(batch)
+                    return
+                batch.extend(more)
+            self._publish(batch)
+
+    def _publish(self, batch: list) -> None:
+        records = len(batch) // 2
+        try:
+            self._route(keys=[self.keys.directory],
+                        args=[self.keys.node_prefix, ":events", *batch])
+        except UNREACHABLE as exc:
+            self.dropped_records += records
+            log.warning("cannot publish %d events to other nodes (Redis unreachable: %s)", records, exc)
+            return
+        except redis.RedisError:
+            self.dropped_records += records
+            log.exception("publishing %d events to other nodes failed", records)
+            return
+        self.published_batches += 1
+        self.published_records += records
+
+    def _subscribe_loop(self) -> None:
+        channel = self.keys.channel(self.node)
+        failures = 0
+        while not self._stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(channel)
+                pubsub.get_message(timeout=1.0)     # the subscribe confirmation: listening now
+                if failures:
+                    log.warning("Redis is reachable again: resubscribed to %s", channel)
+                    self._call_soon_threadsafe(self._on_reconnect)
+                failures = 0
+                self._subscribed.set()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        records = decode_records(message["data"])
+                        self.received_batches += 1
+                        self.received_records += len(records)
+                        self._call_soon_threadsafe(self._deliver, records)
+            except UNREACHABLE as exc:
+                if not failures:
+                    self.outages += 1
+                    log.error("lost the connection to Redis (%s): events from other nodes stop until it is back",
+                              exc)
+                time.sleep(RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF) - 1)])
+                failures += 1
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:     # closing a broken connection may fail again; nothing to do
+                    pass
+
+    def status(self) -> dict[str, int]:
+        return {"cluster_published_batches": self.published_batches,
+                "cluster_published_events": self.published_records,
+                "cluster_received_batches": self.received_batches,
+                "cluster_received_events": self.received_records,
+                "cluster_dropped_events": self.dropped_records,
+                "cluster_redis_outages": self.outages}
