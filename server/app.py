@@ -80,9 +80,18 @@ class Server:
         self.storage = storage or open_storage(config.db)
         self.reactor = Reactor()
         self.sessions = Sessions()
-        self.router = LocalRouter(self.reactor, self.sessions)
+        self.connections: dict[int, Connection] = {}
+        self.cluster = None   # server.cluster.node.ClusterNode when config.redis is set
+        room_members = self._room_members
+        if config.redis:
+            from .cluster.node import ClusterNode   # redis-py is imported by a cluster node only
+            self.cluster = ClusterNode(config, self.reactor, self.sessions, self.connections, room_members)
+            self.router = self.cluster.router
+            self.rate_limits = RateLimits(config, bucket=self.cluster.token_bucket)
+        else:
+            self.router = LocalRouter(self.reactor, self.sessions, room_members)
+            self.rate_limits = RateLimits(config)
         self.mediator = Mediator(self)
-        self.rate_limits = RateLimits(config)
         self.frame_limits = FrameLimits(config, self.mediator.handlers.__contains__)
         self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worker",
                                        initializer=lower_thread_priority)
@@ -90,7 +99,6 @@ class Server:
         # Password hashing is CPU- and memory-bound: at most one hash per core at a time.
         self.hash_slots = threading.BoundedSemaphore(os.cpu_count() or 1)
         self.stats = Stats()
-        self.connections: dict[int, Connection] = {}
         self.unauthenticated_by_address: dict[str, int] = {}
         self.started = time.time()
         self.ssl_context: ssl.SSLContext | None = None
@@ -109,8 +117,20 @@ class Server:
         self.status_providers: list[Callable[[], dict[str, Any]]] = []
         self.status_providers.append(self.rate_limits.status)
         self.shutdown_hooks: list[Callable[[], None]] = []
+        if self.cluster is not None:
+            self.cluster.node_status = self._node_status
+            self.status_providers.append(self.cluster.status)
         from .handlers import install_all
         install_all(self)
+
+    def _room_members(self, room_id: int) -> list[int]:
+        """The router's view of a room: its connected members (the rooms handlers fill it)."""
+        return self.rooms.router_members(room_id)   # type: ignore[attr-defined]
+
+    def _node_status(self) -> dict[str, Any]:
+        """What this node publishes for the cluster status (any thread: plain reads)."""
+        return {"users": len(self.sessions), "connections": len(self.connections),
+                "rooms": len(self.rooms.rooms)}   # type: ignore[attr-defined]
 
     def next_connection_id(self) -> int:
         return next(self._ids)
@@ -132,6 +152,8 @@ class Server:
         from .daemon import Daemon
         self.admin = open_admin(self)
         self.daemon = Daemon(self)
+        if self.cluster is not None:
+            self.cluster.start(self.port, str(self.config.admin_socket_path) if self.admin is not None else "")
         self.reactor.call_soon(self.daemon.start)  # READY=1 once the reactor serves
         mode = "TLS" if self.ssl_context else "plain TCP (no encryption: use TLS outside loopback)"
         log.info("listening on %s:%d (%s), database %s, %d workers", self.config.host, self.port, mode,
@@ -191,6 +213,15 @@ class Server:
             self._forget_unauthenticated(conn)
             return
         went_offline = self.sessions.unbind(conn.user_id, conn)
+        if went_offline and self.cluster is not None:
+            # Offline only if no node took the session over meanwhile (the directory knows).
+            future = self.pool.submit(self.cluster.release, conn.user_id, conn)
+            future.add_done_callback(lambda fut: self.reactor.call_soon_threadsafe(
+                self._session_ended, conn, reason, fut.result()))
+            return
+        self._session_ended(conn, reason, went_offline)
+
+    def _session_ended(self, conn: Connection, reason: str, went_offline: bool) -> None:
         for hook in self.session_ended:
             try:
                 hook(conn, reason, went_offline)
@@ -288,6 +319,8 @@ class Server:
         if self.admin is not None:
             self.admin.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.cluster is not None:
+            self.cluster.stop()
         self.reactor.close()
         self.storage.close()
         log.info("stopped")

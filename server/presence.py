@@ -36,10 +36,27 @@ class Presence:
         server.session_ended.append(self._session_ended)
         server.status_providers.append(lambda: {"presence_online_events": self.online_events,
                                                 "presence_offline_events": self.offline_events})
+        if server.cluster is not None:
+            server.cluster.users_reaped.append(self._users_reaped)
 
     # -- queries (reactor thread) ---------------------------------------------------------------
     def is_online(self, user_id: int) -> bool:
-        return user_id in self._friends
+        """Announced here, or (in a cluster) holding a session on another node."""
+        if user_id in self._friends:
+            return True
+        cluster = self.server.cluster
+        return (cluster is not None and self.server.sessions.get(user_id) is None
+                and cluster.directory.holder(user_id) is not None)
+
+    def online_among(self, user_ids: Iterable[int]) -> set[int]:
+        """``is_online`` for many users: one directory lookup for those on other nodes."""
+        ids = set(user_ids)
+        online = {uid for uid in ids if uid in self._friends}
+        cluster = self.server.cluster
+        if cluster is not None:
+            others = {uid for uid in ids - online if self.server.sessions.get(uid) is None}
+            online |= cluster.directory.online_among(others)
+        return online
 
     def are_friends(self, user_id: int, other_id: int) -> bool | None:
         """From the cache of an announced user; None if ``user_id`` is not announced."""
@@ -65,12 +82,15 @@ class Presence:
         user_id = conn.user_id
         if replaced and user_id in self._friends:
             return  # a login elsewhere took over: still online, nobody is told anything
+        # Replaced, yet neither announced nor loading here: the session moved from another
+        # node, whose friends were told already; only the friend ids are loaded.
+        quiet = replaced and user_id not in self._loading
         self._loading.setdefault(user_id, [])
         future = self.server.pool.submit(self.server.storage.friend_ids, user_id)
         future.add_done_callback(
-            lambda fut: self.server.reactor.call_soon_threadsafe(self._announce, conn, fut))
+            lambda fut: self.server.reactor.call_soon_threadsafe(self._announce, conn, fut, quiet))
 
-    def _announce(self, conn: "Connection", future: Future) -> None:
+    def _announce(self, conn: "Connection", future: Future, quiet: bool = False) -> None:
         user_id = conn.user_id
         if conn.closed or user_id is None or self.server.sessions.get(user_id) is not conn:
             return  # the session ended (or was replaced) before its friends were loaded
@@ -84,7 +104,8 @@ class Presence:
         for other, added in self._loading.pop(user_id, []):   # changes the read may have missed
             (friends.add if added else friends.discard)(other)
         self._friends[user_id] = friends
-        self._fan_out(user_id, friends, PacketType.FRIEND_ONLINE)
+        if not quiet:
+            self._fan_out(user_id, friends, PacketType.FRIEND_ONLINE)
 
     def _session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
         if not went_offline or conn.user_id is None:
@@ -94,8 +115,19 @@ class Presence:
         if friends is not None:
             self._fan_out(conn.user_id, friends, PacketType.FRIEND_OFFLINE)
 
+    def _users_reaped(self, node: str, users: list[int]) -> None:
+        """A dead node's users went offline: their friends on any node are told."""
+        def tell(user_id: int, future: Future) -> None:
+            if future.exception() is not None:
+                log.error("user=%d cannot load friends to announce going offline: %s", user_id, future.exception())
+            elif self.server.sessions.get(user_id) is None:
+                self._fan_out(user_id, future.result(), PacketType.FRIEND_OFFLINE)
+        for user_id in users:
+            future = self.server.pool.submit(self.server.storage.friend_ids, user_id)
+            future.add_done_callback(lambda fut, uid=user_id: self.server.reactor.call_soon_threadsafe(tell, uid, fut))
+
     def _fan_out(self, user_id: int, friends: Iterable[int], packet_type: PacketType) -> None:
-        targets = [f for f in friends if self.server.sessions.is_online(f)]
+        targets = self.server.router.online_candidates(friends)
         if not targets:
             return
         self.server.router.event_to_users(targets, packet_type, {"user_id": user_id})

@@ -73,19 +73,23 @@ class RateLimits:
     joins, file offers, media-state changes, typing notices, user searches, profile changes,
     host controls) and per address (registrations, room joins)."""
 
-    def __init__(self, config: "ServerConfig", clock: Callable[[], float] = time.monotonic) -> None:
-        self.messages = TokenBucket(config.messages_per_minute, clock)
-        self.friend_requests = TokenBucket(config.friend_requests_per_minute, clock)
-        self.rooms = TokenBucket(config.rooms_per_minute, clock)
-        self.room_joins = TokenBucket(config.room_joins_per_minute, clock)
-        self.file_offers = TokenBucket(config.file_offers_per_minute, clock)
-        self.media_states = TokenBucket(config.media_states_per_minute, clock)
-        self.typing_notices = TokenBucket(config.typing_per_minute, clock)
-        self.user_searches = TokenBucket(config.user_searches_per_minute, clock)
-        self.profile_updates = TokenBucket(config.profile_updates_per_minute, clock)
-        self.room_controls = TokenBucket(config.room_controls_per_minute, clock)
-        self.registrations_by_address = TokenBucket(config.registrations_per_minute_per_address, clock)
-        self.room_joins_by_address = TokenBucket(config.room_joins_per_minute_per_address, clock)
+    def __init__(self, config: "ServerConfig", clock: Callable[[], float] = time.monotonic,
+                 bucket: Callable[[str, int], "TokenBucket"] | None = None) -> None:
+        """``bucket(name, per_minute)`` makes each limit's bucket: by default in this process;
+        a cluster passes shared buckets (server/cluster/limits.py)."""
+        make = bucket or (lambda name, per_minute: TokenBucket(per_minute, clock))
+        self.messages = make("messages", config.messages_per_minute)
+        self.friend_requests = make("friend_requests", config.friend_requests_per_minute)
+        self.rooms = make("rooms", config.rooms_per_minute)
+        self.room_joins = make("room_joins", config.room_joins_per_minute)
+        self.file_offers = make("file_offers", config.file_offers_per_minute)
+        self.media_states = make("media_states", config.media_states_per_minute)
+        self.typing_notices = make("typing_notices", config.typing_per_minute)
+        self.user_searches = make("user_searches", config.user_searches_per_minute)
+        self.profile_updates = make("profile_updates", config.profile_updates_per_minute)
+        self.room_controls = make("room_controls", config.room_controls_per_minute)
+        self.registrations_by_address = make("registrations_by_address", config.registrations_per_minute_per_address)
+        self.room_joins_by_address = make("room_joins_by_address", config.room_joins_per_minute_per_address)
 
     def status(self) -> dict[str, int]:
         """Refusals since the start, for the admin status."""

@@ -134,7 +134,6 @@ class RoomRegistry:
         self.on_media_state: list[MemberHook] = []        # camera/microphone/screen changed
         self.on_closed: list[RoomHook] = []               # the last member is gone
         self._members_event_due: set[str] = set()         # rooms with a coalesced event pending
-        server.router.room_members = self._router_members
         server.session_started.append(self._session_started)
         server.session_ended.append(self._session_ended)
         server.shutdown_hooks.append(self._shutdown)
@@ -159,7 +158,7 @@ class RoomRegistry:
             raise ApiError(ErrorCode.NOT_HOST)
         return room
 
-    def _router_members(self, room_id: int) -> list[int]:
+    def router_members(self, room_id: int) -> list[int]:
         room = self.rooms.get(str(room_id))
         return room.connected_ids() if room is not None else []
 

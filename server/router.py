@@ -1,11 +1,11 @@
 """The routing seam: handlers say "deliver this to user X / to room R", never which socket.
 
-``LocalRouter`` delivers inside this process. A Redis pub/sub router with the same methods
-would let several server processes share users and rooms without changing any handler.
+``LocalRouter`` delivers inside this process; ``server.cluster.router.RedisRouter`` has the
+same methods (``Router``) and reaches users on other nodes. One of them is chosen at start-up.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from common import frame as wire
 from common import messages
@@ -15,12 +15,27 @@ if TYPE_CHECKING:
     from .sessions import Sessions
 
 
+class Router(Protocol):
+    """What handlers may ask of the router. Delivery methods are thread-safe."""
+
+    room_members: Callable[[int], Iterable[int]]
+
+    def to_user(self, user_id: int, data: bytes) -> None: ...
+    def to_users(self, user_ids: Iterable[int], data: bytes) -> None: ...
+    def to_room(self, room_id: int, data: bytes, exclude: int | None = None) -> None: ...
+    def event_to_user(self, user_id: int, packet_type: int, body: dict) -> None: ...
+    def event_to_users(self, user_ids: Iterable[int], packet_type: int, body: dict) -> None: ...
+    def is_online(self, user_id: int) -> bool: ...
+    def online_among(self, user_ids: Iterable[int]) -> set[int]: ...
+    def online_candidates(self, user_ids: Iterable[int]) -> list[int]: ...
+
+
 class LocalRouter:
-    def __init__(self, reactor: "Reactor", sessions: "Sessions") -> None:
+    def __init__(self, reactor: "Reactor", sessions: "Sessions",
+                 room_members: Callable[[int], Iterable[int]]) -> None:
         self.reactor = reactor
         self.sessions = sessions
-        # room id -> user ids; the rooms module installs its own lookup
-        self.room_members: Callable[[int], Iterable[int]] = lambda room_id: ()
+        self.room_members = room_members   # room id -> the user ids to deliver to
 
     def _on_reactor(self, fn: Callable, *args) -> None:
         if self.reactor.in_reactor_thread():
@@ -49,6 +64,10 @@ class LocalRouter:
 
     def online_among(self, user_ids: Iterable[int]) -> set[int]:
         return self.sessions.online_among(user_ids)
+
+    def online_candidates(self, user_ids: Iterable[int]) -> list[int]:
+        """The users an event may reach: here, those with a session in this process."""
+        return [uid for uid in user_ids if self.sessions.is_online(uid)]
 
     def _deliver(self, user_id: int, data: bytes) -> None:
         conn = self.sessions.get(user_id)

@@ -41,5 +41,10 @@ class Sessions:
         with self._lock:
             return {uid for uid in user_ids if uid in self._by_user}
 
+    def snapshot(self) -> list[tuple[int, "Connection"]]:
+        """Every (user id, connection) now (any thread)."""
+        with self._lock:
+            return list(self._by_user.items())
+
     def __len__(self) -> int:
         return len(self._by_user)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from typing import Callable
 
 
 class SlidingWindow:
@@ -79,9 +80,13 @@ class LoginThrottle:
     token created from it) has its own account window: the owner's usual address keeps
     working while strangers' guesses are throttled."""
 
-    def __init__(self, per_account: int, per_address: int, window: float, clock=time.monotonic) -> None:
-        self.accounts = SlidingWindow(per_account, window, clock)
-        self.addresses = SlidingWindow(per_address, window, clock)
+    def __init__(self, per_account: int, per_address: int, window: float, clock=time.monotonic,
+                 *, windows: Callable[[str, int, float], SlidingWindow] | None = None) -> None:
+        """``windows(name, limit, seconds)`` makes the two windows: by default in this process;
+        a cluster passes windows shared in Redis (server/cluster/limits.py)."""
+        make = windows or (lambda name, limit, seconds: SlidingWindow(limit, seconds, clock))
+        self.accounts = make("login_account", per_account, window)
+        self.addresses = make("login_address", per_address, window)
         self._known: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._lock = threading.Lock()
 

@@ -153,8 +153,9 @@ def install(server: "Server") -> None:
         def finish() -> None:
             # "online": false is the longest form, so the page fits whatever the flags are
             page, cut = fit_page(users, lambda u: friend_view(u, False))
+            online = presence.online_among(entry.id for entry in page)
             for entry in page:
-                entry.online = presence.is_online(entry.id)
+                entry.online = entry.id in online
             more = cut or len(users) == PAGE_ROWS
             send_result(req.conn, req.request_id, {"friends": page, "more": more,
                                                    "next": page[-1].id if page else after})

@@ -23,6 +23,7 @@ from .views import avatar_view, user_view
 
 if TYPE_CHECKING:
     from ..app import Server
+    from ..cluster.directory import Holder
     from ..connection import Connection
 
 log = logging.getLogger("server.session")
@@ -42,8 +43,9 @@ def token_hash(token: str) -> str:
 
 def install(server: "Server") -> None:
     config = server.config
+    window = server.cluster.window if server.cluster is not None else None
     throttle = LoginThrottle(config.login_failures_per_account, config.login_failures_per_address,
-                             config.login_failure_window)
+                             config.login_failure_window, windows=window)
     failures_by_address = throttle.addresses
     handler = server.mediator.handler
 
@@ -127,9 +129,10 @@ def install(server: "Server") -> None:
         throttle.succeeded(phone, address, known)
         token = secrets.token_urlsafe(32)
         hashed = token_hash(token)
+        replaced = claim(server, req.conn, user.id, hashed)
         server.storage.create_session(hashed, user.id, req.conn.address, now_ms(),
                                       now_ms() + int(config.session_ttl * 1000))
-        req.on_reactor(start_session, server, req.conn, user, hashed, False)
+        req.on_reactor(start_session, server, req.conn, user, hashed, False, replaced)
         return session_reply(user, token)
 
     @handler(PacketType.RESUME, blocking=True, auth=False)
@@ -145,7 +148,8 @@ def install(server: "Server") -> None:
         if user is None:
             failures_by_address.add(req.conn.address)
             raise ApiError(ErrorCode.INVALID_TOKEN)
-        req.on_reactor(start_session, server, req.conn, user, hashed, True)
+        replaced = claim(server, req.conn, user.id, hashed)
+        req.on_reactor(start_session, server, req.conn, user, hashed, True, replaced)
         return session_reply(user, token)
 
     @handler(PacketType.LOGOUT, blocking=True)
@@ -182,9 +186,21 @@ def install(server: "Server") -> None:
                 "heartbeat_interval": config.heartbeat_interval}
 
 
-def start_session(server: "Server", conn: "Connection", user: User, hashed: str, resumed: bool) -> None:
-    """Reactor thread: bind the user to this connection, kicking any older session."""
-    if conn.closed:
+def claim(server: "Server", conn: "Connection", user_id: int, hashed: str) -> "Holder | None":
+    """Worker thread, in a cluster: bind the user's one session in the directory now, so a
+    login racing on another node loses or wins atomically; the replaced session's token is
+    dead before anyone sends its KICKED. Returns where the replaced session lives (None
+    without a cluster: the reactor binds the process's own sessions)."""
+    if server.cluster is None:
+        return None
+    return server.cluster.claim(user_id, conn.id, hashed, server.storage.delete_session)
+
+
+def start_session(server: "Server", conn: "Connection", user: User, hashed: str, resumed: bool,
+                  replaced: "Holder | None" = None) -> None:
+    """Reactor thread: bind the user to this connection, kicking any older session (on this
+    node, or through the cluster on the node that ``replaced`` names)."""
+    if conn.closed or conn.kicked:
         return
     conn.user_id = user.id
     conn.nickname = user.nickname
@@ -193,18 +209,27 @@ def start_session(server: "Server", conn: "Connection", user: User, hashed: str,
     server.authenticated(conn)
     old = server.sessions.bind(user.id, conn)
     if old is not None:
-        kick(server, old, conn)
+        kick(server, old, conn, token_deleted=replaced is not None)
+    elif replaced is not None and replaced.node != server.cluster.name:
+        server.cluster.kick_remote(replaced, user.id, kicked_frame(conn.address))
     log.info("%s logged in (%s)", conn.who, "token" if resumed else "password")
     for hook in server.session_started:
         try:
-            hook(conn, old is not None)
+            hook(conn, old is not None or replaced is not None)
         except Exception:
             log.exception("%s error in a session-start hook", conn.who)
 
 
-def kick(server: "Server", old: "Connection", new: "Connection") -> None:
+def kicked_frame(address: str) -> bytes:
+    return wire.encode_json(PacketType.KICKED, messages.Kicked(
+        reason=KICKED_ELSEWHERE, message="your account logged in from another place", address=address,
+        time=now_ms()))
+
+
+def kick(server: "Server", old: "Connection", new: "Connection", token_deleted: bool = False) -> None:
     """End the session ``old`` that ``new`` replaced. Its token is deleted before KICKED is
-    sent, so a client that reacts to KICKED by resuming with it is refused; meanwhile the old
+    sent (``token_deleted``: in a cluster it already was, where the directory was bound), so a
+    client that reacts to KICKED by resuming with it is refused; meanwhile the old
     connection's requests are no longer handled (``kicked``)."""
     old.kicked = True
     address = new.address
@@ -212,12 +237,10 @@ def kick(server: "Server", old: "Connection", new: "Connection") -> None:
     def tell(revoked: Future | None) -> None:
         if revoked is not None and revoked.exception() is not None:
             log.error("%s could not delete the token of a kicked session: %s", old.who, revoked.exception())
-        old.send(wire.encode_json(PacketType.KICKED, messages.Kicked(
-            reason=KICKED_ELSEWHERE, message="your account logged in from another place", address=address,
-            time=now_ms())))
+        old.send(kicked_frame(address))
         old.close_after_flush(f"kicked: the account logged in from {address}")
 
-    if not old.token_hash or old.token_hash == new.token_hash:
+    if token_deleted or not old.token_hash or old.token_hash == new.token_hash:
         tell(None)
         return
     try:

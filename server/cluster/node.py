@@ -1,0 +1,222 @@
+"""This process as a node of a cluster: its name, lease, session directory, bus and router.
+
+Built by ``server.app.Server`` only when ``config.redis`` is set. Blocking Redis calls run on
+worker threads or on the node's own threads; the reactor only appends to the bus and, for a
+few lookups (friend lists' online flags), asks the directory directly.
+
+* Login and RESUME bind the directory on the worker that verified them (``claim``); the
+  session that was replaced gets its token deleted there, before its node sends KICKED.
+* The lease thread renews this node's lease and status every ``lease/4`` seconds, reaps nodes
+  whose lease ran out (their users go offline: ``users_reaped`` hooks) and, when it finds this
+  node missing from Redis (Redis restarted, or this node was taken for dead), registers the
+  node's live sessions again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from common import frame as wire
+from common.packets import PacketType
+
+from .bus import CALL, KICK, TO_USER, NodeBus, Record
+from .directory import Holder, NodeRegistry, SessionDirectory
+from .limits import SharedTokenBucket, SharedWindow
+from .router import RedisRouter
+from .store import UNREACHABLE, Keys, connect, unavailable
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
+    from ..connection import Connection
+    from ..reactor import Reactor
+    from ..sessions import Sessions
+
+log = logging.getLogger("server.cluster")
+
+LEASE_SHARE = 0.6     # of heartbeat_timeout: a dead node is reaped within heartbeat_timeout
+
+
+def default_node_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ClusterNode:
+    def __init__(self, config: "ServerConfig", reactor: "Reactor", sessions: "Sessions",
+                 connections: dict[int, "Connection"], room_members: Callable[[int], Iterable[int]]) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.sessions = sessions
+        self.connections = connections
+        self.name = config.node_name or default_node_name()
+        self.client = connect(config.redis)
+        self.keys = Keys(config.redis_prefix)
+        self.directory = SessionDirectory(self.client, self.keys, self.name)
+        self.registry = NodeRegistry(self.client, self.keys, self.name, LEASE_SHARE * config.heartbeat_timeout)
+        self.bus = NodeBus(self.client, self.keys, self.name, call_soon=reactor.call_soon,
+                           call_soon_threadsafe=reactor.call_soon_threadsafe, deliver=self._deliver,
+                           on_reconnect=self._redis_back)
+        self.router = RedisRouter(reactor, sessions, self.bus, self.directory, room_members)
+        self.users_reaped: list[Callable[[str, list[int]], None]] = []   # reactor thread
+        self.rejoined: list[Callable[[], None]] = []                      # lease thread
+        self.calls: dict[str, Callable[[dict], None]] = {}                # CALL records by op
+        self.node_status: Callable[[], dict[str, Any]] = dict             # set by the server
+        self.started = time.time()
+        self.advertise = config.advertise
+        self.admin_address = ""
+        self.reaped_users = 0
+        self._stop = threading.Event()
+        self._lease_thread: threading.Thread | None = None
+        self._registered = False
+
+    # -- shared limits ------------------------------------------------------------------------------
+    def token_bucket(self, name: str, per_minute: int) -> SharedTokenBucket:
+        return SharedTokenBucket(self.client, self.keys, name, per_minute)
+
+    def window(self, name: str, limit: int, seconds: float) -> SharedWindow:
+        return SharedWindow(self.client, self.keys, name, limit, seconds)
+
+    # -- starting and stopping -----------------------------------------------------------------------
+    def start(self, port: int, admin_address: str) -> None:
+        """Register with Redis and start listening to this node's channel (before serving)."""
+        self.advertise = self.config.advertise or f"{self.config.host}:{port}"
+        self.admin_address = admin_address
+        if self.registry.nodes().get(self.name, {}).get("alive"):
+            raise RuntimeError(f"a live node named {self.name!r} is already in the cluster; "
+                               "give every node its own node_name")
+        self.registry.renew(self._status())
+        self._registered = True
+        self.bus.start()
+        self._lease_thread = threading.Thread(target=self._lease_loop, name="cluster-lease", daemon=True)
+        self._lease_thread.start()
+        log.info("node %s joined the cluster at %s (prefix %s)", self.name, self.config.redis, self.keys.prefix)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._lease_thread is not None:
+            self._lease_thread.join(5)
+        self.bus.stop()
+        try:
+            self.registry.leave()
+        except UNREACHABLE as exc:
+            log.warning("could not leave the cluster cleanly (%s): other nodes reap this one", exc)
+        self.client.close()
+
+    # -- sessions ------------------------------------------------------------------------------------
+    def claim(self, user_id: int, conn_id: int, token_hash: str, delete_token: Callable[[str], Any]) -> Holder | None:
+        """Worker thread: make this connection the user's one session in the cluster; the
+        replaced session's token is deleted before this returns (so before any KICKED)."""
+        try:
+            old = self.directory.bind(user_id, conn_id, token_hash)
+        except UNREACHABLE as exc:
+            raise unavailable(exc) from None
+        if old is not None and old.token_hash != token_hash:
+            delete_token(old.token_hash)
+        return old
+
+    def release(self, user_id: int, conn: "Connection") -> bool:
+        """Worker thread: forget the connection's session; True if it still held it (the user
+        went offline), False if a newer session elsewhere holds it."""
+        try:
+            return self.directory.unbind(user_id, conn.id, conn.token_hash or "")
+        except UNREACHABLE as exc:
+            log.warning("%s cannot unbind the session (Redis unreachable: %s)", conn.who, exc)
+            return True
+
+    def kick_remote(self, old: Holder, user_id: int, frame: bytes) -> None:
+        """Reactor thread: tell the node holding the replaced session to kick it."""
+        self.bus.send_to_node(old.node, KICK, old.conn_id,
+                              json.dumps({"user_id": user_id, "frame": frame.hex()}).encode())
+
+    def call(self, node: str, op: str, **args: Any) -> None:
+        """Reactor thread: run ``calls[op](args)`` on another node's reactor."""
+        self.bus.send_to_node(node, CALL, 0, json.dumps({"op": op, **args}).encode())
+
+    def _deliver(self, records: list[Record]) -> None:
+        """Reactor thread: a batch that arrived on this node's channel."""
+        for kind, ident, payload in records:
+            if kind == TO_USER:
+                self.router.deliver_records(ident, payload)
+            elif kind == KICK:
+                self._kicked(ident, json.loads(payload))
+            elif kind == CALL:
+                body = json.loads(payload)
+                handler = self.calls.get(body.get("op"))
+                if handler is None:
+                    log.error("unknown cluster call %r", body.get("op"))
+                    continue
+                try:
+                    handler(body)
+                except Exception:
+                    log.exception("cluster call %r failed", body.get("op"))
+
+    def _kicked(self, conn_id: int, body: dict) -> None:
+        conn = self.connections.get(conn_id)
+        if conn is None or conn.closed or conn.kicked:
+            return
+        if conn.user_id is not None and conn.user_id != body["user_id"]:
+            return
+        conn.kicked = True
+        if conn.user_id is not None:
+            self.sessions.unbind(conn.user_id, conn)      # not offline: the session moved
+        conn.send(bytes.fromhex(body["frame"]))
+        conn.close_after_flush("kicked: the account logged in on another node")
+
+    # -- lease, reaping, re-registering ---------------------------------------------------------------
+    def _status(self) -> dict[str, Any]:
+        return {"node": self.name, "advertise": self.advertise, "admin": self.admin_address, "pid": os.getpid(), "started": self.started,
+                "updated": time.time(), **self.node_status()}
+
+    def _lease_loop(self) -> None:
+        interval = max(0.05, LEASE_SHARE * self.config.heartbeat_timeout / 4)
+        while not self._stop.wait(interval):
+            try:
+                self._tick()
+            except UNREACHABLE as exc:
+                if self._registered:
+                    log.error("Redis unreachable (%s): logins, cross-node events and room changes wait "
+                              "for it; this node goes on serving its own users", exc)
+                self._registered = False
+            except Exception:
+                log.exception("cluster lease tick failed")
+
+    def _tick(self) -> None:
+        if not self.client.hexists(self.keys.nodes, self.name):
+            self._register_again()
+        self.registry.renew(self._status())
+        self._registered = True
+        for node in self.registry.dead_nodes():
+            users = self.registry.reap(node)
+            log.warning("node %s stopped renewing its lease: reaped, %d users went offline", node, len(users))
+            self.reaped_users += len(users)
+            self.reactor.call_soon_threadsafe(self._reaped, node, users)
+
+    def _register_again(self) -> None:
+        """Lease thread: Redis lost this node (restart, or the lease ran out): put back its sessions."""
+        live = [(uid, conn.id, conn.token_hash or "") for uid, conn in self.sessions.snapshot()]
+        kept = self.directory.rebind(live)
+        log.warning("registered again with Redis: %d of %d sessions kept", kept, len(live))
+        for hook in self.rejoined:
+            hook()
+
+    def _redis_back(self) -> None:
+        """Reactor thread: the subscriber reconnected; the next lease tick re-registers."""
+        log.info("node %s: Redis reachable again", self.name)
+
+    def _reaped(self, node: str, users: list[int]) -> None:
+        for hook in self.users_reaped:
+            try:
+                hook(node, users)
+            except Exception:
+                log.exception("a users-reaped hook failed")
+
+    def status(self) -> dict[str, Any]:
+        return {"cluster_node": self.name, "cluster_reaped_users": self.reaped_users, **self.bus.status()}
+
+    def cluster_status(self) -> dict[str, dict[str, Any]]:
+        """Every node's last registered status (for ``meeting-server status``); worker thread."""
+        return self.registry.nodes()

@@ -1,0 +1,85 @@
+"""``RedisRouter``: the routing seam for a cluster node.
+
+A user with a session on this node gets the frame at once, exactly as with ``LocalRouter``;
+any other user's frame goes to the node bus, which finds the node holding the user's session
+in the directory and publishes it there in the next batch (users without a session anywhere
+are skipped by the directory lookup, as offline users are by ``LocalRouter``).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from common import frame as wire
+
+from .bus import TO_USER, NodeBus
+
+if TYPE_CHECKING:
+    from ..reactor import Reactor
+    from ..sessions import Sessions
+    from .directory import SessionDirectory
+
+
+class RedisRouter:
+    def __init__(self, reactor: "Reactor", sessions: "Sessions", bus: NodeBus, directory: "SessionDirectory",
+                 room_members: Callable[[int], Iterable[int]]) -> None:
+        self.reactor = reactor
+        self.sessions = sessions
+        self.bus = bus
+        self.directory = directory
+        self.room_members = room_members
+
+    def _on_reactor(self, fn: Callable, *args) -> None:
+        if self.reactor.in_reactor_thread():
+            fn(*args)
+        else:
+            self.reactor.call_soon_threadsafe(fn, *args)
+
+    def to_user(self, user_id: int, data: bytes) -> None:
+        """Deliver an encoded frame to the user's live session on any node (thread-safe)."""
+        self._on_reactor(self._deliver_many, (user_id,), data)
+
+    def to_users(self, user_ids: Iterable[int], data: bytes) -> None:
+        self._on_reactor(self._deliver_many, list(user_ids), data)
+
+    def to_room(self, room_id: int, data: bytes, exclude: int | None = None) -> None:
+        self._on_reactor(self._deliver_room, room_id, data, exclude)
+
+    def event_to_user(self, user_id: int, packet_type: int, body: dict) -> None:
+        self.to_user(user_id, wire.encode_json(packet_type, body))
+
+    def event_to_users(self, user_ids: Iterable[int], packet_type: int, body: dict) -> None:
+        self.to_users(user_ids, wire.encode_json(packet_type, body))
+
+    def is_online(self, user_id: int) -> bool:
+        """Asks the directory (one Redis round trip) unless the session is on this node."""
+        return self.sessions.is_online(user_id) or self.directory.holder(user_id) is not None
+
+    def online_among(self, user_ids: Iterable[int]) -> set[int]:
+        ids = set(user_ids)
+        local = self.sessions.online_among(ids)
+        return local | self.directory.online_among(ids - local)
+
+    def online_candidates(self, user_ids: Iterable[int]) -> list[int]:
+        """Users an event may reach without asking Redis first: all of them (the bus skips the
+        ones without a session when it routes the batch)."""
+        return list(user_ids)
+
+    def _deliver_many(self, user_ids: Iterable[int], data: bytes) -> None:
+        remote = []
+        for user_id in user_ids:
+            conn = self.sessions.get(user_id)
+            if conn is None:
+                remote.append(user_id)
+            elif not conn.closed:
+                conn.send(data)
+        if remote:
+            self.bus.send_to_users(remote, TO_USER, data)
+
+    def _deliver_room(self, room_id: int, data: bytes, exclude: int | None) -> None:
+        self._deliver_many([uid for uid in self.room_members(room_id) if uid != exclude], data)
+
+    def deliver_records(self, user_id: int, data: bytes) -> None:
+        """A frame that came over the bus for a user of this node (reactor thread)."""
+        conn = self.sessions.get(user_id)
+        if conn is not None and not conn.closed:
+            conn.send(data)

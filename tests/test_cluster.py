@@ -1,0 +1,227 @@
+"""Several real server processes sharing one MySQL database and one Redis: every path that
+crosses nodes (sessions and kicks, presence, friends, chat, typing, receipts, profile changes,
+shared limits, a node killed mid-chat)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from common.errors import ApiError, ErrorCode
+from tests.helpers import TestClient, make_mysql_database
+from tests.server_process import ServerProcess
+from tests.social import befriend, uid, wait_session_ready
+
+HEARTBEAT_TIMEOUT = 3.0
+
+
+@pytest.fixture
+def cluster(redis_prefix, tmp_path, client_factory):
+    """``start(name, **env)`` starts a node (a ``ServerProcess``) of one cluster."""
+    _, redis_url, prefix = redis_prefix
+    db_url, drop = make_mysql_database()
+    nodes: list[ServerProcess] = []
+
+    def start(name: str, **env: str) -> ServerProcess:
+        proc = ServerProcess(db_url, tmp_path / name, env={
+            "MEETING_REDIS": redis_url, "MEETING_REDIS_PREFIX": prefix, "MEETING_NODE_NAME": name,
+            "MEETING_HEARTBEAT_INTERVAL": "1", "MEETING_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+            "MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "10000", **env})
+        nodes.append(proc)
+        proc.start()
+        return proc
+
+    yield start
+    for proc in nodes:
+        proc.stop()
+    drop()
+
+
+def user_on(client_factory, node: ServerProcess, nickname: str) -> TestClient:
+    client = client_factory(node.port)
+    client.register_and_login(nickname)
+    wait_session_ready(client)
+    return client
+
+
+def same_user_on(client_factory, node: ServerProcess, other: TestClient) -> TestClient:
+    client = client_factory(node.port)
+    client.phone, client.password = other.phone, other.password
+    return client
+
+
+def round_trip(client: TestClient) -> None:
+    """One ordered request on the client's connection: whatever the server sent before is in."""
+    client.kernel.friends.friend_list()
+
+
+def test_friends_chat_typing_receipts_and_profile_cross_nodes(cluster, client_factory):
+    n1, n2 = cluster("n1"), cluster("n2")
+    alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
+
+    befriend(alice, bob)                       # request, answer and FRIEND_ADDED cross nodes
+    assert alice.kernel.friends.is_online(uid(bob)) and bob.kernel.friends.is_online(uid(alice))
+    assert [f["online"] for f in alice.kernel.friends.friend_list()] == [True]
+
+    ack = alice.kernel.chat.send_and_wait(uid(bob), "hello from node 1")
+    got = bob.events.wait_for("chat_message", lambda e: e["message"]["id"] == ack["id"])["message"]
+    assert got["text"] == "hello from node 1"
+    alice.events.wait_for("chat_status", lambda e: e["status"] == "delivered" and ack["id"] in e["ids"])
+    assert bob.kernel.chat.mark_read(uid(alice)) == 1
+    alice.events.wait_for("chat_status", lambda e: e["status"] == "read")
+
+    bob.kernel.chat.typing(uid(alice))
+    assert alice.events.wait_for("typing")["user_id"] == uid(bob)
+
+    bob.kernel.profile.update(signature="on another node")
+    changed = alice.events.wait_for("profile_changed", lambda e: e["user"]["id"] == uid(bob))
+    assert changed["user"]["signature"] == "on another node"
+
+    mark, bob_id = alice.events.mark(), uid(bob)
+    bob.kernel.logout()
+    alice.events.wait_for("friend_offline", lambda e: e["user_id"] == bob_id, start=mark)
+    assert [f["online"] for f in alice.kernel.friends.friend_list()] == [False]
+    again = same_user_on(client_factory, n1, bob)      # back, now on alice's node
+    again.kernel.login(bob.phone, bob.password)
+    alice.events.wait_for("friend_online", lambda e: e["user_id"] == bob_id, start=mark)
+
+
+def test_chat_order_between_two_nodes_is_kept(cluster, client_factory):
+    n1, n2 = cluster("n1"), cluster("n2")
+    alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
+    befriend(alice, bob)
+    texts = [f"line {i}" for i in range(200)]
+    for text in texts:
+        alice.kernel.chat.send(uid(bob), text)
+    bob.events.wait_for("chat_message", lambda e: e["message"]["text"] == texts[-1], timeout=30)
+    got = [e["message"]["text"] for e in bob.events.events if e.kind == "chat_message"]
+    assert got == texts
+
+
+def test_a_login_on_another_node_kicks_the_session_and_its_token_is_dead_first(cluster, client_factory):
+    n1, n2 = cluster("n1"), cluster("n2")
+    friend = user_on(client_factory, n2, "Friend")
+    first = user_on(client_factory, n1, "Roaming")
+    befriend(first, friend)
+    for round_ in range(5):
+        old_node, new_node = (n1, n2) if round_ % 2 == 0 else (n2, n1)
+        token = first.kernel.token
+        mark = friend.events.mark()
+        second = same_user_on(client_factory, new_node, first)
+        second.kernel.login(first.phone, first.password)
+        kicked = first.events.wait_for("kicked")
+        assert kicked["reason"]
+        # The token of the kicked session no longer works, anywhere.
+        probe = client_factory(old_node.port)
+        with pytest.raises(ApiError) as refused:
+            probe.kernel.resume(token)
+        assert refused.value.code == ErrorCode.INVALID_TOKEN
+        round_trip(friend)
+        assert friend.events.count("friend_offline", lambda e: e["user_id"] == uid(first)) == 0, \
+            "a session that moved did not go offline"
+        assert friend.kernel.friends.is_online(uid(first))
+        first.close()
+        first = second
+
+
+def test_racing_logins_on_two_nodes_leave_exactly_one_session(cluster, client_factory):
+    n1, n2 = cluster("n1"), cluster("n2")
+    owner = user_on(client_factory, n1, "Owner")
+    owner.close()
+    for round_ in range(10):
+        clients = [same_user_on(client_factory, node, owner) for node in (n1, n2)]
+        for client in clients:
+            client.kernel.connect()
+        barrier = threading.Barrier(2)
+        errors: list[Exception] = []
+
+        def login(client: TestClient) -> None:
+            barrier.wait()
+            try:
+                client.kernel.login(owner.phone, owner.password)
+            except Exception as exc:      # a kick may arrive before the login reply
+                errors.append(exc)
+
+        threads = [threading.Thread(target=login, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        deadline = time.monotonic() + 10
+        while sum(1 for c in clients if c.events.count("kicked")) != 1:
+            assert time.monotonic() < deadline, f"round {round_}: kicked {[c.events.count('kicked') for c in clients]}"
+            time.sleep(0.02)
+        survivor = next(c for c in clients if not c.events.count("kicked"))
+        round_trip(survivor)              # the survivor's session works
+        for client in clients:
+            client.close()
+
+
+def test_a_per_user_limit_and_the_login_throttle_are_shared_by_the_nodes(cluster, client_factory):
+    limits = {"MEETING_LOGIN_FAILURES_PER_ACCOUNT": "3", "MEETING_FRIEND_REQUESTS_PER_MINUTE": "4"}
+    n1, n2 = cluster("n1", **limits), cluster("n2", **limits)
+    alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
+
+    def ask_nobody(client: TestClient) -> ErrorCode:
+        with pytest.raises(ApiError) as refused:
+            client.kernel.friends.add(user_id=2**31 - 1)
+        return refused.value.code
+
+    assert [ask_nobody(alice) for _ in range(2)] == [ErrorCode.USER_NOT_FOUND] * 2
+    moved = same_user_on(client_factory, n2, alice)
+    moved.kernel.login(alice.phone, alice.password)
+    assert [ask_nobody(moved) for _ in range(3)] == [ErrorCode.USER_NOT_FOUND] * 2 + [ErrorCode.RATE_LIMITED]
+
+    wrong = [client_factory(node.port) for node in (n1, n2, n1, n2)]
+    for client in wrong[:3]:
+        with pytest.raises(ApiError) as failed:
+            client.kernel.login(bob.phone, "not the password")
+        assert failed.value.code == ErrorCode.WRONG_CREDENTIALS
+    with pytest.raises(ApiError) as throttled:
+        wrong[3].kernel.login(bob.phone, bob.password)
+    assert throttled.value.code == ErrorCode.TOO_MANY_ATTEMPTS
+
+
+def test_a_node_killed_mid_chat_loses_nothing_acknowledged(cluster, client_factory):
+    n1, n2 = cluster("n1"), cluster("n2")
+    alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
+    befriend(alice, bob)
+    acks: list[dict] = []
+    stop = threading.Event()
+
+    def chat() -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                acks.append(alice.kernel.chat.send_and_wait(uid(bob), f"mid-chat {n}", timeout=10))
+            except (ApiError, TimeoutError, ConnectionError):
+                return
+            n += 1
+
+    sender = threading.Thread(target=chat)
+    sender.start()
+    while len(acks) < 20:
+        time.sleep(0.01)
+    token = bob.kernel.token
+    mark = alice.events.mark()
+    killed_at = time.monotonic()
+    n2.kill()
+    alice.events.wait_for("friend_offline", lambda e: e["user_id"] == uid(bob), start=mark,
+                          timeout=HEARTBEAT_TIMEOUT + 5)
+    assert time.monotonic() - killed_at < HEARTBEAT_TIMEOUT + 2
+    stop.set()
+    sender.join(15)
+    bob.close()
+
+    back = same_user_on(client_factory, n1, bob)          # bob's client moves to a live node
+    mark = alice.events.mark()
+    back.kernel.resume(token)
+    alice.events.wait_for("friend_online", lambda e: e["user_id"] == uid(bob), start=mark)
+    stored: set[int] = set()
+    page = back.kernel.chat.history(uid(alice), limit=100)
+    stored.update(m["id"] for m in page["messages"])
+    while page["more"]:
+        page = back.kernel.chat.history(uid(alice), before=page["before"], limit=100)
+        stored.update(m["id"] for m in page["messages"])
+    assert {a["id"] for a in acks} <= stored, "an acknowledged message was lost"
