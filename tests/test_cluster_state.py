@@ -144,6 +144,9 @@ def test_events_reach_the_node_holding_each_user_in_order_and_in_batches(cluster
         assert {u for _, u, _ in got_b} == {20}
         assert got_c[-1] == (KICK, 4, b"bye")
         assert [p for _, _, p in got_c[:300]] == [f"m{i}".encode() for i in range(300)]
+        deadline = time.monotonic() + 5     # the publisher counts after its script returned
+        while sender.published_records < 3 * 300 + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert sender.published_records == 3 * 300 + 1
         assert sender.published_batches <= 3, "each reactor iteration publishes one batch"
         assert rb.received and not ra.received
