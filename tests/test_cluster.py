@@ -225,3 +225,50 @@ def test_a_node_killed_mid_chat_loses_nothing_acknowledged(cluster, client_facto
         page = back.kernel.chat.history(uid(alice), before=page["before"], limit=100)
         stored.update(m["id"] for m in page["messages"])
     assert {a["id"] for a in acks} <= stored, "an acknowledged message was lost"
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    from tests.cluster_helpers import RedisProcess
+    server = RedisProcess(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_restarted_nodes_answer_clearly_meanwhile_and_register_again(own_redis, tmp_path, client_factory):
+    db_url, drop = make_mysql_database()
+    env = {"MEETING_REDIS": own_redis.url, "MEETING_HEARTBEAT_INTERVAL": "1",
+           "MEETING_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT)}
+    n1 = ServerProcess(db_url, tmp_path / "n1", env={**env, "MEETING_NODE_NAME": "n1"})
+    n2 = ServerProcess(db_url, tmp_path / "n2", env={**env, "MEETING_NODE_NAME": "n2"})
+    try:
+        n1.start()
+        n2.start()
+        alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
+        carol = client_factory(n2.port)
+        carol.kernel.register(carol.phone, carol.password, "Carol")
+        befriend(alice, bob)
+
+        own_redis.stop()
+        ack = alice.kernel.chat.send_and_wait(uid(bob), "while Redis is down")   # stored: acknowledged
+        with pytest.raises(ApiError) as refused:
+            carol.kernel.login(carol.phone, carol.password)
+        assert refused.value.code == ErrorCode.UNAVAILABLE
+        assert refused.value.details.get("retry_after")
+        assert alice.kernel.friends.friend_list()            # the node goes on serving its users
+
+        own_redis.start()                                     # empty: every key is gone
+        n1.wait_for_log("registered again with Redis: 1 of 1 sessions kept", timeout=10)
+        n2.wait_for_log("registered again with Redis: 1 of 1 sessions kept", timeout=10)
+        n2.wait_for_log("resubscribed", timeout=10)
+        late = alice.kernel.chat.send_and_wait(uid(bob), "after Redis came back")
+        bob.events.wait_for("chat_message", lambda e: e["message"]["id"] == late["id"])
+        carol.kernel.login(carol.phone, carol.password)
+        history = bob.kernel.chat.history(uid(alice))
+        assert ack["id"] in {m["id"] for m in history["messages"]}, "the message sent meanwhile was kept"
+        assert n1.running and n2.running
+    finally:
+        n1.stop()
+        n2.stop()
+        drop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 import redis
 
@@ -59,14 +60,24 @@ return tostring(wait)
 """
 
 
+RETRY_AFTER_FAILURE = 1.0   # seconds without asking Redis after it failed (the reactor asks)
+
+
 class _Fallback:
-    """Logs the first failure of an outage, and the recovery."""
+    """Logs the first failure of an outage and the recovery; after a failure, ``skip`` says
+    to use the node-local limit for a second instead of waiting on Redis again (limits are
+    checked on the reactor thread, which must not wait out a connect timeout per message)."""
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.down = False
+        self._retry_at = 0.0
+
+    def skip(self) -> bool:
+        return self.down and time.monotonic() < self._retry_at
 
     def failed(self, exc: Exception) -> None:
+        self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE
         if not self.down:
             self.down = True
             log.warning("Redis unreachable (%s): %s hold per node until it is back", exc, self.what)
@@ -94,6 +105,8 @@ class SharedTokenBucket:
         """Spend one token; 0.0 if allowed, else the seconds until one is available."""
         if self.per_minute <= 0:
             return 0.0
+        if self._fallback.skip():
+            return self._count(self._local.take(key))
         try:
             wait_ms = float(self._take(keys=[self.keys.bucket(self.name, key)],
                                        args=[self.per_minute, self.per_minute / 60000.0]))
@@ -103,6 +116,9 @@ class SharedTokenBucket:
         else:
             self._fallback.worked()
             wait = wait_ms / 1000.0
+        return self._count(wait)
+
+    def _count(self, wait: float) -> float:
         if wait:
             self.refused += 1
         return wait
@@ -122,6 +138,8 @@ class SharedWindow:
         self._fallback = _Fallback("login throttles")
 
     def _run(self, key: object, mode: str) -> float | None:
+        if self._fallback.skip():
+            return None
         try:
             wait_ms = float(self._script(keys=[self.keys.window(self.name, key)],
                                          args=[self.limit, int(self.window * 1000), secrets.token_hex(8), mode]))
