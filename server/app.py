@@ -93,7 +93,7 @@ class Server:
             self.rate_limits = RateLimits(config)
         self.mediator = Mediator(self)
         self.frame_limits = FrameLimits(config, self.mediator.handlers.__contains__)
-        self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worker",
+        self.pool = ThreadPoolExecutor(max_workers=config.pool_threads, thread_name_prefix="worker",
                                        initializer=lower_thread_priority)
         self.scrypt = ScryptParams(config.scrypt_n, config.scrypt_r, config.scrypt_p)
         # Password hashing is CPU- and memory-bound: at most one hash per core at a time.
@@ -156,8 +156,8 @@ class Server:
             self.cluster.start(self.port, str(self.config.admin_socket_path) if self.admin is not None else "")
         self.reactor.call_soon(self.daemon.start)  # READY=1 once the reactor serves
         mode = "TLS" if self.ssl_context else "plain TCP (no encryption: use TLS outside loopback)"
-        log.info("listening on %s:%d (%s), database %s, %d workers", self.config.host, self.port, mode,
-                 self.storage.backend, self.config.workers)
+        log.info("listening on %s:%d (%s), database %s, %d pool threads", self.config.host, self.port, mode,
+                 self.storage.backend, self.config.pool_threads)
         return self.port
 
     def accept(self, sock: socket.socket, address: tuple) -> None:

@@ -33,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default 8600; 0 picks a free one)")
     parser.add_argument("--db", help="sqlite:///path/to/file.db (default) or mysql://user:pass@host:port/db")
-    parser.add_argument("--workers", type=int, help="worker threads for blocking work (default 8)")
+    parser.add_argument("--workers", help="server processes sharing the port: a number or auto (one per core); "
+                                          "more than 1 needs --redis and a MySQL --db (default 1)")
+    parser.add_argument("--redis", help="redis://host:port for the live state shared by several processes or "
+                                        "machines (default none: a single process)")
+    parser.add_argument("--node-name", dest="node_name", help="this node's name in a cluster (default the host name)")
+    parser.add_argument("--advertise", help="host:port other nodes and clients use to reach this node "
+                                            "(default from --host and --port)")
     parser.add_argument("--data-dir", dest="data_dir", help="directory for the SQLite file, spool and admin socket")
     parser.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-file", dest="log_file", help="log to this file (reopened on SIGHUP) instead of stderr")
@@ -49,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-FLAG_KEYS = ("host", "port", "db", "workers", "data_dir", "log_level", "log_file", "tls_cert", "tls_key",
+FLAG_KEYS = ("host", "port", "db", "workers", "redis", "node_name", "advertise", "data_dir", "log_level", "log_file", "tls_cert", "tls_key",
              "admin_socket")
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
-from dataclasses import dataclass, fields
+import socket
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,7 +32,12 @@ class ServerConfig:
     port: int = 8600
     db: str = "sqlite:///data/meeting.db"
     data_dir: str = "data"
-    workers: int = 8
+    pool_threads: int = 8
+    workers: int = 1
+    redis: str = ""
+    node_name: str = field(default_factory=socket.gethostname)
+    advertise: str = ""
+    worker_watchdog: float = 30.0
     log_level: str = "INFO"
     log_file: str = ""
     heartbeat_interval: float = 10.0
@@ -93,7 +99,21 @@ class ServerConfig:
                 raise ConfigError(f"bad value for '{key}': {why}")
 
         need(0 <= self.port <= 65535, "port", "must be 0-65535")
-        need(self.workers >= 1, "workers", "must be at least 1")
+        need(self.pool_threads >= 1, "pool_threads", "must be at least 1")
+        need(self.workers >= 1, "workers", "must be at least 1 (or auto: one per core)")
+        need(not self.redis or self.redis.startswith(("redis://", "rediss://", "unix://")), "redis",
+             "must be redis://[:password@]host:port[/db], rediss://… (TLS) or unix:///path")
+        need(bool(self.node_name) and not any(c.isspace() for c in self.node_name), "node_name",
+             "must be a non-empty name without spaces")
+        need(not self.advertise or _is_host_port(self.advertise), "advertise",
+             "must be host:port (an IPv6 address in brackets), the address other nodes and clients use")
+        shared = self.workers > 1 or bool(self.redis)
+        need(not shared or self.db.startswith(("mysql://", "mysql+pymysql://")), "db",
+             f"{'workers = %d' % self.workers if self.workers > 1 else 'redis'} needs a shared MySQL database "
+             "(db = mysql://…): several processes cannot share an SQLite file")
+        need(self.workers == 1 or bool(self.redis), "redis",
+             f"workers = {self.workers} needs redis = redis://host:port: the processes share sessions, "
+             "presence and rooms there")
         need(self.log_level.upper() in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         need(self.heartbeat_interval > 0, "heartbeat_interval", "must be positive")
         need(self.heartbeat_timeout > self.heartbeat_interval, "heartbeat_timeout",
@@ -121,7 +141,8 @@ class ServerConfig:
             need(not getattr(self, key) or os.path.isfile(getattr(self, key)), key,
                  f"no such file: {getattr(self, key)}")
         for key in ("session_ttl", "login_failure_window",
-                    "spool_expiry", "room_grace", "room_keep", "tls_handshake_timeout", "shutdown_timeout"):
+                    "spool_expiry", "room_grace", "room_keep", "tls_handshake_timeout", "shutdown_timeout",
+                    "worker_watchdog"):
             need(getattr(self, key) > 0, key, "must be positive")
         for key in ("max_unauthenticated_per_address", "login_failures_per_account", "login_failures_per_address",
                     "max_file_size"):
@@ -150,6 +171,15 @@ class ServerConfig:
         return Path(self.admin_socket) if self.admin_socket else Path(self.data_dir) / "admin.sock"
 
 
+def _is_host_port(text: str) -> bool:
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit("//" + text)
+        return bool(parts.hostname) and parts.port is not None
+    except ValueError:
+        return False
+
+
 _FIELDS = {f.name: f for f in fields(ServerConfig)}
 
 
@@ -158,6 +188,12 @@ def _convert(key: str, raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
     text = raw.strip()
+    if key == "workers":
+        if text.lower() == "auto":
+            return os.cpu_count() or 1
+        if not text.isdigit():
+            raise ConfigError(f"bad value for 'workers': {raw!r} is not a number of processes or auto")
+        return int(text)
     try:
         if kind == "int":
             return int(text.replace("_", ""), 0)

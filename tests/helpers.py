@@ -28,7 +28,7 @@ def unique_phone() -> str:
 
 def test_config(tmp_path, **overrides) -> ServerConfig:
     config = ServerConfig(host="127.0.0.1", port=0, db=f"sqlite:///{tmp_path}/test.db", data_dir=str(tmp_path),
-                          workers=4, scrypt_n=2 ** 10, heartbeat_interval=1.0, heartbeat_timeout=5.0,
+                          pool_threads=4, scrypt_n=2 ** 10, heartbeat_interval=1.0, heartbeat_timeout=5.0,
                           max_unauthenticated_per_address=10_000,
                           # every test client comes from 127.0.0.1: the per-address limits have their own tests
                           registrations_per_minute_per_address=0, room_joins_per_minute_per_address=0)

@@ -10,7 +10,7 @@
 ``start()`` returns once the server answered a HELLO, so its signal handlers are in place.
 Password hashing is made cheap (MEETING_SCRYPT_N=1024) and the schema is created on the first
 start (``--init-db``). The log level is INFO (the port is read from an INFO line); ``args`` are
-appended to the command line, ``env`` to the environment (e.g. ``{"MEETING_WORKERS": "2"}``).
+appended to the command line, ``env`` to the environment (e.g. ``{"MEETING_POOL_THREADS": "2"}``).
 Use it as a context manager (or call ``stop()``) so no process outlives its test.
 """
 from __future__ import annotations

@@ -1,12 +1,15 @@
 """Configuration: file < environment < flags, and errors that name the key."""
 from __future__ import annotations
 
+import os
 import re
+import socket
 from pathlib import Path
 
 import pytest
 
 from server.cli import build_parser, flag_overrides
+from server.cli import main as server_main
 from server.config import ConfigError, ServerConfig, apply_reload, field_names, load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,11 +30,11 @@ def test_empty_file_and_environment_give_the_defaults(tmp_path):
 
 
 def test_file_then_environment_then_flags(tmp_path):
-    ini = write_ini(tmp_path, "[server]\nport = 9000\nworkers = 3\nlog_level = debug\nheartbeat_timeout = 45\n")
-    env = {"MEETING_PORT": "9100", "MEETING_WORKERS": "5"}
+    ini = write_ini(tmp_path, "[server]\nport = 9000\npool_threads = 3\nlog_level = debug\nheartbeat_timeout = 45\n")
+    env = {"MEETING_PORT": "9100", "MEETING_POOL_THREADS": "5"}
     config = load_config(ini, env=env, overrides=flags("--port", "9200"))
     assert config.port == 9200            # flag beats environment and file
-    assert config.workers == 5            # environment beats file
+    assert config.pool_threads == 5            # environment beats file
     assert config.heartbeat_timeout == 45.0  # file beats default
     assert config.log_level == "DEBUG"    # normalised
     assert config.host == "127.0.0.1"     # default
@@ -80,7 +83,10 @@ def test_unknown_section_is_refused(tmp_path):
 @pytest.mark.parametrize("key, value, why", [
     ("port", "eighty", "not a valid int"),
     ("port", "70000", "0-65535"),
+    ("pool_threads", "0", "at least 1"),
     ("workers", "0", "at least 1"),
+    ("redis", "localhost:6379", "redis://"),
+    ("advertise", "node-a", "host:port"),
     ("heartbeat_interval", "1.5x", "not a valid float"),
     ("heartbeat_timeout", "5", "longer than heartbeat_interval"),
     ("log_level", "LOUD", "one of"),
@@ -100,7 +106,7 @@ def test_bad_values_name_the_key(tmp_path, key, value, why):
 
 
 def test_bad_value_in_environment_names_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="'workers'.*'many'"):
+    with pytest.raises(ConfigError, match="'workers'.*'many'.*auto"):
         load_config(write_ini(tmp_path, ""), env={"MEETING_WORKERS": "many"})
 
 
@@ -141,3 +147,34 @@ def test_example_config_loads(tmp_path):
     example = (REPO / "scripts" / "server.ini.example").read_text()
     config = load_config(write_ini(tmp_path, example), env={})
     assert config.port == 8600
+
+
+def test_workers_is_a_process_count_or_auto(tmp_path):
+    mysql = "mysql://u@127.0.0.1/meeting"
+    config = load_config(write_ini(tmp_path, ""), env={},
+                         overrides=flags("--workers", "auto", "--redis", "redis://127.0.0.1:6379", "--db", mysql))
+    assert config.workers == (os.cpu_count() or 1)
+    assert load_config(write_ini(tmp_path, ""), env={}).workers == 1
+
+
+def test_node_name_defaults_to_the_host_name(tmp_path):
+    config = load_config(write_ini(tmp_path, ""), env={})
+    assert config.node_name == socket.gethostname()
+    assert config.advertise == ""
+
+
+@pytest.mark.parametrize("argv, why", [
+    (("--workers", "2", "--redis", "redis://127.0.0.1:6379"), "workers = 2 needs a shared MySQL database"),
+    (("--redis", "redis://127.0.0.1:6379"), "redis needs a shared MySQL database"),
+    (("--workers", "3", "--db", "mysql://u@127.0.0.1/meeting"), "workers = 3 needs redis = redis://"),
+])
+def test_a_cluster_without_mysql_or_redis_is_refused(tmp_path, argv, why):
+    with pytest.raises(ConfigError, match=why):
+        load_config(write_ini(tmp_path, ""), env={}, overrides=flags(*argv))
+
+
+def test_the_refusal_reaches_the_operator_at_start(tmp_path, capsys):
+    code = server_main(["--config", str(write_ini(tmp_path, "")), "--workers", "2", "--redis", "redis://127.0.0.1:6379",
+                        "--db", f"sqlite:///{tmp_path}/m.db", "--data-dir", str(tmp_path)])
+    assert code == 2
+    assert "workers = 2 needs a shared MySQL database" in capsys.readouterr().err
