@@ -37,6 +37,7 @@ class ServerConfig:
     redis: str = ""
     node_name: str = field(default_factory=socket.gethostname)
     advertise: str = ""
+    redis_prefix: str = "meeting:"
     worker_watchdog: float = 30.0
     log_level: str = "INFO"
     log_file: str = ""
@@ -88,10 +89,6 @@ class ServerConfig:
     tls_handshake_timeout: float = 10.0
     admin_socket: str = ""
     shutdown_timeout: float = 10.0
-    redis: str = ""
-    redis_prefix: str = "meeting:"
-    node_name: str = ""
-    advertise: str = ""
 
     def validate(self) -> None:
         def need(ok: bool, key: str, why: str) -> None:
@@ -152,14 +149,8 @@ class ServerConfig:
         need(self.spool_upload_idle_timeout > 0, "spool_upload_idle_timeout", "must be positive")
         need(self.file_window >= limits.MAX_FILE_CHUNK, "file_window",
              f"must be at least one file chunk ({limits.MAX_FILE_CHUNK} bytes)")
-        need(not self.redis or self.redis.startswith(("redis://", "rediss://", "unix://")), "redis",
-             "must be redis://host:port/db, rediss://… or unix://path")
-        need(not self.redis or self.db.startswith(("mysql://", "mysql+pymysql://")), "redis",
-             "a cluster (redis set) needs a shared MySQL database in 'db', not SQLite")
         need(bool(self.redis_prefix) and all(c.isalnum() or c in ":_-." for c in self.redis_prefix),
              "redis_prefix", "letters, digits and : _ - . only")
-        need(all(c.isalnum() or c in "_-." for c in self.node_name), "node_name",
-             "letters, digits and _ - . only")
         self.log_level = self.log_level.upper()
 
     @property

@@ -52,7 +52,11 @@ return 0
 """
 
 _REAP = """
-if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then
+if ARGV[2] ~= 'restart' and redis.call('EXISTS', KEYS[3]) == 1 then
+  return {}
+end
+redis.call('DEL', KEYS[3])
+if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then
   return {}
 end
 local gone = {}
@@ -177,9 +181,10 @@ class NodeRegistry:
     def dead_nodes(self) -> list[str]:
         return [name for name, info in self.nodes().items() if not info["alive"] and name != self.node]
 
-    def reap(self, node: str) -> list[int]:
+    def reap(self, node: str, restarted: bool = False) -> list[int]:
         """Remove a node without a lease and its sessions; returns the users it held (empty if
-        the node is alive or another node reaped it first)."""
+        the node is alive or another node reaped it first). ``restarted``: the node's new
+        process removes its previous incarnation's sessions, lease or not."""
         gone = self._reap(keys=[self.keys.directory, self.keys.node_users(node), self.keys.lease(node),
-                                self.keys.nodes], args=[node])
+                                self.keys.nodes], args=[node, "restart" if restarted else ""])
         return [int(user) for user in gone]

@@ -41,8 +41,17 @@ log = logging.getLogger("server.cluster")
 LEASE_SHARE = 0.6     # of heartbeat_timeout: a dead node is reaped within heartbeat_timeout
 
 
-def default_node_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+def _running(pid: Any) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ClusterNode:
@@ -52,7 +61,7 @@ class ClusterNode:
         self.reactor = reactor
         self.sessions = sessions
         self.connections = connections
-        self.name = config.node_name or default_node_name()
+        self.name = config.node_name
         self.client = connect(config.redis)
         self.keys = Keys(config.redis_prefix)
         self.directory = SessionDirectory(self.client, self.keys, self.name)
@@ -85,15 +94,27 @@ class ClusterNode:
         """Register with Redis and start listening to this node's channel (before serving)."""
         self.advertise = self.config.advertise or f"{self.config.host}:{port}"
         self.admin_address = admin_address
-        if self.registry.nodes().get(self.name, {}).get("alive"):
-            raise RuntimeError(f"a live node named {self.name!r} is already in the cluster; "
-                               "give every node its own node_name")
+        previous = self.registry.nodes().get(self.name)
+        if previous is not None:
+            self._take_over(previous)
         self.registry.renew(self._status())
         self._registered = True
         self.bus.start()
         self._lease_thread = threading.Thread(target=self._lease_loop, name="cluster-lease", daemon=True)
         self._lease_thread.start()
         log.info("node %s joined the cluster at %s (prefix %s)", self.name, self.config.redis, self.keys.prefix)
+
+    def _take_over(self, previous: dict[str, Any]) -> None:
+        """This name is registered already: a crashed or restarted process of this node (its
+        sessions are gone with it: reap them now rather than after the lease), or a second
+        live node given the same name (refused)."""
+        if previous["alive"] and (previous.get("host") != socket.gethostname() or _running(previous.get("pid"))):
+            raise RuntimeError(f"a live node named {self.name!r} (pid {previous.get('pid')} on "
+                               f"{previous.get('host')}) is already in the cluster; give every node its own node_name")
+        users = self.registry.reap(self.name, restarted=True)
+        log.warning("node %s restarted: the %d sessions of its previous process went offline", self.name, len(users))
+        self.reaped_users += len(users)
+        self.reactor.call_soon_threadsafe(self._reaped, self.name, users)
 
     def stop(self) -> None:
         self._stop.set()
@@ -168,7 +189,8 @@ class ClusterNode:
 
     # -- lease, reaping, re-registering ---------------------------------------------------------------
     def _status(self) -> dict[str, Any]:
-        return {"node": self.name, "advertise": self.advertise, "admin": self.admin_address, "pid": os.getpid(), "started": self.started,
+        return {"node": self.name, "advertise": self.advertise, "admin": self.admin_address,
+                "host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
                 "updated": time.time(), **self.node_status()}
 
     def _lease_loop(self) -> None:
