@@ -4,12 +4,26 @@ import gc
 
 import pytest
 
-from tests.helpers import TestClient, fresh_storage, start_server, test_config
+from tests.helpers import TestClient, fresh_storage, make_mysql_database, redis_server_url, start_server, test_config
 
 
 @pytest.fixture(params=["sqlite", "mysql"])
 def backend(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The URL of a Redis server that answers (skipped locally without one, an error in CI)."""
+    return redis_server_url()
+
+
+@pytest.fixture
+def mysql_url():
+    """A fresh, empty MySQL database for one test (dropped after it)."""
+    url, drop = make_mysql_database()
+    yield url
+    drop()
 
 
 @pytest.fixture

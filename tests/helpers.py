@@ -19,6 +19,7 @@ from server.config import ServerConfig
 from server.storage import Storage, open_storage
 
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 _phones = itertools.count(int(uuid.uuid4().int % 10**6) * 1000)
 
 
@@ -72,6 +73,24 @@ def make_mysql_database() -> tuple[str, callable]:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
     return url, drop
+
+
+def redis_server_url() -> str:
+    """The Redis server for cluster tests ($MEETING_TEST_REDIS_URL). Without one answering PING
+    the test is skipped locally but fails in CI (CI=true), as with MySQL."""
+    import redis
+
+    url = os.environ.get("MEETING_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the Redis server at {url}: {exc}")
+        pytest.skip(f"no Redis server at {url}: {exc}")
+    finally:
+        client.close()
+    return url
 
 
 def fresh_storage(backend: str, tmp_path) -> tuple[Storage, callable]:
