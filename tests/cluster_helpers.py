@@ -1,32 +1,11 @@
-"""Redis for cluster tests: a real server (MEETING_TEST_REDIS_URL, default the local one), a
-fresh key prefix per test so tests never see each other's keys or channels.
-
-Without a reachable Redis a test is skipped locally but fails in CI (CI=true), like MySQL."""
+"""Redis for cluster tests: a fresh key prefix per test so tests never see each other's keys
+or channels (the server comes from the ``redis_url`` fixture), and a redis-server of the test's
+own to stop and start."""
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def redis_server_url() -> str:
-    return os.environ.get("MEETING_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-
-
-def require_redis(url: str):
-    """A client for ``url``, or skip (fail under CI) when nothing answers there."""
-    redis = pytest.importorskip("redis") if not os.environ.get("CI") else __import__("redis")
-    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the Redis server at {url}: {exc}")
-        pytest.skip(f"no Redis server at {url}: {exc}")
-    return client
 
 
 def fresh_prefix() -> str:

@@ -86,12 +86,14 @@ def pytest_runtest_logfinish(nodeid: str, location) -> None:
 
 
 @pytest.fixture
-def redis_prefix():
-    """(client, url, prefix): the real Redis and a key prefix only this test uses."""
-    from tests.cluster_helpers import drop_prefix, fresh_prefix, redis_server_url, require_redis
-    url = redis_server_url()
-    client = require_redis(url)
+def redis_prefix(redis_url):
+    """(client, url, prefix): the real Redis and a key prefix only this test uses (pub/sub
+    channels are not per database, hence a prefix rather than a database number)."""
+    import redis
+
+    from tests.cluster_helpers import drop_prefix, fresh_prefix
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     prefix = fresh_prefix()
-    yield client, url, prefix
+    yield client, redis_url, prefix
     drop_prefix(client, prefix)
     client.close()

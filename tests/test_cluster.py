@@ -9,7 +9,7 @@ import time
 import pytest
 
 from common.errors import ApiError, ErrorCode
-from tests.helpers import TestClient, make_mysql_database
+from tests.helpers import TestClient
 from tests.server_process import ServerProcess
 from tests.social import befriend, uid, wait_session_ready
 
@@ -17,14 +17,13 @@ HEARTBEAT_TIMEOUT = 3.0
 
 
 @pytest.fixture
-def cluster(redis_prefix, tmp_path, client_factory):
+def cluster(redis_prefix, mysql_url, tmp_path, client_factory):
     """``start(name, **env)`` starts a node (a ``ServerProcess``) of one cluster."""
     _, redis_url, prefix = redis_prefix
-    db_url, drop = make_mysql_database()
     nodes: list[ServerProcess] = []
 
     def start(name: str, **env: str) -> ServerProcess:
-        proc = ServerProcess(db_url, tmp_path / name, env={
+        proc = ServerProcess(mysql_url, tmp_path / name, env={
             "MEETING_REDIS": redis_url, "MEETING_REDIS_PREFIX": prefix, "MEETING_NODE_NAME": name,
             "MEETING_HEARTBEAT_INTERVAL": "1", "MEETING_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "10000", **env})
@@ -35,7 +34,6 @@ def cluster(redis_prefix, tmp_path, client_factory):
     yield start
     for proc in nodes:
         proc.stop()
-    drop()
 
 
 def user_on(client_factory, node: ServerProcess, nickname: str) -> TestClient:
@@ -236,12 +234,12 @@ def own_redis(tmp_path):
     server.stop()
 
 
-def test_redis_restarted_nodes_answer_clearly_meanwhile_and_register_again(own_redis, tmp_path, client_factory):
-    db_url, drop = make_mysql_database()
+def test_redis_restarted_nodes_answer_clearly_meanwhile_and_register_again(own_redis, mysql_url, tmp_path,
+                                                                           client_factory):
     env = {"MEETING_REDIS": own_redis.url, "MEETING_HEARTBEAT_INTERVAL": "1",
            "MEETING_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT)}
-    n1 = ServerProcess(db_url, tmp_path / "n1", env={**env, "MEETING_NODE_NAME": "n1"})
-    n2 = ServerProcess(db_url, tmp_path / "n2", env={**env, "MEETING_NODE_NAME": "n2"})
+    n1 = ServerProcess(mysql_url, tmp_path / "n1", env={**env, "MEETING_NODE_NAME": "n1"})
+    n2 = ServerProcess(mysql_url, tmp_path / "n2", env={**env, "MEETING_NODE_NAME": "n2"})
     try:
         n1.start()
         n2.start()
@@ -271,4 +269,3 @@ def test_redis_restarted_nodes_answer_clearly_meanwhile_and_register_again(own_r
     finally:
         n1.stop()
         n2.stop()
-        drop()
