@@ -269,3 +269,94 @@ def test_redis_restarted_nodes_answer_clearly_meanwhile_and_register_again(own_r
     finally:
         n1.stop()
         n2.stop()
+
+
+def members_of(event) -> dict[int, dict]:
+    return {m["user_id"]: m for m in event["room"]["members"]}
+
+
+def test_rooms_are_shared_by_the_nodes(cluster, client_factory):
+    n1, n2 = cluster("n1"), cluster("n2")
+    host, guest = user_on(client_factory, n1, "Host"), user_on(client_factory, n2, "Guest")
+    late = user_on(client_factory, n2, "Late")
+    room = host.kernel.rooms.create("stand-up", password="s3cret")
+    number = room["number"]
+
+    with pytest.raises(ApiError) as wrong:
+        guest.kernel.rooms.join(number, "guess")
+    assert wrong.value.code == ErrorCode.WRONG_ROOM_PASSWORD
+    with pytest.raises(ApiError) as missing:
+        guest.kernel.rooms.join("123456789" if number != "123456789" else "987654321", "")
+    assert missing.value.code == ErrorCode.NO_SUCH_ROOM
+    joined = guest.kernel.rooms.join(number, "s3cret")
+    assert set(members_of({"room": joined})) == {uid(host), uid(guest)}
+    host.events.wait_for("room_members", lambda e: uid(guest) in members_of(e))
+
+    guest.kernel.rooms.chat("hello from node 2")
+    said = host.events.wait_for("room_chat", lambda e: e["text"] == "hello from node 2")
+    assert said["user_id"] == uid(guest)
+
+    host.kernel.rooms.lock(True)
+    with pytest.raises(ApiError) as locked:
+        late.kernel.rooms.join(number, "s3cret")
+    assert locked.value.code == ErrorCode.ROOM_LOCKED
+    host.kernel.rooms.lock(False)
+
+    host.kernel.rooms.mute(uid(guest))
+    assert guest.events.wait_for("room_mute")["by"] == uid(host)
+    host.kernel.rooms.kick(uid(guest))
+    assert guest.events.wait_for("room_removed")["reason"] == "kicked"
+    host.events.wait_for("room_members", lambda e: set(members_of(e)) == {uid(host)})
+    with pytest.raises(ApiError) as not_in:
+        guest.kernel.rooms.chat("still here?")
+    assert not_in.value.code == ErrorCode.NOT_IN_ROOM
+
+    late.kernel.rooms.join(number, "s3cret")
+    mark = late.events.mark()
+    host.kernel.rooms.leave()                      # the host on n1 leaves: the member on n2 hosts
+    passed = late.events.wait_for("room_members", lambda e: e["room"]["host_id"] == uid(late), start=mark)
+    assert set(members_of(passed)) == {uid(late)}
+    with pytest.raises(ApiError) as in_room:
+        late.kernel.rooms.create("another")
+    assert in_room.value.code == ErrorCode.ALREADY_IN_ROOM
+    late.kernel.rooms.leave()
+    with pytest.raises(ApiError) as closed:
+        host.kernel.rooms.join(number, "s3cret")
+    assert closed.value.code == ErrorCode.NO_SUCH_ROOM, "the room closed with its last member"
+
+
+def test_a_member_who_drops_comes_back_on_another_node_within_the_grace(cluster, client_factory):
+    n1, n2 = cluster("n1", MEETING_ROOM_GRACE="30"), cluster("n2", MEETING_ROOM_GRACE="30")
+    host, guest = user_on(client_factory, n1, "Host"), user_on(client_factory, n2, "Guest")
+    number = host.kernel.rooms.create("grace")["number"]
+    guest.kernel.rooms.join(number)
+    token = guest.kernel.token
+    guest.close()                                              # the connection drops
+    host.events.wait_for("room_members", lambda e: members_of(e).get(uid(host)) and
+                         members_of(e).get(uid(guest), {}).get("away") is True)
+
+    back = same_user_on(client_factory, n1, guest)             # comes back on the host's node
+    mark = host.events.mark()
+    back.kernel.resume(token)
+    host.events.wait_for("room_members", lambda e: members_of(e).get(uid(guest), {}).get("away") is False,
+                         start=mark)
+    with pytest.raises(ApiError) as kept:
+        back.kernel.rooms.join(number)
+    assert kept.value.code == ErrorCode.ALREADY_IN_ROOM and kept.value.details["number"] == number
+    back.kernel.rooms.chat("back again")
+    host.events.wait_for("room_chat", lambda e: e["text"] == "back again")
+
+
+def test_the_members_of_a_killed_node_leave_their_rooms_and_the_host_passes(cluster, client_factory):
+    n1, n2 = cluster("n1", MEETING_ROOM_GRACE="2"), cluster("n2", MEETING_ROOM_GRACE="2")
+    host, guest = user_on(client_factory, n2, "Host"), user_on(client_factory, n1, "Guest")
+    number = host.kernel.rooms.create("doomed node")["number"]
+    guest.kernel.rooms.join(number)
+    host_id = uid(host)
+    mark = guest.events.mark()
+    n2.kill()
+    passed = guest.events.wait_for("room_members", lambda e: e["room"]["host_id"] == uid(guest), start=mark,
+                                   timeout=HEARTBEAT_TIMEOUT + 5)
+    assert members_of(passed)[host_id]["away"] is True
+    gone = guest.events.wait_for("room_members", lambda e: host_id not in members_of(e), start=mark, timeout=10)
+    assert set(members_of(gone)) == {uid(guest)}

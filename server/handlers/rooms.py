@@ -50,7 +50,11 @@ def chat_text(body: messages.RoomChat) -> str:
 
 
 def install(server: "Server") -> None:
-    rooms = RoomRegistry(server, RoomKeeper(server.storage))
+    if server.cluster is not None:
+        from ..cluster.rooms import ClusterRooms
+        rooms: RoomRegistry = ClusterRooms(server, server.cluster)
+    else:
+        rooms = RoomRegistry(server, RoomKeeper(server.storage))
     server.rooms = rooms          # type: ignore[attr-defined]  # the media handlers and tests use it
     handler = server.mediator.handler
 
