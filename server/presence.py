@@ -38,6 +38,8 @@ class Presence:
                                                 "presence_offline_events": self.offline_events})
         if server.cluster is not None:
             server.cluster.users_reaped.append(self._users_reaped)
+            server.cluster.calls["friendship"] = lambda body: self._friendship_changed_for(
+                body["user_id"], body["other"], body["added"])
 
     # -- queries (reactor thread) ---------------------------------------------------------------
     def is_online(self, user_id: int) -> bool:
@@ -71,11 +73,18 @@ class Presence:
         self._friendship_changed(a, b, False)
 
     def _friendship_changed(self, a: int, b: int, added: bool) -> None:
+        cluster = self.server.cluster
         for user, other in ((a, b), (b, a)):
-            if user in self._friends:
-                (self._friends[user].add if added else self._friends[user].discard)(other)
-            if user in self._loading:
-                self._loading[user].append((other, added))
+            if cluster is not None and self.server.sessions.get(user) is None:
+                cluster.call_user(user, "friendship", other=other, added=added)   # its node's cache
+            else:
+                self._friendship_changed_for(user, other, added)
+
+    def _friendship_changed_for(self, user: int, other: int, added: bool) -> None:
+        if user in self._friends:
+            (self._friends[user].add if added else self._friends[user].discard)(other)
+        if user in self._loading:
+            self._loading[user].append((other, added))
 
     # -- session hooks (reactor thread) ---------------------------------------------------------------
     def _session_started(self, conn: "Connection", replaced: bool) -> None:

@@ -71,6 +71,8 @@ def test_friends_chat_typing_receipts_and_profile_cross_nodes(cluster, client_fa
 
     bob.kernel.chat.typing(uid(alice))
     assert alice.events.wait_for("typing")["user_id"] == uid(bob)
+    alice.kernel.chat.typing(uid(bob))            # the friendship reached alice's node's cache too
+    assert bob.events.wait_for("typing")["user_id"] == uid(alice)
 
     bob.kernel.profile.update(signature="on another node")
     changed = alice.events.wait_for("profile_changed", lambda e: e["user"]["id"] == uid(bob))

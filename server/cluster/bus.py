@@ -31,7 +31,8 @@ log = logging.getLogger("server.cluster.bus")
 RECORD = struct.Struct(">BII")
 TO_USER = 0          # id: user id; payload: an encoded frame for the user's session
 KICK = 1             # id: connection id; payload: the encoded KICKED frame
-CALL = 2             # id: 0; payload: JSON {"op": ..., ...} for the node itself (rooms, reaping)
+CALL = 2             # id: 0; payload: JSON {"op": ..., ...} for the node itself (room states)
+USER_CALL = 3        # id: user id; payload: JSON {"op": ..., ...} for the node holding the user
 
 MAX_BATCH_RECORDS = 512
 RECONNECT_BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from common import frame as wire
 from common.packets import PacketType
 
-from .bus import CALL, KICK, TO_USER, NodeBus, Record
+from .bus import CALL, KICK, TO_USER, USER_CALL, NodeBus, Record
 from .directory import Holder, NodeRegistry, SessionDirectory
 from .limits import SharedTokenBucket, SharedWindow
 from .router import RedisRouter
@@ -72,7 +72,7 @@ class ClusterNode:
         self.router = RedisRouter(reactor, sessions, self.bus, self.directory, room_members)
         self.users_reaped: list[Callable[[str, list[int]], None]] = []   # reactor thread
         self.rejoined: list[Callable[[], None]] = []                      # lease thread
-        self.calls: dict[str, Callable[[dict], None]] = {}                # CALL records by op
+        self.calls: dict[str, Callable[[dict], None]] = {}                # (USER_)CALL records by op
         self.node_status: Callable[[], dict[str, Any]] = dict             # set by the server
         self.started = time.time()
         self.advertise = config.advertise
@@ -157,6 +157,11 @@ class ClusterNode:
         """Reactor thread: run ``calls[op](args)`` on another node's reactor."""
         self.bus.send_to_node(node, CALL, 0, json.dumps({"op": op, **args}).encode())
 
+    def call_user(self, user_id: int, op: str, **args: Any) -> None:
+        """Reactor thread: run ``calls[op]({"user_id": user_id, ...})`` on the node holding the
+        user's session, if any."""
+        self.bus.send_to_users((user_id,), USER_CALL, json.dumps({"op": op, **args}).encode())
+
     def _deliver(self, records: list[Record]) -> None:
         """Reactor thread: a batch that arrived on this node's channel."""
         for kind, ident, payload in records:
@@ -164,8 +169,10 @@ class ClusterNode:
                 self.router.deliver_records(ident, payload)
             elif kind == KICK:
                 self._kicked(ident, json.loads(payload))
-            elif kind == CALL:
+            elif kind in (CALL, USER_CALL):
                 body = json.loads(payload)
+                if kind == USER_CALL:
+                    body["user_id"] = ident
                 handler = self.calls.get(body.get("op"))
                 if handler is None:
                     log.error("unknown cluster call %r", body.get("op"))
