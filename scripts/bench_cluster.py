@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
     clients: list[TestClient] = []
     try:
         for n in range(count):
-            env = {"MEETING_MESSAGES_PER_MINUTE": "0", "MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "100000",
+            env = {"MEETING_MESSAGES_PER_MINUTE": str(args.messages_per_minute), "MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "100000",
                    "MEETING_POOL_THREADS": "4"}
             if clustered:
                 env.update(MEETING_REDIS=REDIS_URL, MEETING_REDIS_PREFIX=prefix, MEETING_NODE_NAME=f"bench{n}")
@@ -157,6 +157,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=300, help="chat messages per sender")
     parser.add_argument("--events", type=int, default=300, help="typing events per sender")
     parser.add_argument("--window", type=int, default=8, help="unacknowledged messages per sender")
+    parser.add_argument("--messages-per-minute", type=int, default=10 ** 9,
+                        help="the per-user chat limit (checked on every message, never reached); 0 = unchecked")
     print(json.dumps(run(parser.parse_args())))
 
 

@@ -5,7 +5,7 @@ same methods (``Router``) and reaches users on other nodes. One of them is chose
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from common import frame as wire
 from common import messages
@@ -15,27 +15,13 @@ if TYPE_CHECKING:
     from .sessions import Sessions
 
 
-class Router(Protocol):
-    """What handlers may ask of the router. Delivery methods are thread-safe."""
+class Router:
+    """What handlers may ask of a router. The delivery methods are thread-safe: whatever thread
+    asks, delivery runs on the reactor (``_deliver`` and ``_deliver_many``, which each router
+    defines with the queries)."""
 
+    reactor: "Reactor"
     room_members: Callable[[int], Iterable[int]]
-
-    def to_user(self, user_id: int, data: bytes) -> None: ...
-    def to_users(self, user_ids: Iterable[int], data: bytes) -> None: ...
-    def to_room(self, room_id: int, data: bytes, exclude: int | None = None) -> None: ...
-    def event_to_user(self, user_id: int, packet_type: int, body: dict) -> None: ...
-    def event_to_users(self, user_ids: Iterable[int], packet_type: int, body: dict) -> None: ...
-    def is_online(self, user_id: int) -> bool: ...
-    def online_among(self, user_ids: Iterable[int]) -> set[int]: ...
-    def online_candidates(self, user_ids: Iterable[int]) -> list[int]: ...
-
-
-class LocalRouter:
-    def __init__(self, reactor: "Reactor", sessions: "Sessions",
-                 room_members: Callable[[int], Iterable[int]]) -> None:
-        self.reactor = reactor
-        self.sessions = sessions
-        self.room_members = room_members   # room id -> the user ids to deliver to
 
     def _on_reactor(self, fn: Callable, *args) -> None:
         if self.reactor.in_reactor_thread():
@@ -59,6 +45,33 @@ class LocalRouter:
     def event_to_users(self, user_ids: Iterable[int], packet_type: int, body: messages.Body | dict) -> None:
         self.to_users(user_ids, wire.encode_json(packet_type, body))
 
+    def _deliver_room(self, room_id: int, data: bytes, exclude: int | None) -> None:
+        self._deliver_many([uid for uid in self.room_members(room_id) if uid != exclude], data)
+
+    def is_online(self, user_id: int) -> bool:
+        raise NotImplementedError
+
+    def online_among(self, user_ids: Iterable[int]) -> set[int]:
+        raise NotImplementedError
+
+    def online_candidates(self, user_ids: Iterable[int]) -> list[int]:
+        """Of these users, the ones an event should be handed to for delivery."""
+        raise NotImplementedError
+
+    def _deliver(self, user_id: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _deliver_many(self, user_ids: list[int], data: bytes) -> None:
+        raise NotImplementedError
+
+
+class LocalRouter(Router):
+    def __init__(self, reactor: "Reactor", sessions: "Sessions",
+                 room_members: Callable[[int], Iterable[int]]) -> None:
+        self.reactor = reactor
+        self.sessions = sessions
+        self.room_members = room_members   # room id -> the user ids to deliver to
+
     def is_online(self, user_id: int) -> bool:
         return self.sessions.is_online(user_id)
 
@@ -77,8 +90,3 @@ class LocalRouter:
     def _deliver_many(self, user_ids: list[int], data: bytes) -> None:
         for user_id in user_ids:
             self._deliver(user_id, data)
-
-    def _deliver_room(self, room_id: int, data: bytes, exclude: int | None) -> None:
-        for user_id in self.room_members(room_id):
-            if user_id != exclude:
-                self._deliver(user_id, data)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from common import frame as wire
-
+from ..router import Router
 from .bus import TO_USER, NodeBus
 
 if TYPE_CHECKING:
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
     from .directory import SessionDirectory
 
 
-class RedisRouter:
+class RedisRouter(Router):
     def __init__(self, reactor: "Reactor", sessions: "Sessions", bus: NodeBus, directory: "SessionDirectory",
                  room_members: Callable[[int], Iterable[int]]) -> None:
         self.reactor = reactor
@@ -27,28 +26,6 @@ class RedisRouter:
         self.bus = bus
         self.directory = directory
         self.room_members = room_members
-
-    def _on_reactor(self, fn: Callable, *args) -> None:
-        if self.reactor.in_reactor_thread():
-            fn(*args)
-        else:
-            self.reactor.call_soon_threadsafe(fn, *args)
-
-    def to_user(self, user_id: int, data: bytes) -> None:
-        """Deliver an encoded frame to the user's live session on any node (thread-safe)."""
-        self._on_reactor(self._deliver_many, (user_id,), data)
-
-    def to_users(self, user_ids: Iterable[int], data: bytes) -> None:
-        self._on_reactor(self._deliver_many, list(user_ids), data)
-
-    def to_room(self, room_id: int, data: bytes, exclude: int | None = None) -> None:
-        self._on_reactor(self._deliver_room, room_id, data, exclude)
-
-    def event_to_user(self, user_id: int, packet_type: int, body: dict) -> None:
-        self.to_user(user_id, wire.encode_json(packet_type, body))
-
-    def event_to_users(self, user_ids: Iterable[int], packet_type: int, body: dict) -> None:
-        self.to_users(user_ids, wire.encode_json(packet_type, body))
 
     def is_online(self, user_id: int) -> bool:
         """Asks the directory (one Redis round trip) unless the session is on this node."""
@@ -64,6 +41,9 @@ class RedisRouter:
         ones without a session when it routes the batch)."""
         return list(user_ids)
 
+    def _deliver(self, user_id: int, data: bytes) -> None:
+        self._deliver_many((user_id,), data)
+
     def _deliver_many(self, user_ids: Iterable[int], data: bytes) -> None:
         remote = []
         for user_id in user_ids:
@@ -74,9 +54,6 @@ class RedisRouter:
                 conn.send(data)
         if remote:
             self.bus.send_to_users(remote, TO_USER, data)
-
-    def _deliver_room(self, room_id: int, data: bytes, exclude: int | None) -> None:
-        self._deliver_many([uid for uid in self.room_members(room_id) if uid != exclude], data)
 
     def deliver_records(self, user_id: int, data: bytes) -> None:
         """A frame that came over the bus for a user of this node (reactor thread)."""
