@@ -9,7 +9,7 @@ import pytest
 
 from server.cluster.bus import KICK, TO_USER, NodeBus, decode_records, encode_record
 from server.cluster.directory import Holder, NodeRegistry, SessionDirectory
-from server.cluster.limits import SharedTokenBucket, SharedWindow
+from server.cluster.limits import SessionTokenBucket, SharedTokenBucket, SharedWindow
 from server.cluster.store import Keys, connect
 
 
@@ -189,3 +189,17 @@ def test_limits_fall_back_to_the_node_while_redis_is_unreachable(cluster):
     assert bucket.take(1) > 0
     window.add("p")
     assert window.retry_after("p") > 0
+
+
+def test_a_session_held_limit_follows_the_session_to_its_next_node(cluster):
+    redis, keys = cluster
+    node_a, node_b = (SessionTokenBucket(redis, keys, "messages", 10) for _ in range(2))
+    node_b.load(7)
+    assert sum(1 for _ in range(6) if node_b.take(7) == 0.0) == 6     # decided locally
+    node_b.flush()
+    node_a.load(7)                                 # the session moved to a
+    assert sum(1 for _ in range(10) if node_a.take(7) == 0.0) == 4, "the 6 spent on b still count"
+    assert 5.0 < node_a.take(7) <= 6.1
+    node_a.flush()
+    node_b.load(7)                                 # and back
+    assert node_b.take(7) > 0

@@ -4,6 +4,12 @@
 and ``server.throttle.SlidingWindow``, so a per-user limit is the same with 1 or 8 processes.
 Each decision is one Lua script (atomic; Redis's clock, so the nodes' clocks do not matter).
 
+``SessionTokenBucket`` is for what only a user's own session spends, many times a second
+(chat messages): a Redis round trip per message on the reactor cost more than the message
+itself (see docs/PERFORMANCE.md), and one account has one session, on one node. So the node
+holding the session decides alone, and the bucket's state follows the session: loaded from
+Redis when the session is bound here, written back within ``FLUSH_INTERVAL`` of being spent.
+
 While Redis cannot be reached, each falls back to its node-local twin (logged once per outage):
 limits then hold per node instead of per cluster, and nobody is refused for Redis's sake.
 """
@@ -122,6 +128,63 @@ class SharedTokenBucket:
         if wait:
             self.refused += 1
         return wait
+
+
+FLUSH_INTERVAL = 0.5   # seconds: how stale a moved session's bucket can be
+
+
+class SessionTokenBucket(TokenBucket):
+    """A per-user token bucket decided on the node holding the user's session; its state is
+    carried in Redis (``rate:NAME:USER``: tokens, wall-clock ms) when the session moves."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, name: str, per_minute: int) -> None:
+        super().__init__(per_minute)
+        self.client = client
+        self.keys = keys
+        self.name = name
+        self._dirty: set[object] = set()
+
+    def take(self, key: object) -> float:
+        wait = super().take(key)
+        if self.per_minute > 0:
+            with self._lock:
+                self._dirty.add(key)
+        return wait
+
+    def load(self, key: object) -> None:
+        """Worker thread, when the user's session is bound here: start from the cluster's state."""
+        if self.per_minute <= 0:
+            return
+        tokens, at_ms = self.client.hmget(self.keys.bucket(self.name, key), "tokens", "at")
+        with self._lock:
+            if tokens is None or at_ms is None:
+                self._buckets.pop(key, None)                       # full
+                return
+            earned = max(0.0, time.time() * 1000 - float(at_ms)) / 1000 * self.rate
+            self._buckets[key] = (min(float(self.per_minute), float(tokens) + earned), self._clock())
+
+    def flush(self) -> None:
+        """Write the buckets spent since the last flush to Redis (the node's lease thread)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            now = self._clock()
+            states = {key: self._buckets.get(key, (float(self.per_minute), now)) for key in dirty}
+        if not states:
+            return
+        wall_ms = time.time() * 1000
+        ttl_ms = int(self.per_minute / self.rate * 1000) + 1000
+        pipe = self.client.pipeline(transaction=False)
+        for key, (tokens, at) in states.items():
+            tokens = min(float(self.per_minute), tokens + (now - at) * self.rate)
+            name = self.keys.bucket(self.name, key)
+            pipe.hset(name, mapping={"tokens": repr(tokens), "at": repr(wall_ms)})
+            pipe.pexpire(name, ttl_ms)
+        try:
+            pipe.execute()
+        except UNREACHABLE:
+            with self._lock:
+                self._dirty |= set(states)                         # again once Redis is back
+            raise
 
 
 class SharedWindow:

@@ -6,7 +6,8 @@ few lookups (friend lists' online flags), asks the directory directly.
 
 * Login and RESUME bind the directory on the worker that verified them (``claim``); the
   session that was replaced gets its token deleted there, before its node sends KICKED.
-* The lease thread renews this node's lease and status every ``lease/4`` seconds, reaps nodes
+* The lease thread renews this node's lease and status every ``lease/4`` seconds (at most
+  ``FLUSH_INTERVAL``: it also writes the session-held rate limits back), reaps nodes
   whose lease ran out (their users go offline: ``users_reaped`` hooks) and, when it finds this
   node missing from Redis (Redis restarted, or this node was taken for dead), registers the
   node's live sessions again.
@@ -26,7 +27,7 @@ from common.packets import PacketType
 
 from .bus import CALL, KICK, TO_USER, USER_CALL, NodeBus, Record
 from .directory import Holder, NodeRegistry, SessionDirectory
-from .limits import SharedTokenBucket, SharedWindow
+from .limits import FLUSH_INTERVAL, SessionTokenBucket, SharedTokenBucket, SharedWindow
 from .router import RedisRouter
 from .store import UNREACHABLE, Keys, connect, unavailable
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("server.cluster")
 
 LEASE_SHARE = 0.6     # of heartbeat_timeout: a dead node is reaped within heartbeat_timeout
+SESSION_LIMITS = frozenset({"messages"})   # spent by the user's own session only, many per second
 
 
 def _running(pid: Any) -> bool:
@@ -72,6 +74,7 @@ class ClusterNode:
         self.router = RedisRouter(reactor, sessions, self.bus, self.directory, room_members)
         self.users_reaped: list[Callable[[str, list[int]], None]] = []   # reactor thread
         self.rejoined: list[Callable[[], None]] = []                      # lease thread
+        self.session_buckets: list[SessionTokenBucket] = []
         self.calls: dict[str, Callable[[dict], None]] = {}                # (USER_)CALL records by op
         self.node_status: Callable[[], dict[str, Any]] = dict             # set by the server
         self.started = time.time()
@@ -83,7 +86,12 @@ class ClusterNode:
         self._registered = False
 
     # -- shared limits ------------------------------------------------------------------------------
-    def token_bucket(self, name: str, per_minute: int) -> SharedTokenBucket:
+    def token_bucket(self, name: str, per_minute: int) -> "SharedTokenBucket | SessionTokenBucket":
+        """A limit shared by the nodes; chat messages are decided where the session is."""
+        if name in SESSION_LIMITS:
+            bucket = SessionTokenBucket(self.client, self.keys, name, per_minute)
+            self.session_buckets.append(bucket)
+            return bucket
         return SharedTokenBucket(self.client, self.keys, name, per_minute)
 
     def window(self, name: str, limit: int, seconds: float) -> SharedWindow:
@@ -137,6 +145,11 @@ class ClusterNode:
             raise unavailable(exc) from None
         if old is not None and old.token_hash != token_hash:
             delete_token(old.token_hash)
+        try:
+            for bucket in self.session_buckets:
+                bucket.load(user_id)
+        except UNREACHABLE as exc:
+            log.warning("user=%d: rate limits start full here (Redis unreachable: %s)", user_id, exc)
         return old
 
     def release(self, user_id: int, conn: "Connection") -> bool:
@@ -201,7 +214,7 @@ class ClusterNode:
                 "updated": time.time(), **self.node_status()}
 
     def _lease_loop(self) -> None:
-        interval = max(0.05, LEASE_SHARE * self.config.heartbeat_timeout / 4)
+        interval = max(0.05, min(FLUSH_INTERVAL, LEASE_SHARE * self.config.heartbeat_timeout / 4))
         while not self._stop.wait(interval):
             try:
                 self._tick()
@@ -218,6 +231,8 @@ class ClusterNode:
             self._register_again()
         self.registry.renew(self._status())
         self._registered = True
+        for bucket in self.session_buckets:
+            bucket.flush()
         for node in self.registry.dead_nodes():
             users = self.registry.reap(node)
             log.warning("node %s stopped renewing its lease: reaped, %d users went offline", node, len(users))
