@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -203,3 +204,17 @@ def test_a_session_held_limit_follows_the_session_to_its_next_node(cluster):
     node_a.flush()
     node_b.load(7)                                 # and back
     assert node_b.take(7) > 0
+
+
+def test_the_single_process_server_never_loads_redis(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from tests.helpers import start_server, test_config\n"
+            f"running = start_server(test_config({str(tmp_path)!r}))\n"
+            "running.stop()\n"
+            "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('server.cluster')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
