@@ -44,20 +44,16 @@ class Presence:
     # -- queries (reactor thread) ---------------------------------------------------------------
     def is_online(self, user_id: int) -> bool:
         """Announced here, or (in a cluster) holding a session on another node."""
-        if user_id in self._friends:
-            return True
-        cluster = self.server.cluster
-        return (cluster is not None and self.server.sessions.get(user_id) is None
-                and cluster.directory.holder(user_id) is not None)
+        return bool(self.online_among((user_id,)))
 
     def online_among(self, user_ids: Iterable[int]) -> set[int]:
         """``is_online`` for many users: one directory lookup for those on other nodes."""
         ids = set(user_ids)
         online = {uid for uid in ids if uid in self._friends}
-        cluster = self.server.cluster
-        if cluster is not None:
+        if self.server.cluster is not None:
             others = {uid for uid in ids - online if self.server.sessions.get(uid) is None}
-            online |= cluster.directory.online_among(others)
+            if others:
+                online |= self.server.router.online_among(others)
         return online
 
     def are_friends(self, user_id: int, other_id: int) -> bool | None:

@@ -117,14 +117,16 @@ class SessionDirectory:
         return bool(self._unbind(keys=[self.keys.directory, self.keys.node_users(self.node)],
                                  args=[user_id, mine.encode()]))
 
-    def rebind(self, sessions: Iterable[tuple[int, int, str]]) -> int:
+    def rebind(self, sessions: list[tuple[int, int, str]]) -> list[int]:
         """After Redis lost its data: put back (user, connection, token hash) of this node's
-        live sessions unless another node bound the user meanwhile; returns how many."""
+        live sessions unless another node bound the user meanwhile; returns the users that
+        another node holds now."""
         pipe = self.client.pipeline(transaction=False)
         for user_id, conn_id, token_hash in sessions:
             self._rebind(keys=[self.keys.directory, self.keys.node_users(self.node)],
                          args=[user_id, Holder(self.node, conn_id, token_hash).encode()], client=pipe)
-        return sum(pipe.execute())
+        kept = pipe.execute()
+        return [user_id for (user_id, _, _), ok in zip(sessions, kept) if not ok]
 
     def holder(self, user_id: int) -> Holder | None:
         raw = self.client.hget(self.keys.directory, user_id)

@@ -73,7 +73,6 @@ class ClusterNode:
                            on_reconnect=self._redis_back)
         self.router = RedisRouter(reactor, sessions, self.bus, self.directory, room_members)
         self.users_reaped: list[Callable[[str, list[int]], None]] = []   # reactor thread
-        self.rejoined: list[Callable[[], None]] = []                      # lease thread
         self.session_buckets: list[SessionTokenBucket] = []
         self.calls: dict[str, Callable[[dict], None]] = {}                # (USER_)CALL records by op
         self.node_status: Callable[[], dict[str, Any]] = dict             # set by the server
@@ -242,10 +241,23 @@ class ClusterNode:
     def _register_again(self) -> None:
         """Lease thread: Redis lost this node (restart, or the lease ran out): put back its sessions."""
         live = [(uid, conn.id, conn.token_hash or "") for uid, conn in self.sessions.snapshot()]
-        kept = self.directory.rebind(live)
-        log.warning("registered again with Redis: %d of %d sessions kept", kept, len(live))
-        for hook in self.rejoined:
-            hook()
+        taken = self.directory.rebind(live)
+        log.warning("registered again with Redis: %d of %d sessions kept", len(live) - len(taken), len(live))
+        if taken:
+            self.reactor.call_soon_threadsafe(self._taken_meanwhile, taken)
+
+    def _taken_meanwhile(self, users: list[int]) -> None:
+        """Reactor thread: these users logged in on another node while this one could not tell
+        (Redis lost): the session there wins, the one here is closed as kicked."""
+        for user_id in users:
+            conn = self.sessions.get(user_id)
+            if conn is None or conn.closed:
+                continue
+            conn.kicked = True
+            self.sessions.unbind(user_id, conn)
+            conn.send(wire.encode_json(PacketType.KICKED, {"reason": "your account logged in from another place",
+                                                           "address": "", "time": int(time.time() * 1000)}))
+            conn.close_after_flush("kicked: the account logged in on another node while Redis was lost")
 
     def _redis_back(self) -> None:
         """Reactor thread: the subscriber reconnected; the next lease tick re-registers."""

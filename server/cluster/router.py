@@ -7,10 +7,14 @@ are skipped by the directory lookup, as offline users are by ``LocalRouter``).
 """
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..router import Router
 from .bus import TO_USER, NodeBus
+from .store import UNREACHABLE
+
+log = logging.getLogger("server.cluster.router")
 
 if TYPE_CHECKING:
     from ..reactor import Reactor
@@ -29,12 +33,20 @@ class RedisRouter(Router):
 
     def is_online(self, user_id: int) -> bool:
         """Asks the directory (one Redis round trip) unless the session is on this node."""
-        return self.sessions.is_online(user_id) or self.directory.holder(user_id) is not None
+        return bool(self.online_among((user_id,)))
 
     def online_among(self, user_ids: Iterable[int]) -> set[int]:
+        """Users with a session here or (one Redis round trip) on another node; while Redis
+        cannot be reached, only this node's users count as online."""
         ids = set(user_ids)
         local = self.sessions.online_among(ids)
-        return local | self.directory.online_among(ids - local)
+        if local == ids:
+            return local
+        try:
+            return local | self.directory.online_among(ids - local)
+        except UNREACHABLE as exc:
+            log.warning("presence of users on other nodes unknown (Redis unreachable: %s)", exc)
+            return local
 
     def online_candidates(self, user_ids: Iterable[int]) -> list[int]:
         """Users an event may reach without asking Redis first: all of them (the bus skips the
