@@ -21,8 +21,12 @@ from .config import ServerConfig
 from .connection import Connection
 from .mediator import Mediator
 from .passwords import ScryptParams
+from .presence import Presence
 from .ratelimit import FrameLimits, RateLimits
 from .reactor import Reactor
+from .relay import Relay
+from .room_keeper import RoomKeeper
+from .rooms import RoomRegistry
 from .router import LocalRouter
 from .sessions import Sessions
 from .storage import Storage, open_storage
@@ -120,17 +124,32 @@ class Server:
         if self.cluster is not None:
             self.cluster.node_status = self._node_status
             self.status_providers.append(self.cluster.status)
+        # The services the handlers share, in dependency order (their session hooks run in
+        # this order too: presence, then rooms, then the relay following the rooms).
+        self.presence = Presence(self.reactor, self.pool, self.storage, self.sessions, self.router, self.cluster)
+        self.session_started.append(self.presence.session_started)
+        self.session_ended.append(self.presence.session_ended)
+        self.status_providers.append(self.presence.status)
+        self.rooms = self._room_registry()
+        self.relay = Relay(self, self.rooms)
         from .handlers import install_all
         install_all(self)
 
+    def _room_registry(self) -> RoomRegistry:
+        if self.cluster is None:
+            return RoomRegistry(self, RoomKeeper(self.storage))
+        from .cluster.rooms import ClusterRooms
+        return ClusterRooms(self, self.cluster)
+
     def _room_members(self, room_id: int) -> list[int]:
-        """The router's view of a room: its connected members (the rooms handlers fill it)."""
-        return self.rooms.router_members(room_id)   # type: ignore[attr-defined]
+        """The router's view of a room (the router is built before the room registry, which
+        sends through it)."""
+        return self.rooms.router_members(room_id)
 
     def _node_status(self) -> dict[str, Any]:
         """What this node publishes for the cluster status (any thread: plain reads)."""
         return {"users": len(self.sessions), "connections": len(self.connections),
-                "rooms": len(self.rooms.rooms)}   # type: ignore[attr-defined]
+                "rooms": len(self.rooms.rooms)}
 
     def next_connection_id(self) -> int:
         return next(self._ids)

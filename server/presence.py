@@ -18,28 +18,43 @@ from typing import TYPE_CHECKING, Iterable
 from common.packets import PacketType
 
 if TYPE_CHECKING:
-    from .app import Server
+    from concurrent.futures import Executor
+
+    from .cluster.node import ClusterNode
     from .connection import Connection
+    from .reactor import Reactor
+    from .router import Router
+    from .sessions import Sessions
+    from .storage import Storage
 
 log = logging.getLogger("server.presence")
 
 
 class Presence:
-    def __init__(self, server: "Server") -> None:
-        self.server = server
+    """Built by ``server.app.Server`` with its collaborators; the server calls
+    ``session_started``/``session_ended`` (reactor thread) and, in a cluster, the node calls
+    ``users_reaped`` and the ``friendship`` call."""
+
+    def __init__(self, reactor: "Reactor", pool: "Executor", storage: "Storage", sessions: "Sessions",
+                 router: "Router", cluster: "ClusterNode | None") -> None:
+        self.reactor = reactor
+        self.pool = pool
+        self.storage = storage
+        self.sessions = sessions
+        self.router = router
+        self.cluster = cluster
         self._friends: dict[int, set[int]] = {}   # announced user -> friend ids (reactor thread only)
         # users whose friend ids are being loaded -> friendship changes since (replayed on the result)
         self._loading: dict[int, list[tuple[int, bool]]] = {}
         self.online_events = 0
         self.offline_events = 0
-        server.session_started.append(self._session_started)
-        server.session_ended.append(self._session_ended)
-        server.status_providers.append(lambda: {"presence_online_events": self.online_events,
-                                                "presence_offline_events": self.offline_events})
-        if server.cluster is not None:
-            server.cluster.users_reaped.append(self._users_reaped)
-            server.cluster.calls["friendship"] = lambda body: self._friendship_changed_for(
+        if cluster is not None:
+            cluster.users_reaped.append(self.users_reaped)
+            cluster.calls["friendship"] = lambda body: self._friendship_changed_for(
                 body["user_id"], body["other"], body["added"])
+
+    def status(self) -> dict[str, int]:
+        return {"presence_online_events": self.online_events, "presence_offline_events": self.offline_events}
 
     # -- queries (reactor thread) ---------------------------------------------------------------
     def is_online(self, user_id: int) -> bool:
@@ -50,10 +65,10 @@ class Presence:
         """``is_online`` for many users: one directory lookup for those on other nodes."""
         ids = set(user_ids)
         online = {uid for uid in ids if uid in self._friends}
-        if self.server.cluster is not None:
-            others = {uid for uid in ids - online if self.server.sessions.get(uid) is None}
+        if self.cluster is not None:
+            others = {uid for uid in ids - online if self.sessions.get(uid) is None}
             if others:
-                online |= self.server.router.online_among(others)
+                online |= self.router.online_among(others)
         return online
 
     def are_friends(self, user_id: int, other_id: int) -> bool | None:
@@ -69,10 +84,9 @@ class Presence:
         self._friendship_changed(a, b, False)
 
     def _friendship_changed(self, a: int, b: int, added: bool) -> None:
-        cluster = self.server.cluster
         for user, other in ((a, b), (b, a)):
-            if cluster is not None and self.server.sessions.get(user) is None:
-                cluster.call_user(user, "friendship", other=other, added=added)   # its node's cache
+            if self.cluster is not None and self.sessions.get(user) is None:
+                self.cluster.call_user(user, "friendship", other=other, added=added)   # its node's cache
             else:
                 self._friendship_changed_for(user, other, added)
 
@@ -83,7 +97,7 @@ class Presence:
             self._loading[user].append((other, added))
 
     # -- session hooks (reactor thread) ---------------------------------------------------------------
-    def _session_started(self, conn: "Connection", replaced: bool) -> None:
+    def session_started(self, conn: "Connection", replaced: bool) -> None:
         user_id = conn.user_id
         if replaced and user_id in self._friends:
             return  # a login elsewhere took over: still online, nobody is told anything
@@ -91,13 +105,13 @@ class Presence:
         # node, whose friends were told already; only the friend ids are loaded.
         quiet = replaced and user_id not in self._loading
         self._loading.setdefault(user_id, [])
-        future = self.server.pool.submit(self.server.storage.friend_ids, user_id)
+        future = self.pool.submit(self.storage.friend_ids, user_id)
         future.add_done_callback(
-            lambda fut: self.server.reactor.call_soon_threadsafe(self._announce, conn, fut, quiet))
+            lambda fut: self.reactor.call_soon_threadsafe(self._announce, conn, fut, quiet))
 
     def _announce(self, conn: "Connection", future: Future, quiet: bool = False) -> None:
         user_id = conn.user_id
-        if conn.closed or user_id is None or self.server.sessions.get(user_id) is not conn:
+        if conn.closed or user_id is None or self.sessions.get(user_id) is not conn:
             return  # the session ended (or was replaced) before its friends were loaded
         if user_id in self._friends:
             return
@@ -112,7 +126,7 @@ class Presence:
         if not quiet:
             self._fan_out(user_id, friends, PacketType.FRIEND_ONLINE)
 
-    def _session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
+    def session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
         if not went_offline or conn.user_id is None:
             return
         self._loading.pop(conn.user_id, None)
@@ -120,22 +134,22 @@ class Presence:
         if friends is not None:
             self._fan_out(conn.user_id, friends, PacketType.FRIEND_OFFLINE)
 
-    def _users_reaped(self, node: str, users: list[int]) -> None:
+    def users_reaped(self, node: str, users: list[int]) -> None:
         """A dead node's users went offline: their friends on any node are told."""
         def tell(user_id: int, future: Future) -> None:
             if future.exception() is not None:
                 log.error("user=%d cannot load friends to announce going offline: %s", user_id, future.exception())
-            elif self.server.sessions.get(user_id) is None:
+            elif self.sessions.get(user_id) is None:
                 self._fan_out(user_id, future.result(), PacketType.FRIEND_OFFLINE)
         for user_id in users:
-            future = self.server.pool.submit(self.server.storage.friend_ids, user_id)
-            future.add_done_callback(lambda fut, uid=user_id: self.server.reactor.call_soon_threadsafe(tell, uid, fut))
+            future = self.pool.submit(self.storage.friend_ids, user_id)
+            future.add_done_callback(lambda fut, uid=user_id: self.reactor.call_soon_threadsafe(tell, uid, fut))
 
     def _fan_out(self, user_id: int, friends: Iterable[int], packet_type: PacketType) -> None:
-        targets = self.server.router.online_candidates(friends)
+        targets = self.router.online_candidates(friends)
         if not targets:
             return
-        self.server.router.event_to_users(targets, packet_type, {"user_id": user_id})
+        self.router.event_to_users(targets, packet_type, {"user_id": user_id})
         if packet_type == PacketType.FRIEND_ONLINE:
             self.online_events += len(targets)
         else:

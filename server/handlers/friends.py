@@ -16,7 +16,6 @@ from common.packets import PacketType
 from common.validation import normalize_phone
 
 from ..mediator import Request
-from ..presence import Presence
 from ..storage import User
 from ..storage.friends import FriendRefusal
 from .replies import fit_page, send_result
@@ -47,8 +46,7 @@ def normalize_greeting(raw: str) -> str:
 
 
 def install(server: "Server") -> None:
-    presence = Presence(server)
-    server.presence = presence  # shared with the chat and profile handlers
+    presence = server.presence
     storage = server.storage
     router = server.router
     handler = server.mediator.handler

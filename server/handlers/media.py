@@ -11,15 +11,13 @@ from typing import TYPE_CHECKING
 from common.packets import PacketType
 
 from ..mediator import Request
-from ..relay import Relay
 
 if TYPE_CHECKING:
     from ..app import Server
 
 
 def install(server: "Server") -> None:
-    relay = Relay(server, server.rooms)   # type: ignore[attr-defined]  # set by handlers.rooms
-    server.relay = relay                  # type: ignore[attr-defined]
+    relay = server.relay
     handler = server.mediator.handler
 
     @handler(PacketType.MEDIA_FRAME)

@@ -15,8 +15,7 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
 from ..mediator import Request
-from ..room_keeper import RoomKeeper
-from ..rooms import NUMBER_DIGITS, RoomRegistry
+from ..rooms import NUMBER_DIGITS
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -50,12 +49,7 @@ def chat_text(body: messages.RoomChat) -> str:
 
 
 def install(server: "Server") -> None:
-    if server.cluster is not None:
-        from ..cluster.rooms import ClusterRooms
-        rooms: RoomRegistry = ClusterRooms(server, server.cluster)
-    else:
-        rooms = RoomRegistry(server, RoomKeeper(server.storage))
-    server.rooms = rooms          # type: ignore[attr-defined]  # the media handlers and tests use it
+    rooms = server.rooms
     handler = server.mediator.handler
 
     @handler(PacketType.ROOM_CREATE)
