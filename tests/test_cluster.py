@@ -364,3 +364,15 @@ def test_the_members_of_a_killed_node_leave_their_rooms_and_the_host_passes(clus
     assert members_of(passed)[host_id]["away"] is True
     gone = guest.events.wait_for("room_members", lambda e: host_id not in members_of(e), start=mark, timeout=10)
     assert set(members_of(gone)) == {uid(guest)}
+
+
+def test_a_node_stopped_cleanly_is_reaped_at_once_and_its_users_go_offline(cluster, client_factory):
+    n1, n2 = cluster("n1"), cluster("n2")
+    alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
+    befriend(alice, bob)
+    bob_id, mark = uid(bob), alice.events.mark()
+    stopped_at = time.monotonic()
+    assert n2.terminate() == 0
+    alice.events.wait_for("friend_offline", lambda e: e["user_id"] == bob_id, start=mark, timeout=5)
+    assert time.monotonic() - stopped_at < HEARTBEAT_TIMEOUT
+    assert [f["online"] for f in alice.kernel.request(PacketType.FRIEND_LIST, {})["friends"]] == [False]

@@ -161,11 +161,9 @@ class NodeRegistry:
         pipe.execute()
 
     def leave(self) -> None:
-        """A clean stop: this node's sessions were unbound one by one; drop the rest."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.delete(self.keys.lease(self.node))
-        pipe.hdel(self.keys.nodes, self.node)
-        pipe.execute()
+        """A clean stop: give the lease up now, so another node reaps what is left of this
+        node's sessions (and tells their friends and rooms) at its next tick."""
+        self.client.delete(self.keys.lease(self.node))
 
     def nodes(self) -> dict[str, dict[str, Any]]:
         """Every registered node's last status, with ``alive`` from its lease."""
