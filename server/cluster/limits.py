@@ -226,6 +226,16 @@ class SharedWindow:
         wait = self._run(key, "1")
         return self._local.hit(key) if wait is None else wait
 
+    def release(self, key: object) -> None:
+        """Take back the latest event counted for ``key`` (the attempt it reserved succeeded)."""
+        if not self._fallback.skip():
+            try:
+                self.client.zpopmax(self.keys.window(self.name, key))
+                return
+            except UNREACHABLE as exc:
+                self._fallback.failed(exc)
+        self._local.release(key)
+
     def clear(self, key: object) -> None:
         try:
             self.client.delete(self.keys.window(self.name, key))
