@@ -250,6 +250,8 @@ def test_redis_restarted_nodes_answer_clearly_meanwhile_and_register_again(own_r
         carol = client_factory(n2.port)
         carol.kernel.register(carol.phone, carol.password, "Carol")
         befriend(alice, bob)
+        number = alice.kernel.rooms.create("survives Redis")["number"]
+        bob.kernel.rooms.join(number)
 
         own_redis.stop()
         ack = alice.kernel.chat.send_and_wait(uid(bob), "while Redis is down")   # stored: acknowledged
@@ -267,6 +269,10 @@ def test_redis_restarted_nodes_answer_clearly_meanwhile_and_register_again(own_r
         late = alice.kernel.chat.send_and_wait(uid(bob), "after Redis came back")
         bob.events.wait_for("chat_message", lambda e: e["message"]["id"] == late["id"])
         carol.kernel.login(carol.phone, carol.password)
+        mark = alice.events.mark()
+        carol.kernel.rooms.join(number)                       # the room was registered again
+        alice.events.wait_for("room_members", lambda e: {m["user_id"] for m in e["room"]["members"]} ==
+                              {uid(alice), uid(bob), uid(carol)}, start=mark)
         history = bob.kernel.chat.history(uid(alice))
         assert ack["id"] in {m["id"] for m in history["messages"]}, "the message sent meanwhile was kept"
         assert n1.running and n2.running

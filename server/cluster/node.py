@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("server.cluster")
 
 LEASE_SHARE = 0.6     # of heartbeat_timeout: a dead node is reaped within heartbeat_timeout
-SESSION_LIMITS = frozenset({"messages"})   # spent by the user's own session only, many per second
+# Spent by the user's own session only, many times a second: decided where the session is.
+SESSION_LIMITS = frozenset({"messages", "typing_notices", "media_states"})
 
 
 def _running(pid: Any) -> bool:
@@ -74,6 +75,7 @@ class ClusterNode:
         self.router = RedisRouter(reactor, sessions, self.bus, self.directory, room_members)
         self.users_reaped: list[Callable[[str, list[int]], None]] = []   # reactor thread
         self.session_buckets: list[SessionTokenBucket] = []
+        self.registered_again: list[Callable[[], None]] = []              # reactor thread
         self.calls: dict[str, Callable[[dict], None]] = {}                # (USER_)CALL records by op
         self.node_status: Callable[[], dict[str, Any]] = dict             # set by the server
         self.started = time.time()
@@ -245,6 +247,8 @@ class ClusterNode:
         log.warning("registered again with Redis: %d of %d sessions kept", len(live) - len(taken), len(live))
         if taken:
             self.reactor.call_soon_threadsafe(self._taken_meanwhile, taken)
+        for hook in self.registered_again:
+            self.reactor.call_soon_threadsafe(hook)
 
     def _taken_meanwhile(self, users: list[int]) -> None:
         """Reactor thread: these users logged in on another node while this one could not tell

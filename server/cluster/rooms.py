@@ -68,6 +68,7 @@ class ClusterMember(Member):
     """A member of the mirror: ``conn`` is set only for a connected member of this node."""
 
     node: str = ""
+    conn_id: int = 0
     away: bool = False
 
     def public(self, host_id: int) -> dict[str, Any]:
@@ -82,6 +83,7 @@ class ClusterRooms(RoomRegistry):
         self.keys = cluster.keys
         self.versions: dict[str, int] = {}
         cluster.calls["room_state"] = self._room_state_call
+        cluster.registered_again.append(self._register_again)
         cluster.users_reaped.append(self._users_reaped)
 
     # -- the router's view: every member with a session, on any node ---------------------------------
@@ -173,6 +175,7 @@ class ClusterRooms(RoomRegistry):
                 member = ClusterMember(m["user_id"], m["nickname"], None)
             was_conn, was_media = member.conn, (member.camera, member.microphone, member.screen)
             member.nickname, member.node, member.away = m["nickname"], m["node"], m["away"]
+            member.conn_id = m["conn_id"]
             member.camera, member.microphone, member.screen = m["camera"], m["microphone"], m["screen"]
             local = self.server.sessions.get(m["user_id"]) if m["node"] == mine and not m["away"] else None
             member.conn = local if local is not None and local.id == m["conn_id"] else None
@@ -194,6 +197,28 @@ class ClusterRooms(RoomRegistry):
                 for hook in self.on_gone:
                     hook(room, member)
         return room
+
+    def _register_again(self) -> None:
+        """Reactor thread: Redis lost the rooms (restarted empty): put back each room this node
+        mirrors, as it last knew it, unless another node put it back first."""
+        for room in list(self.rooms.values()):
+            state = {"number": room.number, "title": room.title, "password": room.password, "host_id": room.host_id,
+                     "locked": room.locked, "version": self.versions.get(room.number, 1),
+                     "members": [{"user_id": m.user_id, "nickname": m.nickname, "node": m.node,  # type: ignore[attr-defined]
+                                  "conn_id": m.conn_id, "camera": m.camera, "microphone": m.microphone,  # type: ignore[attr-defined]
+                                  "screen": m.screen, "away": m.away} for m in room.members.values()]}  # type: ignore[attr-defined]
+            try:
+                if not self.client.set(self.keys.room(room.number), json.dumps(state), nx=True):
+                    continue
+                pipe = self.client.pipeline(transaction=False)
+                pipe.sadd(self.keys.rooms, room.number)
+                for member in room.members.values():
+                    pipe.set(self.keys.user_room(member.user_id), room.number, nx=True)
+                pipe.execute()
+            except UNREACHABLE as exc:
+                log.warning("room %s not registered again (Redis unreachable: %s)", room.number, exc)
+                return
+            log.warning("room %s registered again with Redis (%d members)", room.number, len(room.members))
 
     def _drop_mirror(self, room: Room) -> None:
         self.rooms.pop(room.number, None)
