@@ -10,6 +10,7 @@ import pytest
 
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
+from server.cluster.directory import cluster_nodes
 from tests.helpers import TestClient
 from tests.server_process import ServerProcess
 from tests.social import befriend, uid, wait_session_ready
@@ -55,11 +56,20 @@ def round_trip(client: TestClient) -> None:
     client.kernel.friends.friend_list()
 
 
-def test_friends_chat_typing_receipts_and_profile_cross_nodes(cluster, client_factory):
+def test_friends_chat_typing_receipts_and_profile_cross_nodes(cluster, redis_prefix, client_factory):
     n1, n2 = cluster("n1"), cluster("n2")
     alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
 
     befriend(alice, bob)                       # request, answer and FRIEND_ADDED cross nodes
+    _, redis_url, prefix = redis_prefix
+    deadline = time.monotonic() + 5              # the status each node registers (every lease tick)
+    while True:
+        nodes = cluster_nodes(redis_url, prefix)
+        if all(nodes[n]["users"] == 1 for n in ("n1", "n2")) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert {n: (info["alive"], info["users"], info["advertise"]) for n, info in nodes.items()} == {
+        "n1": (True, 1, f"127.0.0.1:{n1.port}"), "n2": (True, 1, f"127.0.0.1:{n2.port}")}
     assert alice.kernel.friends.is_online(uid(bob)) and bob.kernel.friends.is_online(uid(alice))
     assert [f["online"] for f in alice.kernel.friends.friend_list()] == [True]
 

@@ -188,3 +188,15 @@ class NodeRegistry:
         gone = self._reap(keys=[self.keys.directory, self.keys.node_users(node), self.keys.lease(node),
                                 self.keys.nodes], args=[node, "restart" if restarted else ""])
         return [int(user) for user in gone]
+
+
+def cluster_nodes(url: str, prefix: str) -> dict[str, dict[str, Any]]:
+    """Every node of the cluster at ``url``/``prefix`` as it last registered (node, advertise,
+    admin, host, pid, started, updated, users, connections, rooms) with ``alive``: what
+    ``meeting-server status`` shows for a cluster. Raises redis.RedisError if unreachable."""
+    from .store import connect
+    client = connect(url)
+    try:
+        return NodeRegistry(client, Keys(prefix), "", 1.0).nodes()
+    finally:
+        client.close()
