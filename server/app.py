@@ -232,6 +232,8 @@ class Server:
             self._forget_unauthenticated(conn)
             return
         went_offline = self.sessions.unbind(conn.user_id, conn)
+        if self.cluster is not None and self.stopping:
+            return   # the node gives its lease up: a peer reaps these sessions and tells their friends
         if went_offline and self.cluster is not None:
             # Offline only if no node took the session over meanwhile (the directory knows).
             future = self.pool.submit(self.cluster.release, conn.user_id, conn)
