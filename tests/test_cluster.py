@@ -322,6 +322,12 @@ def test_rooms_are_shared_by_the_nodes(cluster, client_factory):
     assert locked.value.code == ErrorCode.ROOM_LOCKED
     host.kernel.rooms.lock(False)
 
+    host.kernel.rooms.hand_over(uid(guest))        # to the member on the other node, and back
+    guest.events.wait_for("room_members", lambda e: e["room"]["host_id"] == uid(guest))
+    mark = host.events.mark()
+    guest.kernel.rooms.hand_over(uid(host))
+    host.events.wait_for("room_members", lambda e: e["room"]["host_id"] == uid(host), start=mark)
+
     host.kernel.rooms.mute(uid(guest))
     assert guest.events.wait_for("room_mute")["by"] == uid(host)
     host.kernel.rooms.kick(uid(guest))
@@ -343,6 +349,14 @@ def test_rooms_are_shared_by_the_nodes(cluster, client_factory):
     with pytest.raises(ApiError) as closed:
         host.kernel.rooms.join(number, "s3cret")
     assert closed.value.code == ErrorCode.NO_SUCH_ROOM, "the room closed with its last member"
+
+    number = host.kernel.rooms.create("ended by the host")["number"]
+    guest.kernel.rooms.join(number)
+    host.kernel.rooms.end()                        # ends it for the member on the other node too
+    guest.events.wait_for("room_closed", lambda e: "ended" in e["message"])
+    with pytest.raises(ApiError) as ended:
+        late.kernel.rooms.join(number)
+    assert ended.value.code == ErrorCode.NO_SUCH_ROOM
 
 
 def test_a_member_who_drops_comes_back_on_another_node_within_the_grace(cluster, client_factory):

@@ -23,11 +23,8 @@ at once to the earliest member still connected.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -37,7 +34,8 @@ from common import frame as wire
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
-from ..rooms import Member, Room, RoomRegistry, new_room_number
+from ..passwords import hash_password, verify_password
+from ..rooms import ROOM_PASSWORD_PARAMS, Member, Room, RoomRegistry, new_room_number
 from .store import UNREACHABLE, unavailable
 
 if TYPE_CHECKING:
@@ -48,19 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("server.cluster.rooms")
 
 RoomState = dict[str, Any]
-
-
-def password_hash(password: str) -> str:
-    """A salted hash of a room password (Redis never holds the password itself)."""
-    if not password:
-        return ""
-    salt = secrets.token_hex(8)
-    return salt + "$" + hashlib.sha256((salt + password).encode()).hexdigest()
-
-
-def password_matches(stored: str, password: str) -> bool:
-    salt, _, digest = stored.partition("$")
-    return hmac.compare_digest(hashlib.sha256((salt + password).encode()).hexdigest(), digest)
 
 
 @dataclass(eq=False)
@@ -77,7 +62,7 @@ class ClusterMember(Member):
 
 class ClusterRooms(RoomRegistry):
     def __init__(self, server: "Server", cluster: "ClusterNode") -> None:
-        super().__init__(server)
+        super().__init__(server, keeper=None)  # type: ignore[arg-type]  # Redis holds the rooms, not MySQL
         self.cluster = cluster
         self.client: redis.Redis = cluster.client
         self.keys = cluster.keys
@@ -166,15 +151,16 @@ class ClusterRooms(RoomRegistry):
             return None
         room = old or Room(number, state["title"], state["password"], state["host_id"])
         self.rooms[number] = room
-        room.title, room.password = state["title"], state["password"]
+        room.title, room.password_hash = state["title"], state["password"]
         room.host_id, room.locked = state["host_id"], state["locked"]
         previous, room.members = room.members, {}
         for m in state["members"]:
             member = previous.get(m["user_id"])
             if not isinstance(member, ClusterMember):
-                member = ClusterMember(m["user_id"], m["nickname"], None)
+                member = ClusterMember(m["user_id"], m["nickname"], None, m.get("avatar", {}))
             was_conn, was_media = member.conn, (member.camera, member.microphone, member.screen)
             member.nickname, member.node, member.away = m["nickname"], m["node"], m["away"]
+            member.avatar = m.get("avatar", {})
             member.conn_id = m["conn_id"]
             member.camera, member.microphone, member.screen = m["camera"], m["microphone"], m["screen"]
             local = self.server.sessions.get(m["user_id"]) if m["node"] == mine and not m["away"] else None
@@ -202,9 +188,10 @@ class ClusterRooms(RoomRegistry):
         """Reactor thread: Redis lost the rooms (restarted empty): put back each room this node
         mirrors, as it last knew it, unless another node put it back first."""
         for room in list(self.rooms.values()):
-            state = {"number": room.number, "title": room.title, "password": room.password, "host_id": room.host_id,
+            state = {"number": room.number, "title": room.title, "password": room.password_hash, "host_id": room.host_id,
                      "locked": room.locked, "version": self.versions.get(room.number, 1),
-                     "members": [{"user_id": m.user_id, "nickname": m.nickname, "node": m.node,  # type: ignore[attr-defined]
+                     "members": [{"user_id": m.user_id, "nickname": m.nickname, "avatar": m.avatar,
+                                  "node": m.node,  # type: ignore[attr-defined]
                                   "conn_id": m.conn_id, "camera": m.camera, "microphone": m.microphone,  # type: ignore[attr-defined]
                                   "screen": m.screen, "away": m.away} for m in room.members.values()]}  # type: ignore[attr-defined]
             try:
@@ -232,14 +219,16 @@ class ClusterRooms(RoomRegistry):
             hook(room)
 
     def _member_state(self, conn: "Connection") -> dict[str, Any]:
-        return {"user_id": conn.user_id, "nickname": conn.nickname, "node": self.cluster.name, "conn_id": conn.id,
+        return {"user_id": conn.user_id, "nickname": conn.nickname, "avatar": conn.avatar,
+                "node": self.cluster.name, "conn_id": conn.id,
                 "camera": False, "microphone": False, "screen": False, "away": False}
 
     # -- joining and leaving ---------------------------------------------------------------------------
     def create(self, conn: "Connection", title: str, password: str) -> Room:
         user_id = self._user(conn)
         self._not_in_a_room(user_id)
-        state = {"number": "", "title": title, "password": password_hash(password), "host_id": user_id,
+        hashed = hash_password(password, ROOM_PASSWORD_PARAMS) if password else ""
+        state = {"number": "", "title": title, "password": hashed, "host_id": user_id,
                  "locked": False, "members": [self._member_state(conn)], "version": 1}
         try:
             while True:
@@ -264,7 +253,9 @@ class ClusterRooms(RoomRegistry):
         if number is not None:
             raise ApiError(ErrorCode.ALREADY_IN_ROOM, number=number)
 
-    def join(self, conn: "Connection", number: str, password: str) -> Room:
+    def join(self, conn: "Connection", number: str, password: str) -> tuple[Room, bool]:
+        """Into the room (a locked room refuses: the waiting room is per node, not in a
+        cluster yet); returns (room, waiting) as ``RoomRegistry.join``."""
         user_id = self._user(conn)
         limit = self.server.config.room_max_members
 
@@ -273,7 +264,7 @@ class ClusterRooms(RoomRegistry):
                 raise ApiError(ErrorCode.ALREADY_IN_ROOM, number=self._room_of_user(user_id))
             if state is None:
                 raise ApiError(ErrorCode.NO_SUCH_ROOM)
-            if state["password"] and not password_matches(state["password"], password):
+            if state["password"] and not verify_password(password, state["password"]):
                 raise ApiError(ErrorCode.WRONG_ROOM_PASSWORD)
             if state["locked"]:
                 raise ApiError(ErrorCode.ROOM_LOCKED)
@@ -286,7 +277,7 @@ class ClusterRooms(RoomRegistry):
         log.info("%s joined room %s", conn.who, number)
         room = self._publish(before, after, number)
         assert room is not None
-        return room
+        return room, False
 
     def leave(self, user_id: int) -> None:
         room = self.require_room(user_id)
@@ -307,6 +298,41 @@ class ClusterRooms(RoomRegistry):
         self._publish(before, after, room.number)
 
     # -- host controls --------------------------------------------------------------------------------
+    def end(self, host_id: int) -> None:
+        """The host ends the meeting for everyone, on every node."""
+        room = self.require_host(host_id)
+
+        def change(state: RoomState | None) -> RoomState | None:
+            if state is None or state["host_id"] != host_id:
+                raise ApiError(ErrorCode.NOT_HOST)
+            return None
+
+        before, after = self._change(room.number, change)
+        log.info("user=%d ended room %s for all %d members", host_id, room.number, len(before["members"]))
+        self.server.router.event_to_users([m["user_id"] for m in before["members"] if m["user_id"] != host_id],
+                                          PacketType.ROOM_REMOVED_EVENT, {
+            "number": room.number, "reason": "ended", "by": host_id, "message": "the host ended the meeting"})
+        self._publish(before, after, room.number)
+
+    def hand_over(self, host_id: int, target_id: int) -> Room:
+        room = self.require_host(host_id)
+        if target_id == host_id:
+            raise ApiError(ErrorCode.BAD_REQUEST, "you are already the host")
+
+        def change(state: RoomState | None) -> RoomState | None:
+            if state is None or state["host_id"] != host_id:
+                raise ApiError(ErrorCode.NOT_HOST)
+            target = next((m for m in state["members"] if m["user_id"] == target_id), None)
+            if target is None:
+                raise ApiError(ErrorCode.NO_SUCH_MEMBER)
+            if target["away"]:
+                raise ApiError(ErrorCode.MEMBER_AWAY)
+            state["host_id"] = target_id
+            return state
+
+        log.info("room %s: host passed from user=%d to user=%d", room.number, host_id, target_id)
+        return self._publish(*self._change(room.number, change), room.number) or room
+
     def lock(self, host_id: int, locked: bool) -> Room:
         room = self.require_host(host_id)
 
@@ -439,8 +465,15 @@ class ClusterRooms(RoomRegistry):
             if mine:
                 self._mark_away(room.number, mine, hand_over=True)
 
+    def _restore(self) -> None:
+        """Nothing to read back from MySQL: Redis holds a cluster's rooms (and the nodes put
+        them back from their mirrors after Redis lost them)."""
+
+    def _touch(self) -> None:
+        """The rooms are not kept in MySQL in a cluster."""
+
     def status(self) -> dict[str, Any]:
-        return {"rooms": len(self.rooms), "room_members": len(self.by_user)}
+        return {"rooms": len(self.rooms), "room_members": len(self.by_user), "room_waiting": 0}
 
 
 def public(state: RoomState) -> dict[str, Any]:
@@ -448,7 +481,8 @@ def public(state: RoomState) -> dict[str, Any]:
     host = state["host_id"]
     return {"number": state["number"], "title": state["title"], "host_id": host, "locked": state["locked"],
             "has_password": bool(state["password"]),
-            "members": [{"user_id": m["user_id"], "nickname": m["nickname"], "camera": m["camera"],
+            "members": [{"user_id": m["user_id"], "nickname": m["nickname"], "avatar": m.get("avatar", {}),
+                         "camera": m["camera"],
                          "microphone": m["microphone"], "screen": m["screen"], "host": m["user_id"] == host,
                          "away": m["away"]} for m in state["members"]]}
 
