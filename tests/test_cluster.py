@@ -275,6 +275,7 @@ def test_redis_restarted_nodes_answer_clearly_meanwhile_and_register_again(own_r
         own_redis.start()                                     # empty: every key is gone
         n1.wait_for_log("registered again with Redis: 1 of 1 sessions kept", timeout=10)
         n2.wait_for_log("registered again with Redis: 1 of 1 sessions kept", timeout=10)
+        n1.wait_for_log("resubscribed", timeout=10)          # both listen to their channels again
         n2.wait_for_log("resubscribed", timeout=10)
         late = alice.kernel.chat.send_and_wait(uid(bob), "after Redis came back")
         bob.events.wait_for("chat_message", lambda e: e["message"]["id"] == late["id"])
