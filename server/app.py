@@ -155,13 +155,14 @@ class Server:
         return next(self._ids)
 
     # -- start and accept ----------------------------------------------------------------------
-    def listen(self) -> int:
-        """Bind and listen; returns the port (useful with port 0)."""
+    def listen(self, reuse_port: bool = False) -> int:
+        """Bind and listen; returns the port (useful with port 0). ``reuse_port``: share the
+        port with the other workers of a supervisor (SO_REUSEPORT)."""
         self.storage.check_schema()
         if self.config.tls_cert:
             from .tls import server_context
             self.ssl_context = server_context(self.config.tls_cert, self.config.tls_key)
-        sock = socket.create_server((self.config.host, self.config.port), backlog=1024, reuse_port=False)
+        sock = socket.create_server((self.config.host, self.config.port), backlog=1024, reuse_port=reuse_port)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         self.listener = Listener(self, sock)

@@ -12,6 +12,7 @@ from .gctune import tune_for_server
 from .logsetup import setup_logging
 from .storage import StorageError, open_storage
 from .storage.sql import SCHEMA_VERSION
+from .supervisor import worker_config
 
 log = logging.getLogger("server")
 
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init-db", dest="init_db", action="store_true",
                         help="with serve: create the schema first if it is missing")
     parser.add_argument("--json", action="store_true", help="with status: print JSON")
+    # Set by the supervisor on the command line of each worker it starts (server/supervisor.py).
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     return parser
 
 
@@ -88,11 +91,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         from .admin import print_status
         return print_status(config, as_json=args.json)
+
+    def load():
+        new = load_config(args.config, overrides=overrides)
+        return worker_config(new, args.worker) if args.worker is not None else new
+    if args.worker is not None:
+        config = load()
+    tag = config.node_name if args.worker is not None or config.redis else ""
     try:
-        setup_logging(config.log_level, config.log_file)
+        setup_logging(config.log_level, config.log_file, tag)
     except OSError as exc:
         print(f"meeting-server: cannot open the log file: {exc}", file=sys.stderr)
         return 2
+    if args.command == "serve" and config.workers > 1:
+        return supervise(args, config, load)
     from .daemon import raise_fd_limit
     limit = raise_fd_limit(config.max_connections + FD_MARGIN)
     if limit < config.max_connections + FD_MARGIN:
@@ -111,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .app import Server
         server = Server(config, storage)
         # before listening: a SIGTERM right after the "listening" line must still drain cleanly
-        install_signal_handlers(server, lambda: load_config(args.config, overrides=overrides))
-        server.listen()
+        install_signal_handlers(server, load, tag)
+        server.listen(reuse_port=args.worker is not None)
     except (StorageError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -121,7 +133,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def reload(server, load) -> None:
+def supervise(args: argparse.Namespace, config, load) -> int:
+    """`serve` with workers > 1: create the schema if asked, then start and keep the workers."""
+    from .supervisor import Supervisor, worker_argv
+    if args.init_db:
+        try:
+            storage = open_storage(config.db)
+            storage.init_schema()
+            storage.close()
+        except StorageError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        log.info("schema ready in %s", storage.backend)
+
+    def reload_self() -> None:
+        try:
+            new = load()
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        apply_reload(config, new)
+        try:
+            setup_logging(config.log_level, config.log_file, config.node_name)
+        except OSError as exc:
+            setup_logging(config.log_level, tag=config.node_name)
+            log.error("cannot reopen the log file %s, logging to stderr: %s", config.log_file, exc)
+    supervisor = Supervisor(config, worker_argv(args.config, flag_overrides(args)), reload=reload_self)
+    try:
+        supervisor.hold_port()
+    except OSError as exc:
+        log.error("cannot start: cannot bind %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+    supervisor.install_signal_handlers()
+    return supervisor.run()
+
+
+def reload(server, load, tag: str = "") -> None:
     """SIGHUP on the reactor thread: re-read the file and environment, apply what can change
     at run time, reopen the log."""
     daemon = server.daemon
@@ -137,9 +184,9 @@ def reload(server, load) -> None:
             from .daemon import raise_fd_limit
             raise_fd_limit(server.config.max_connections + FD_MARGIN)
         try:
-            setup_logging(server.config.log_level, server.config.log_file)
+            setup_logging(server.config.log_level, server.config.log_file, tag)
         except OSError as exc:
-            setup_logging(server.config.log_level)
+            setup_logging(server.config.log_level, tag=tag)
             log.error("cannot reopen the log file %s, logging to stderr: %s", server.config.log_file, exc)
         log.info("reloaded: %s", ", ".join(f"{k}={getattr(server.config, k)}" for k in applied) or "nothing changed")
         if need_restart:
@@ -148,12 +195,12 @@ def reload(server, load) -> None:
         daemon.reloaded()
 
 
-def install_signal_handlers(server, load) -> None:
+def install_signal_handlers(server, load, tag: str = "") -> None:
     def on_stop(signum, _frame) -> None:
         server.request_shutdown(f"received {signal.Signals(signum).name}")
 
     def on_hup(_signum, _frame) -> None:
-        server.reactor.call_soon_threadsafe(reload, server, load)
+        server.reactor.call_soon_threadsafe(reload, server, load, tag)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGHUP, on_hup)

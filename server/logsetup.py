@@ -19,8 +19,8 @@ _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, loggi
 class JournalFormatter(logging.Formatter):
     """Prefixes each line with ``<priority>`` (sd-daemon(3) style) for journald."""
 
-    def __init__(self) -> None:
-        super().__init__(JOURNAL_FORMAT)
+    def __init__(self, fmt: str = JOURNAL_FORMAT) -> None:
+        super().__init__(fmt)
 
     def format(self, record: logging.LogRecord) -> str:
         priority = _SYSLOG_PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
@@ -42,18 +42,23 @@ def _under_journald() -> bool:
     return stream == f"{st.st_dev}:{st.st_ino}"
 
 
-def setup_logging(level: str, log_file: str = "") -> None:
+def setup_logging(level: str, log_file: str = "", tag: str = "") -> None:
     """(Re)configure the root logger; called at start and again on SIGHUP, which reopens
-    ``log_file`` (so logrotate can move it away) and applies a new level."""
+    ``log_file`` (so logrotate can move it away) and applies a new level. ``tag`` (a cluster
+    node's name) goes before the logger name, so the lines of several processes sharing one log
+    can be told apart."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
+    prefix = f"[{tag.replace('%', '%%')}] " if tag else ""
+    plain = PLAIN_FORMAT.replace("%(name)s", prefix + "%(name)s")
     if log_file:
         handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
-        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+        handler.setFormatter(logging.Formatter(plain))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JournalFormatter() if _under_journald() else logging.Formatter(PLAIN_FORMAT))
+        handler.setFormatter(JournalFormatter(JOURNAL_FORMAT.replace("%(name)s", prefix + "%(name)s"))
+                             if _under_journald() else logging.Formatter(plain))
     root.addHandler(handler)
     root.setLevel(level.upper())

@@ -1,15 +1,24 @@
 from __future__ import annotations
 
 import gc
+import uuid
 
 import pytest
 
 from tests.helpers import TestClient, fresh_storage, make_mysql_database, redis_server_url, start_server, test_config
+from tests.notify import NotifySocket
 
 
 @pytest.fixture(params=["sqlite", "mysql"])
 def backend(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def notify_socket():
+    sock = NotifySocket(f"@rtm-test-{uuid.uuid4().hex}")
+    yield sock
+    sock.close()
 
 
 @pytest.fixture

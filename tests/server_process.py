@@ -55,9 +55,10 @@ class ServerProcess:
             raise RuntimeError("the server process is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port = self.port if port is None else port
-        env = {**os.environ, "MEETING_SCRYPT_N": "1024", "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env = {**os.environ, "MEETING_SCRYPT_N": "1024", "PYTHONUNBUFFERED": "1"}
         env.pop("JOURNAL_STREAM", None)
         env.pop("NOTIFY_SOCKET", None)
+        env.update(self.extra_env)
         command = [sys.executable, "-m", "server", "--init-db", "--port", str(port), "--db", self.db_url,
                    "--data-dir", str(self.data_dir), "--log-level", "INFO", *self.extra_args]
         with self._cond:
