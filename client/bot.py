@@ -33,6 +33,7 @@ from .link import ConnectError
 from .media.audio_io import NullSink, ToneSource, open_speakers
 from .media.pipeline import AudioPublisher, Receiver, VideoPublisher, delay_percentiles
 from .media.sources import TestPatternSource, open_camera
+from .servers import Address, parse_servers
 from .media.video_codec import H264Encoder, VideoProfile
 from .tls import TlsOptions
 
@@ -55,9 +56,9 @@ class BotMedia:
 class Bot:
     """One meeting member driven from code (the tests use it in-process) or from the CLI."""
 
-    def __init__(self, host: str, port: int, phone: str, password: str, nickname: str = "bot",
+    def __init__(self, servers: Sequence[Address], phone: str, password: str, nickname: str = "bot",
                  media: BotMedia | None = None, tls: TlsOptions | None = None) -> None:
-        self.kernel = ClientKernel(host, port, tls=tls)
+        self.kernel = ClientKernel.for_servers(servers, tls=tls)
         self.events = EventRecorder()
         self.kernel.add_listener(self.events)
         self.kernel.add_listener(self._on_event)
@@ -193,7 +194,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meeting-client bot", description="a headless meeting member")
-    p.add_argument("--server", default="127.0.0.1:8600", help="HOST:PORT (default 127.0.0.1:8600)")
+    p.add_argument("--server", default="127.0.0.1:8600",
+                   help="HOST:PORT (default 127.0.0.1:8600); several separated by commas are tried in turn")
     p.add_argument("--phone", help="account phone number (default with --register: a random one)")
     p.add_argument("--password", default="bot password 123", help="account password")
     p.add_argument("--nickname", default="bot")
@@ -223,9 +225,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host, _, port = args.server.rpartition(":")
-    if not host or not port.isdigit():
-        print(f"meeting-client bot: --server must be HOST:PORT, not {args.server!r}", file=sys.stderr)
+    try:
+        servers = parse_servers(args.server)
+    except ValueError as exc:
+        print(f"meeting-client bot: --server {args.server!r}: {exc}", file=sys.stderr)
         return 2
     if not args.phone and not args.register:
         print("meeting-client bot: --phone is needed (or --register for a new random account)", file=sys.stderr)
@@ -234,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tls = TlsOptions.from_flags(args.ca_file, args.fingerprint)
     media = BotMedia(width=args.size[0], height=args.size[1], fps=args.fps, bitrate=args.bitrate, tone=args.tone,
                      video=not args.no_video, audio=not args.no_audio, camera=args.camera, speakers=args.speakers)
-    bot = Bot(host, int(port), phone, args.password, args.nickname, media, tls)
+    bot = Bot(servers, phone, args.password, args.nickname, media, tls)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

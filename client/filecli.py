@@ -30,7 +30,7 @@ from .events import Event
 from .kernel import ClientKernel, ConnectionLost
 from .link import ConnectError
 from .tls import TlsOptions
-from .ui.settings import parse_server
+from .servers import parse_servers
 
 MiB = 1024 * 1024
 ENDINGS = ("file_done", "file_spooled", "file_failed", "file_cancelled", "file_declined")
@@ -129,7 +129,8 @@ def describe_ending(name: str, event: Event) -> str:
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--server", required=True, help="HOST:PORT (the port defaults to 8600)")
+    parser.add_argument("--server", required=True, help="HOST:PORT (the port defaults to 8600); several separated "
+                                                        "by commas are tried in turn")
     parser.add_argument("--phone", required=True, help="your account's phone number")
     parser.add_argument("--password-env", default="MEETING_PASSWORD",
                         help="environment variable holding your password (default MEETING_PASSWORD; "
@@ -161,11 +162,11 @@ def _session(args: argparse.Namespace, terminal: Terminal) -> ClientKernel:
     """A logged-in kernel whose events go to ``terminal`` from the start (offers may arrive
     with the login itself)."""
     try:
-        host, port = parse_server(args.server)
+        servers = parse_servers(args.server)
     except ValueError as exc:
         raise UsageError(f"--server {args.server!r}: {exc}") from None
     password = _password(args.password_env)
-    kernel = ClientKernel(host, port, tls=TlsOptions.from_flags(args.tls_ca, args.tls_pin))
+    kernel = ClientKernel.for_servers(servers, tls=TlsOptions.from_flags(args.tls_ca, args.tls_pin))
     kernel.add_listener(terminal)
     try:
         kernel.login(args.phone, password)

@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from common import limits, messages
 from common.errors import ApiError, ErrorCode
@@ -25,6 +25,7 @@ from common.validation import check_password, normalize_nickname, normalize_phon
 
 from .events import Event
 from .link import PROTOCOL_ERROR_REASON, ConnectError, Link
+from .servers import Address, format_address
 from .tls import TlsOptions
 
 log = logging.getLogger("client")
@@ -43,9 +44,12 @@ class NotAMeetingServer(ConnectError):
 class ClientKernel:
     def __init__(self, host: str, port: int, *, tls: TlsOptions | None = None,
                  request_timeout: float = 10.0, reconnect: bool = True,
-                 backoff_base: float = 0.5, backoff_max: float = 30.0) -> None:
-        self.host = host
-        self.port = port
+                 backoff_base: float = 0.5, backoff_max: float = 30.0, more_servers: Sequence[Address] = ()) -> None:
+        """``more_servers``: other servers of the same cluster. When the one in use does not
+        answer or goes away, the next is tried (with the same backoff), and the session
+        resumes there with its token."""
+        self.servers: list[Address] = [(host, port), *(s for s in more_servers if s != (host, port))]
+        self._server = 0
         self.request_timeout = request_timeout
         self.reconnect_enabled = reconnect
         self.backoff_base = backoff_base
@@ -87,6 +91,23 @@ class ClientKernel:
         self.profile = ProfileClient(self)
         self.rooms = RoomsClient(self)
         self.files = FilesClient(self)
+
+    @classmethod
+    def for_servers(cls, servers: Sequence[Address], **options: Any) -> "ClientKernel":
+        """A kernel for a cluster: ``servers`` in the order they are tried."""
+        return cls(*servers[0], more_servers=servers[1:], **options)
+
+    @property
+    def host(self) -> str:
+        """The server in use (or tried next)."""
+        return self.servers[self._server][0]
+
+    @property
+    def port(self) -> int:
+        return self.servers[self._server][1]
+
+    def _next_server(self) -> None:
+        self._server = (self._server + 1) % len(self.servers)
 
     # -- events ---------------------------------------------------------------------------------
     def add_listener(self, listener: Callable[[Event], None]) -> None:
@@ -145,14 +166,25 @@ class ClientKernel:
 
     # -- session ----------------------------------------------------------------------------------
     def connect(self) -> dict:
-        """Connect and exchange HELLO; raises ConnectError or ApiError."""
+        """Connect to the first server that answers (in turn from the one last used) and
+        exchange HELLO; raises ConnectError (naming every server tried) or ApiError."""
         if self._closed:
             raise ConnectError("this client has been closed")
         if not self.link.is_alive():
             self.link.start()
         self.state = "connecting"
         self._hello_done = False
-        self.link.connect(self.host, self.port, timeout=self.request_timeout)
+        failures = []
+        for _ in self.servers:
+            try:
+                self.link.connect(self.host, self.port, timeout=self.request_timeout)
+                break
+            except ConnectError as exc:
+                failures.append(str(exc))
+                self._next_server()
+        else:
+            self.state = "offline"
+            raise ConnectError(failures[0] if len(failures) == 1 else "; ".join(failures))
         try:
             info = self.request(PacketType.HELLO, self._hello_body())
         except ConnectionLost as exc:
@@ -168,7 +200,7 @@ class ClientKernel:
         return info
 
     def _address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return format_address(self.servers[self._server])
 
     def _hello_lost(self, reason: str) -> str:
         """Why the connection dropped before HELLO was answered, for the user. A server that
@@ -311,7 +343,8 @@ class ClientKernel:
             try:
                 self.link.open_now(self.host, self.port, timeout=5.0)
             except ConnectError as exc:
-                self.emit("reconnect_failed", attempt=self._attempt, reason=str(exc))
+                self.emit("reconnect_failed", attempt=self._attempt, reason=str(exc), server=self._address())
+                self._next_server()
                 self._schedule_reconnect()
 
     def _send_heartbeat(self, sent: float) -> None:
@@ -326,7 +359,7 @@ class ClientKernel:
         delay = 0.05 if first and self._attempt == 0 else min(self.backoff_max, self.backoff_base * 2 ** self._attempt)
         delay = max(at_least, random.uniform(delay / 2, delay))  # jitter: no reconnect herd
         self._reconnect_at = time.monotonic() + delay
-        self.emit("reconnecting", attempt=self._attempt + 1, delay=round(delay, 2))
+        self.emit("reconnecting", attempt=self._attempt + 1, delay=round(delay, 2), server=self._address())
 
     def _resume(self) -> None:
         """Network thread, right after a reconnect: HELLO then RESUME, chained without waiting."""
@@ -334,6 +367,7 @@ class ClientKernel:
             error = fut.exception()
             if error is not None:
                 reason = self._hello_lost(str(error)) if isinstance(error, ConnectionLost) else str(error)
+                self._next_server()
                 self.link.drop(f"HELLO failed: {reason}")
                 return
             self._apply_hello(fut.result())
@@ -351,6 +385,7 @@ class ClientKernel:
                 self.emit("session_expired", message=error.message)
                 self.link.drop("session expired")
             else:
+                self._next_server()
                 self.link.drop(f"resume failed: {error}")
 
         self.request_async(PacketType.HELLO, self._hello_body()).add_done_callback(after_hello)
@@ -373,4 +408,5 @@ class ClientKernel:
     def _on_going_away(self, body: dict) -> None:
         self.emit("going_away", reason=body.get("reason", ""))
         retry = float(body.get("retry_after", 1.0)) if isinstance(body.get("retry_after"), (int, float)) else 1.0
+        self._next_server()             # this one is stopping: the next (if any) takes the session
         self._reconnect_floor = retry

@@ -100,8 +100,8 @@ class ServerConfig:
         need(self.workers >= 1, "workers", "must be at least 1 (or auto: one per core)")
         need(not self.redis or self.redis.startswith(("redis://", "rediss://", "unix://")), "redis",
              "must be redis://[:password@]host:port[/db], rediss://… (TLS) or unix:///path")
-        need(bool(self.node_name) and not any(c.isspace() for c in self.node_name), "node_name",
-             "must be a non-empty name without spaces")
+        need(bool(self.node_name) and all(c.isalnum() or c in "_-." for c in self.node_name), "node_name",
+             "letters, digits and _ - . only")
         need(not self.advertise or _is_host_port(self.advertise), "advertise",
              "must be host:port (an IPv6 address in brackets), the address other nodes and clients use")
         shared = self.workers > 1 or bool(self.redis)

@@ -46,7 +46,7 @@ def bots(server):
     made: list[Bot] = []
 
     def make(nickname: str, tone: float) -> Bot:
-        bot = Bot("127.0.0.1", server.port, unique_phone(), "bot password 123", nickname,
+        bot = Bot([("127.0.0.1", server.port)], unique_phone(), "bot password 123", nickname,
                   BotMedia(**{**MEDIA.__dict__, "tone": tone}))
         made.append(bot)
         bot.login(register=True)

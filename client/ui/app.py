@@ -17,7 +17,8 @@ from common.errors import ApiError, ErrorCode
 
 from .bridge import UiBridge
 from .login import LoginView
-from .settings import FilePlaces, Settings, config_dir, parse_server
+from ..servers import Address, format_address, parse_servers
+from .settings import FilePlaces, Settings, config_dir
 from .widgets import (Dialog, apply_theme, describe_error, hide_dot_files_in_dialogs, install_edit_shortcuts,
                       keep_on_screen)
 
@@ -127,17 +128,17 @@ class App:
             self.meeting = None
 
     # -- login ------------------------------------------------------------------------------------
-    def _new_kernel(self, address: tuple[str, int]) -> ClientKernel:
+    def _new_kernel(self, servers: list[Address]) -> ClientKernel:
         self._drop_kernel()
-        kernel = ClientKernel(address[0], address[1], tls=self.tls, request_timeout=10.0)
+        kernel = ClientKernel.for_servers(servers, tls=self.tls, request_timeout=10.0)
         self._listener.active = False
         self._listener = self.bridge.kernel_listener()
         kernel.add_listener(self._listener)
         self.kernel = kernel
         return kernel
 
-    def _submit(self, mode: str, address: tuple[str, int], phone: str, password: str, nickname: str) -> None:
-        kernel = self._new_kernel(address)
+    def _submit(self, mode: str, servers: list[Address], phone: str, password: str, nickname: str) -> None:
+        kernel = self._new_kernel(servers)
 
         def work() -> dict:
             kernel.connect()
@@ -149,7 +150,7 @@ class App:
             if self.kernel is not kernel:
                 return
             remember = self.login_view is not None and self.login_view.remember_me
-            self.settings.server = f"{address[0]}:{address[1]}" if ":" not in address[0] else f"[{address[0]}]:{address[1]}"
+            self.settings.server = ", ".join(format_address(server) for server in servers)
             self.settings.phone = phone
             self.settings.remember = remember
             self.settings.session_token = (kernel.token or "") if remember else ""
@@ -170,10 +171,10 @@ class App:
     def _resume_saved_session(self) -> None:
         """"Remember me": log in with the saved session token; an ended session is forgotten."""
         try:
-            address = parse_server(self.settings.server)
+            servers = parse_servers(self.settings.server)
         except ValueError:
             return
-        kernel = self._new_kernel(address)
+        kernel = self._new_kernel(servers)
         token = self.settings.session_token
         assert self.login_view is not None
         self.login_view.busy(True, "Logging in…")

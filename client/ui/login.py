@@ -8,10 +8,10 @@ from typing import Callable
 from common.errors import ApiError
 from common.validation import check_password, normalize_nickname, normalize_phone
 
-from .settings import parse_server
+from ..servers import Address, parse_servers
 from .widgets import COLORS, FONT
 
-SubmitFn = Callable[[str, tuple[str, int], str, str, str], None]
+SubmitFn = Callable[[str, list[Address], str, str, str], None]
 ERROR_WIDTH = 370     # px: errors wrap inside the form, never cut off at its edge
 
 
@@ -124,9 +124,9 @@ class LoginView(ttk.Frame):
             return
         self.clear_errors()
         problems: dict[str, str] = {}
-        address = ("", 0)
+        servers = []
         try:
-            address = parse_server(self.value("server"))
+            servers = parse_servers(self.value("server"))
         except ValueError as exc:
             problems["server"] = str(exc)
         checks = [("phone", lambda: normalize_phone(self.value("phone")))]
@@ -146,7 +146,7 @@ class LoginView(ttk.Frame):
             self.fields[next(iter(problems))].focus_set()
             return
         self.busy(True, "Connecting…" if self.mode == "login" else "Creating your account…")
-        self.on_submit(self.mode, address, normalize_phone(self.value("phone")), self.value("password"),
+        self.on_submit(self.mode, servers, normalize_phone(self.value("phone")), self.value("password"),
                        self.value("nickname").strip())
 
     def busy(self, on: bool, text: str = "") -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 log = logging.getLogger("client.ui")
 
 DEFAULT_SERVER = "127.0.0.1:8600"
-DEFAULT_PORT = 8600
 
 
 def config_dir() -> Path:
@@ -98,32 +97,3 @@ def write_private_json(path: Path, data: dict) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("could not save %s: %s", path, exc)
-
-
-def parse_server(text: str) -> tuple[str, int]:
-    """'host', 'host:port' or '[v6]:port' → (host, port); raises ValueError with a readable message."""
-    text = text.strip()
-    if not text:
-        raise ValueError("enter the server address, e.g. 127.0.0.1:8600")
-    host, port = text, DEFAULT_PORT
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError("unclosed [ in the server address")
-        host, rest = text[1:end], text[end + 1:]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError("expected :port after the address")
-            port = _port(rest[1:])
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        port = _port(port_text)
-    if not host:
-        raise ValueError("the server address has no host")
-    return host, port
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ValueError(f"'{text}' is not a port number (1-65535)")
-    return int(text)
