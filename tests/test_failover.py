@@ -9,7 +9,6 @@ import pytest
 from client.kernel import ClientKernel
 from client.link import ConnectError
 from client.servers import format_address, parse_server, parse_servers
-from tests.helpers import unique_phone
 from tests.server_process import ServerProcess
 from tests.social import befriend, uid
 
