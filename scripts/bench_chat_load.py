@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> dict:
     sampler = CpuSampler(server.process.pid)
     sampler.start()
     try:
-        settings = Settings(scenario="chat", port=port, clients=2 * args.pairs, processes=args.procs,
+        settings = Settings(scenario="chat", servers=[("127.0.0.1", port)], clients=2 * args.pairs,
+                            processes=args.procs,
                             ramp=500.0, duration=args.duration, rate=args.rate, window=args.window,
                             message_size=args.size)
         before = query_status(tmp / "data" / "admin.sock")

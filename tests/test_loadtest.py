@@ -55,6 +55,36 @@ def test_connect_scenario(server_factory, capsys, tmp_path):
     assert plot.stat().st_size > 10_000
 
 
+def test_clients_spread_over_several_servers_with_figures_per_server(server_factory, capsys, tmp_path):
+    """--server a,b: the clients go round robin (each server really holds its half, as its own
+    admin status says), and the report gives each server's clients, latencies and errors."""
+    first = server_factory()
+    second = server_factory(data_dir=str(tmp_path / "second"), db=f"sqlite:///{tmp_path}/second.db")
+    servers = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
+    code = main(["connect", "--server", ",".join(servers), "--clients", "30", "--processes", "2", "--ramp", "300",
+                 "--duration", "1.5", "--heartbeat", "0.3", "--json", "--quiet",
+                 "--admin-socket", str(first.config.admin_socket_path)])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, result
+    assert result["counters"]["logged_in"] == 30 and result["errors"] == {}
+    assert set(result["servers"]) == set(servers)
+    for figures in result["servers"].values():
+        assert figures["counters"]["logged_in"] == 15
+        assert figures["metrics"]["login"]["count"] == 15 and figures["metrics"]["heartbeat_rtt"]["count"] >= 15
+    assert result["server"]["during"]["users_online"] == 15      # the first server's own count
+
+    main(["connect", "--server", ",".join(servers), "-n", "4", "-p", "1", "--duration", "0.3", "--quiet"])
+    table = capsys.readouterr().out
+    assert f"against {servers[0]}, {servers[1]}" in table
+    for server in servers:
+        assert f"server {server}: 2 clients logged in, 0 errors" in table
+
+
+def test_a_bad_server_address_is_refused_with_its_reason(capsys):
+    assert main(["connect", "--server", "127.0.0.1:8600,nowhere:99999", "--quiet"]) == 2
+    assert "'99999' is not a port number" in capsys.readouterr().err
+
+
 def test_connect_reports_refusals_by_kind(server_factory, capsys):
     server = server_factory(max_connections=10)
     code = main(["connect", "--server", f"127.0.0.1:{server.port}", "--clients", "15", "--processes", "1",

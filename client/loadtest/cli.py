@@ -18,6 +18,8 @@ import random
 import sys
 from typing import Sequence
 
+from client.servers import parse_servers
+
 from .worker import Settings
 
 
@@ -44,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meeting-loadtest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=sorted(SCENARIOS), help="what the simulated clients do")
-    p.add_argument("--server", default="127.0.0.1:8600", help="HOST:PORT (default 127.0.0.1:8600)")
+    p.add_argument("--server", default="127.0.0.1:8600",
+                   help="HOST:PORT (default 127.0.0.1:8600); several separated by commas get the clients round "
+                        "robin, with figures per server")
     p.add_argument("--clients", "-n", type=int, default=100, help="simulated clients in all (connect)")
     p.add_argument("--processes", "-p", type=int, default=min(2, os.cpu_count() or 1),
                    help="load-generating processes (default: 2 or the CPU count if smaller)")
@@ -86,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    host, _, port = args.server.rpartition(":")
+    """The run's settings; ValueError (a readable reason) for a bad --server."""
+    servers = parse_servers(args.server)
     clients = args.clients
     if args.scenario in ("chat", "files"):
         clients = 2 * (args.pairs if args.pairs is not None else max(1, args.clients // 2))
@@ -94,7 +99,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         clients = args.rooms * args.members
     processes = max(1, min(args.processes, clients))
     return Settings(
-        scenario=args.scenario, host=host or "127.0.0.1", port=int(port), clients=clients, processes=processes,
+        scenario=args.scenario, servers=servers, clients=clients, processes=processes,
         ramp=args.ramp, concurrency=args.concurrency, duration=args.duration, heartbeat=args.heartbeat,
         timeout=args.timeout, run_id=args.run_id if args.run_id is not None else random.randrange(10 ** 6),
         rate=args.rate, window=args.window, message_size=args.message_size, rooms=args.rooms,
@@ -106,7 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .report import format_table, plot, to_json
     from .runner import run
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        print(f"meeting-loadtest: --server {args.server!r}: {exc}", file=sys.stderr)
+        return 2
     if settings.scenario == "room":
         from .clip import encode_clip
         width, _, height = settings.video_size.partition("x")

@@ -20,6 +20,13 @@ class Metrics:
         self.ms: dict[str, array] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
+        self.servers: dict[str, Metrics] = {}    # the same figures per server ("host:port")
+
+    def for_server(self, server: str) -> "ServerMetrics":
+        """What one client records: counted in these totals and in ``servers[server]``."""
+        if server not in self.servers:
+            self.servers[server] = Metrics(self.t0)
+        return ServerMetrics(self, self.servers[server])
 
     def latency(self, name: str, started: float, ended: float | None = None) -> float:
         """Record one latency between two ``time.monotonic()`` readings; returns it in ms."""
@@ -42,9 +49,12 @@ class Metrics:
     def dump(self) -> dict[str, Any]:
         return {"when": {k: v.tobytes() for k, v in self.when.items()},
                 "ms": {k: v.tobytes() for k, v in self.ms.items()},
-                "counters": dict(self.counters), "errors": dict(self.errors)}
+                "counters": dict(self.counters), "errors": dict(self.errors),
+                "servers": {name: server.dump() for name, server in self.servers.items()}}
 
     def merge(self, dumped: dict[str, Any]) -> None:
+        for name, server in dumped.get("servers", {}).items():
+            self.servers.setdefault(name, Metrics(self.t0)).merge(server)
         for name, raw in dumped["ms"].items():
             if name not in self.ms:
                 self.when[name] = array("d")
@@ -58,6 +68,27 @@ class Metrics:
         """Small progress figures: counters, error total, sample counts."""
         return {"counters": dict(self.counters), "errors": sum(self.errors.values()),
                 "samples": {k: len(v) for k, v in self.ms.items()}}
+
+
+class ServerMetrics:
+    """A client's view of the metrics: each figure goes to the totals and to its server's."""
+
+    def __init__(self, total: Metrics, server: Metrics) -> None:
+        self.total = total
+        self.server = server
+
+    def latency(self, name: str, started: float, ended: float | None = None) -> float:
+        ended = time.monotonic() if ended is None else ended
+        self.server.latency(name, started, ended)
+        return self.total.latency(name, started, ended)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.total.count(name, n)
+        self.server.count(name, n)
+
+    def error(self, kind: str) -> None:
+        self.total.error(kind)
+        self.server.error(kind)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

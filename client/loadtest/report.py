@@ -5,7 +5,9 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from .metrics import summarize
+from client.servers import format_address
+
+from .metrics import Metrics, summarize
 from .runner import RunResult
 
 SERVER_FIGURES = [
@@ -36,11 +38,11 @@ def steady_rates(result: RunResult) -> dict[str, float]:
     return rates
 
 
-def metric_rows(result: RunResult) -> dict[str, dict[str, float]]:
+def metric_rows(metrics: Metrics) -> dict[str, dict[str, float]]:
     """Per metric: count, rate (over the time its samples span), percentiles."""
     rows = {}
-    for name, values in result.metrics.ms.items():
-        when = result.metrics.when[name]
+    for name, values in metrics.ms.items():
+        when = metrics.when[name]
         span = (max(when) - min(when)) if len(when) > 1 else 0.0
         rows[name] = summarize(values, span)
     return rows
@@ -59,13 +61,26 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "clip": _clip_summary(result),
         "elapsed_s": round(result.elapsed, 3),
         "steady_window_s": list(result.steady) if result.steady else None,
-        "metrics": metric_rows(result),
+        "metrics": metric_rows(result.metrics),
+        "servers": per_server(result),
         "counters": dict(result.metrics.counters),
         "steady_rates": steady_rates(result),
         "errors": dict(result.metrics.errors),
         "failures": result.failures,
         "server": {"before": result.server_before, "during": result.server_peak, "after": result.server_after},
     })
+
+
+def per_server(result: RunResult) -> dict[str, dict[str, Any]]:
+    """With several servers: what the clients of each one measured (clients, latencies, errors)."""
+    if len(result.settings.servers) < 2:
+        return {}
+    figures = {}
+    for server in map(format_address, result.settings.servers):
+        metrics = result.metrics.servers.get(server) or Metrics(result.metrics.t0)
+        figures[server] = {"metrics": metric_rows(metrics), "counters": dict(metrics.counters),
+                           "errors": dict(metrics.errors)}
+    return figures
 
 
 def _clip_summary(result: RunResult) -> dict[str, Any] | None:
@@ -84,7 +99,7 @@ def _ms(value: float) -> str:
 def format_table(result: RunResult) -> str:
     s = result.settings
     lines = [f"scenario {s.scenario}: {s.clients:,} clients in {s.processes} process(es) against "
-             f"{s.host}:{s.port}, run {result.elapsed:.1f} s"
+             f"{', '.join(map(format_address, s.servers))}, run {result.elapsed:.1f} s"
              + (f", steady {result.steady[1] - result.steady[0]:.1f} s" if result.steady else "")]
     clip = _clip_summary(result)
     if clip:
@@ -93,9 +108,15 @@ def format_table(result: RunResult) -> str:
                      f"{clip['video_frames']} frames; {clip['audio_packets']} Opus packets of 20 ms")
     lines.append("")
     lines.append(f"{'metric':<22}{'count':>10}{'rate/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
-    for name, row in sorted(metric_rows(result).items()):
-        lines.append(f"{name:<22}{row['count']:>10,}{row['rate_per_s']:>10,.1f}{_ms(row['p50_ms']):>9}"
-                     f"{_ms(row['p95_ms']):>9}{_ms(row['p99_ms']):>9}{_ms(row['max_ms']):>9}")
+    for name, row in sorted(metric_rows(result.metrics).items()):
+        lines.append(_metric_line(name, row))
+    for server, figures in per_server(result).items():
+        lines.append("")
+        errors = sum(figures["errors"].values())
+        lines.append(f"server {server}: {figures['counters'].get('logged_in', 0):,} clients logged in, "
+                     f"{errors:,} errors")
+        for name, row in sorted(figures["metrics"].items()):
+            lines.append(_metric_line("  " + name, row))
     rates = steady_rates(result)
     if rates:
         lines.append("")
@@ -134,6 +155,11 @@ def format_table(result: RunResult) -> str:
         if others:
             lines.append("  " + ", ".join(f"{k} {v:,}" for k, v in others))
     return "\n".join(lines)
+
+
+def _metric_line(name: str, row: dict[str, float]) -> str:
+    return (f"{name:<22}{row['count']:>10,}{row['rate_per_s']:>10,.1f}{_ms(row['p50_ms']):>9}"
+            f"{_ms(row['p95_ms']):>9}{_ms(row['p99_ms']):>9}{_ms(row['max_ms']):>9}")
 
 
 def plot(result: RunResult, path: str) -> None:

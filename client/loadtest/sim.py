@@ -20,7 +20,7 @@ from common.frame import ProtocolError
 from common.packets import PacketType
 from common.protocol import BadEvent, BinaryEvent, ClientProtocol, Failure, Refusal, Reply, ServerEvent
 
-from .metrics import Metrics
+from .metrics import Metrics, ServerMetrics
 
 PASSWORD = "load-test-password"
 CLIENT_NAME = "meeting-loadtest/0.1"
@@ -52,7 +52,7 @@ def error_kind(exc: BaseException) -> str:
 
 
 class SimClient(asyncio.Protocol):
-    def __init__(self, metrics: Metrics, phone: str, nickname: str) -> None:
+    def __init__(self, metrics: Metrics | ServerMetrics, phone: str, nickname: str) -> None:
         self.metrics = metrics
         self.phone = phone
         self.nickname = nickname

@@ -6,8 +6,10 @@ import random
 import resource
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from client.servers import Address, format_address
 
 from .metrics import Metrics
 from .sim import SimClient, error_kind
@@ -21,8 +23,7 @@ class Settings:
     """Everything a worker needs (picklable: it crosses into spawned processes)."""
 
     scenario: str
-    host: str = "127.0.0.1"
-    port: int = 8600
+    servers: list[Address] = field(default_factory=lambda: [("127.0.0.1", 8600)])   # clients go round robin
     clients: int = 100
     processes: int = 1
     ramp: float = 100.0          # new clients per second, all processes together
@@ -87,22 +88,31 @@ class Worker:
     def phone(self, i: int) -> str:
         return f"7{self.settings.run_id % 10**6:06d}{self.index:02d}{i:06d}"
 
+    def server(self, i: int) -> Address:
+        """Client ``i`` of this process connects to the servers round robin (offset by the
+        process, so every process spreads its clients alike). The two clients of a pair are
+        consecutive: with several servers they are on different ones."""
+        servers = self.settings.servers
+        return servers[(self.index + i) % len(servers)]
+
     # -- building blocks ----------------------------------------------------------------------------
     async def login_client(self, i: int, nickname: str = "") -> SimClient | None:
         """Connect, HELLO, REGISTER, LOGIN; None (error recorded) if any step failed."""
         s = self.settings
-        client = SimClient(self.metrics, self.phone(i), nickname or f"load{self.index}-{i}")
+        host, port = self.server(i)
+        client = SimClient(self.metrics.for_server(format_address((host, port))), self.phone(i),
+                           nickname or f"load{self.index}-{i}")
         started = time.monotonic()
         try:
-            await client.connect(s.host, s.port, timeout=s.timeout, tls=self.tls)
+            await client.connect(host, port, timeout=s.timeout, tls=self.tls)
             await client.hello()
             await client.register_and_login()
         except (Exception, asyncio.TimeoutError) as exc:
-            self.metrics.error(error_kind(exc) if not isinstance(exc, asyncio.TimeoutError) else "connect: timeout")
+            client.metrics.error(error_kind(exc) if not isinstance(exc, asyncio.TimeoutError) else "connect: timeout")
             client.abort()
             return None
-        self.metrics.latency("login", started)
-        self.metrics.count("logged_in")
+        client.metrics.latency("login", started)
+        client.metrics.count("logged_in")
         self.clients.append(client)
         return client
 

@@ -37,8 +37,8 @@ async def chat(w: Worker) -> None:
             started = sent_at.get(key)
             if started is not None and key not in delivered:
                 delivered.add(key)
-                w.metrics.latency("chat_delivery", started)
-                w.metrics.count("chat_delivered")
+                client.metrics.latency("chat_delivery", started)
+                client.metrics.count("chat_delivered")
             receipts.append(message.id)
 
         async def send_receipts() -> None:
@@ -60,14 +60,14 @@ async def chat(w: Worker) -> None:
         key = f"{s.run_id}.{w.index}.{sender.user['id']}.{seq}"
         started = time.monotonic()
         sent_at[key] = started
-        w.metrics.count("chat_sent")
+        sender.metrics.count("chat_sent")
         try:
             await sender.request(PacketType.CHAT_SEND, {"to": to.user["id"], "text": text, "client_msg_id": key},
                                  s.timeout)
         except Exception as exc:
-            w.metrics.error(error_kind(exc))
+            sender.metrics.error(error_kind(exc))
             return
-        w.metrics.latency("chat_ack", started)
+        sender.metrics.latency("chat_ack", started)
         acked.add(key)
 
     async def flat_out(sender: SimClient, to: SimClient) -> None:
