@@ -291,6 +291,54 @@ def format_status(figures: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def gather_status(path: str | os.PathLike) -> dict[str, Any]:
+    """The figures of the server at ``path``; when that is a supervisor (``workers`` > 1),
+    each of its workers is asked in turn and its figures (or why it could not answer) are
+    added to its entry, with the totals of the live ones."""
+    figures = query_status(path)
+    supervisor = figures.get("supervisor")
+    if not supervisor:
+        return figures
+    totals = {"connections": 0, "users_online": 0, "rooms": 0}
+    for worker in supervisor["workers"]:
+        if worker.get("pid") is None:
+            continue
+        try:
+            worker["status"] = status = query_status(worker["admin_socket"])
+        except AdminError as exc:
+            worker["error"] = str(exc)
+            continue
+        for key in totals:
+            totals[key] += _count(status.get(key, 0))
+    supervisor["totals"] = totals
+    return figures
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else len(value)
+
+
+def format_cluster(supervisor: Mapping[str, Any]) -> str:
+    """The table of a supervisor's workers: one line per node, then the totals."""
+    lines = [f"node {supervisor['node']}: {len(supervisor['workers'])} workers on port {supervisor['port']}, "
+             f"supervisor pid {supervisor['pid']}, up {_fmt(supervisor['uptime_s'])} s", ""]
+    header = f"{'node':<24}{'pid':>8}  {'state':<11}{'up (s)':>10}{'restarts':>9}{'connections':>13}{'users':>9}" \
+             f"{'rooms':>7}"
+    lines.append(header)
+    for worker in supervisor["workers"]:
+        status = worker.get("status") or {}
+        figures = "".join(f"{_fmt(_count(status[key])) if key in status else '-':>{width}}"
+                          for key, width in (("connections", 13), ("users_online", 9), ("rooms", 7)))
+        lines.append(f"{worker['node']:<24}{worker['pid'] or '-':>8}  {worker['state']:<11}"
+                     f"{_fmt(worker['up_s']):>10}{worker['restarts']:>9}{figures}")
+        if worker.get("error"):
+            lines.append(f"  ({worker['error']})")
+    totals = supervisor.get("totals") or {}
+    lines.append(f"{'total':<24}{'':>8}  {'':<11}{'':>10}{'':>9}{_fmt(totals.get('connections', 0)):>13}"
+                 f"{_fmt(totals.get('users_online', 0)):>9}{_fmt(totals.get('rooms', 0)):>7}")
+    return "\n".join(lines)
+
+
 def print_status(config: ServerConfig, as_json: bool = False, out: TextIO | None = None) -> int:
     """`meeting-server status`: 0 when the figures were printed, 1 otherwise."""
     out = out or sys.stdout
@@ -298,13 +346,15 @@ def print_status(config: ServerConfig, as_json: bool = False, out: TextIO | None
         print("meeting-server status: the admin socket is disabled (admin_socket = off)", file=sys.stderr)
         return 1
     try:
-        figures = query_status(config.admin_socket_path)
+        figures = gather_status(config.admin_socket_path)
     except AdminError as exc:
         print(f"meeting-server status: {exc}", file=sys.stderr)
         return 1
     if as_json:
         json.dump(figures, out, indent=2, sort_keys=True, default=str)
         out.write("\n")
+    elif "supervisor" in figures:
+        out.write(format_cluster(figures["supervisor"]) + "\n")
     else:
         out.write(format_status(figures) + "\n")
     return 0

@@ -1,6 +1,7 @@
 """`meeting-server --workers N`: real worker processes on one port under a supervisor."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -164,3 +165,32 @@ def test_a_cluster_without_mysql_or_redis_is_refused_at_start(tmp_path, args, me
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "admin.sock").exists()
+
+
+def test_status_shows_every_worker_and_the_totals(mysql_url, redis_url, tmp_path, notify_socket):
+    with supervisor(mysql_url, redis_url, tmp_path, notify_socket) as proc:
+        proc.start()
+        notify_socket.wait_for("READY=1", timeout=20)
+        sockets = [hello(proc.port) for _ in range(6)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEETING_")}
+        command = [sys.executable, "-m", "server", "status", "--data-dir", str(tmp_path)]
+        shown = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert re.match(r"node testnode: 2 workers on port \d+, supervisor pid \d+", lines[0])
+        assert worker_lines(lines) == [("testnode.1", "ready"), ("testnode.2", "ready")]
+        assert re.match(r"total\s+6\s+0\s+0$", lines[-1]), shown.stdout
+        as_json = subprocess.run([*command, "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+        workers = json.loads(as_json.stdout)["supervisor"]["workers"]
+        assert sum(w["status"]["connections"] for w in workers) == 6
+        for sock in sockets:
+            sock.close()
+        os.kill(workers[0]["pid"], signal.SIGKILL)
+        proc.wait_for_log(r"worker 1 .* was killed by SIGKILL")
+        after = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=30).stdout
+        assert dict(worker_lines(after.splitlines()))["testnode.1"] in ("restarting", "starting", "ready")
+
+
+def worker_lines(lines: list[str]) -> list[tuple[str, str]]:
+    found = [re.match(r"(testnode\.\d)\s+\S+\s+(\w+)", line) for line in lines]
+    return [(m.group(1), m.group(2)) for m in found if m]
