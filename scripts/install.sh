@@ -9,7 +9,9 @@
 #   * installs the package into a virtual environment at /opt/real-time-meeting/venv,
 #   * copies the docs to /opt/real-time-meeting/docs,
 #   * puts scripts/server.ini.example at /etc/real-time-meeting/server.ini unless one exists,
-#   * installs scripts/meeting-server.service into /etc/systemd/system and enables it.
+#   * installs scripts/meeting-server.service into /etc/systemd/system and enables it, and
+#     scripts/meeting-server-workers.service beside it (one process per core, for a cluster
+#     host; not enabled: see docs/OPERATIONS.md "Running a cluster").
 # The SQLite file, the spool and the admin socket live in /var/lib/real-time-meeting, which
 # systemd creates (StateDirectory=) owned by `meeting`.
 set -euo pipefail
@@ -58,10 +60,12 @@ else
     echo "install.sh: kept the existing $CONF_DIR/server.ini"
 fi
 
-install -m 0644 "$SRC/scripts/meeting-server.service" "$UNIT_DIR/meeting-server.service"
-if command -v systemd-analyze >/dev/null; then
-    systemd-analyze verify "$UNIT_DIR/meeting-server.service"
-fi
+for unit in meeting-server.service meeting-server-workers.service; do
+    install -m 0644 "$SRC/scripts/$unit" "$UNIT_DIR/$unit"
+    if command -v systemd-analyze >/dev/null; then
+        systemd-analyze verify "$UNIT_DIR/$unit"
+    fi
+done
 systemctl daemon-reload
 systemctl enable meeting-server.service
 if [ "$START" = 1 ]; then

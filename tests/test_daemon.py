@@ -151,11 +151,15 @@ def test_bad_config_stops_the_start_naming_the_key(tmp_path, notify_socket):
     assert not any(line.startswith("READY=1") for line in notify_socket.lines())
 
 
-def test_systemd_unit_verifies(tmp_path):
+@pytest.mark.parametrize("name, lines", [
+    ("meeting-server.service", ()),
+    ("meeting-server-workers.service", ("KillMode=mixed", "NotifyAccess=main", "--workers auto")),
+])
+def test_systemd_unit_verifies(tmp_path, name, lines):
     tool = shutil.which("systemd-analyze")
     if tool is None:
         pytest.skip("systemd-analyze is not installed here")
-    shipped = (REPO / "scripts" / "meeting-server.service").read_text()
+    shipped = (REPO / "scripts" / name).read_text()
     installed_binary = "/opt/real-time-meeting/venv/bin/meeting-server"
     assert f"ExecStart={installed_binary} " in shipped
     # verify insists that ExecStart exists: point it at this checkout's entry point, which is
@@ -163,13 +167,13 @@ def test_systemd_unit_verifies(tmp_path):
     here = Path(sys.executable).parent / "meeting-server"
     if not here.exists():
         pytest.skip(f"no meeting-server entry point next to {sys.executable}")
-    unit = tmp_path / "meeting-server.service"
+    unit = tmp_path / name
     unit.write_text(shipped.replace(installed_binary, str(here)))
     proc = subprocess.run([tool, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60,
                           cwd=tmp_path)
     assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "User=meeting",
-                 "StateDirectory=real-time-meeting", "ProtectSystem=strict", "NoNewPrivileges=yes"):
+                 "StateDirectory=real-time-meeting", "ProtectSystem=strict", "NoNewPrivileges=yes", *lines):
         assert line in shipped
 
 
