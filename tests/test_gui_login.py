@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import tkinter as tk
 from pathlib import Path
@@ -118,3 +119,22 @@ def test_the_window_logs_in_over_tls_and_names_a_wrong_pin(make_app, server_fact
     right = make_app(address, TlsOptions(fingerprint=certificate_fingerprint(str(tmp_path / "real" / "server.crt"))))
     main = register_in_window(right, unique_phone(), "Tess")
     assert main.me_name.cget("text") == "Tess"
+
+
+def test_the_window_takes_several_servers_and_uses_one_that_answers(make_app, server, tmp_path):
+    """The Server field takes a list: a first server that does not answer is skipped, the
+    list is remembered as typed (normalised), and a bad entry is named inline."""
+    with socket.socket() as probe:          # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    app = make_app(f"127.0.0.1:{server.port}")
+    fill(app.login_view, server=f"127.0.0.1:{dead}, 127.0.0.1:99999")
+    app.login_view.button.invoke()
+    assert "127.0.0.1:99999: '99999' is not a port number" in app.login_view.field_errors["server"].cget("text")
+
+    fill(app.login_view, server=f"127.0.0.1:{dead},127.0.0.1:{server.port}")
+    main = register_in_window(app, unique_phone(), "Dana")
+    assert "Online" in main.status.cget("text")
+    assert (app.kernel.host, app.kernel.port) == ("127.0.0.1", server.port)
+    saved = json.loads((tmp_path / "config" / "real-time-meeting" / "client.json").read_text())
+    assert saved["server"] == f"127.0.0.1:{dead}, 127.0.0.1:{server.port}"
