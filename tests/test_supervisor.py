@@ -33,17 +33,6 @@ def worker_states(tmp_path) -> list[dict]:
     return query_status(tmp_path / "admin.sock")["supervisor"]["workers"]
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
-
-
 def hello(port: int):
     sock = raw_connect(port)
     assert raw_request(sock, PacketType.HELLO, HELLO).type == RESULT
