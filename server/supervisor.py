@@ -37,7 +37,7 @@ import struct
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -100,7 +100,6 @@ class Worker:
     restarts: int = 0
     delay: float = FIRST_RESTART_DELAY
     restart_timer: Any = None
-    exits: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int | None:
@@ -270,7 +269,6 @@ class Supervisor:
     def _exited(self, worker: Worker, code: int, now: float) -> None:
         was_ready, worker.ready, worker.reloading = worker.ready, False, False
         how = describe_exit(code)
-        worker.exits.append(how)
         if self.stopping:
             log.info("worker %d (%s, pid %d) %s", worker.index, worker.node_name, worker.process.pid, how)
             return

@@ -182,3 +182,15 @@ def test_status_shows_every_worker_and_the_totals(mysql_url, redis_url, tmp_path
 def worker_lines(lines: list[str]) -> list[tuple[str, str]]:
     found = [re.match(r"(testnode\.\d)\s+\S+\s+(\w+)", line) for line in lines]
     return [(m.group(1), m.group(2)) for m in found if m]
+
+
+def test_sighup_reloads_every_worker(mysql_url, redis_url, tmp_path, notify_socket):
+    with supervisor(mysql_url, redis_url, tmp_path, notify_socket) as proc:
+        proc.start()
+        ready = notify_socket.wait_for("READY=1", timeout=20)
+        proc.process.send_signal(signal.SIGHUP)
+        reloading = notify_socket.wait_for("RELOADING=1", start=ready + 1)
+        for index in (1, 2):
+            proc.wait_for_log(rf"\[testnode\.{index}\] server: reloaded: ", timeout=20)
+        notify_socket.wait_for("READY=1", start=reloading + 1, timeout=20)
+        assert proc.running and [w["state"] for w in worker_states(tmp_path)] == ["ready", "ready"]
