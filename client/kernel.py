@@ -166,25 +166,34 @@ class ClientKernel:
 
     # -- session ----------------------------------------------------------------------------------
     def connect(self) -> dict:
-        """Connect to the first server that answers (in turn from the one last used) and
-        exchange HELLO; raises ConnectError (naming every server tried) or ApiError."""
+        """Connect to the first server that answers HELLO (in turn from the one last used);
+        raises ConnectError (naming every server tried when there are several), NotAMeetingServer,
+        ConnectionLost (the only server refused us) or ApiError."""
         if self._closed:
             raise ConnectError("this client has been closed")
         if not self.link.is_alive():
             self.link.start()
         self.state = "connecting"
         self._hello_done = False
-        failures = []
+        failures: list[tuple[str, Exception]] = []
         for _ in self.servers:
             try:
-                self.link.connect(self.host, self.port, timeout=self.request_timeout)
-                break
-            except ConnectError as exc:
-                failures.append(str(exc))
+                info = self._connect_here()
+            except (ConnectError, ConnectionLost) as exc:
+                failures.append((self._address(), exc))
                 self._next_server()
-        else:
-            self.state = "offline"
-            raise ConnectError(failures[0] if len(failures) == 1 else "; ".join(failures))
+                continue
+            self.state = "connected"
+            return info
+        self.state = "offline"
+        if len(failures) == 1:
+            raise failures[0][1]
+        raise ConnectError("; ".join(str(exc) if isinstance(exc, ConnectError) else f"{address}: {exc}"
+                                     for address, exc in failures))
+
+    def _connect_here(self) -> dict:
+        """Connect to the current server and exchange HELLO."""
+        self.link.connect(self.host, self.port, timeout=self.request_timeout)
         try:
             info = self.request(PacketType.HELLO, self._hello_body())
         except ConnectionLost as exc:
@@ -196,7 +205,6 @@ class ClientKernel:
             raise NotAMeetingServer(f"{self._address()} did not answer as a meeting server within "
                                     f"{self.request_timeout:g} s") from None
         self._apply_hello(info)
-        self.state = "connected"
         return info
 
     def _address(self) -> str:

@@ -3,6 +3,7 @@ dead or stopping server to a live one, where the session resumes with its token.
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
@@ -68,6 +69,32 @@ def test_connect_names_every_server_when_none_answers():
         assert str(dead[1]) in str(info.value) and str(other[1]) in str(info.value)
     finally:
         kernel.close()
+
+
+def test_connect_goes_past_a_server_that_hangs_up(server, client_factory):
+    """The first server accepts and closes at once (as a full or stopping one does): the
+    client logs in on the next."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def hang_up() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            conn.close()
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    try:
+        client = client_factory(listener.getsockname()[1], more_servers=[("127.0.0.1", server.port)])
+        client.register_and_login("Cleo")
+        assert client.kernel.port == server.port and client.kernel.state == "online"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
 
 
 @pytest.fixture
