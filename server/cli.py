@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-FLAG_KEYS = ("host", "port", "db", "workers", "redis", "node_name", "advertise", "data_dir", "log_level", "log_file", "tls_cert", "tls_key",
-             "admin_socket")
+FLAG_KEYS = ("host", "port", "db", "workers", "redis", "node_name", "advertise", "data_dir", "log_level", "log_file",
+             "tls_cert", "tls_key", "admin_socket")
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"meeting-server: cannot open the log file: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve" and config.workers > 1:
-        return supervise(args, config, load)
+        return supervise(args, config, load, tag)
     from .daemon import raise_fd_limit
     limit = raise_fd_limit(config.max_connections + FD_MARGIN)
     if limit < config.max_connections + FD_MARGIN:
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def supervise(args: argparse.Namespace, config, load) -> int:
+def supervise(args: argparse.Namespace, config, load, tag: str) -> int:
     """`serve` with workers > 1: create the schema if asked, then start and keep the workers."""
     from .supervisor import Supervisor, worker_argv
     if args.init_db:
@@ -145,20 +145,8 @@ def supervise(args: argparse.Namespace, config, load) -> int:
             log.error("cannot start: %s", exc)
             return 1
         log.info("schema ready in %s", storage.backend)
-
-    def reload_self() -> None:
-        try:
-            new = load()
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration: %s", exc)
-            return
-        apply_reload(config, new)
-        try:
-            setup_logging(config.log_level, config.log_file, config.node_name)
-        except OSError as exc:
-            setup_logging(config.log_level, tag=config.node_name)
-            log.error("cannot reopen the log file %s, logging to stderr: %s", config.log_file, exc)
-    supervisor = Supervisor(config, worker_argv(args.config, flag_overrides(args)), reload=reload_self)
+    supervisor = Supervisor(config, worker_argv(args.config, flag_overrides(args)),
+                            reload=lambda: reload_config(config, load, tag))
     try:
         supervisor.hold_port()
     except OSError as exc:
@@ -174,25 +162,31 @@ def reload(server, load, tag: str = "") -> None:
     daemon = server.daemon
     if daemon is not None:
         daemon.reloading()
+    reload_config(server.config, load, tag)
+    if daemon is not None:
+        daemon.reloaded()
+
+
+def reload_config(config, load, tag: str = "") -> None:
+    """Copy what can change at run time from a fresh ``load()`` into ``config`` (in place) and
+    reopen the log; a configuration with an error is refused as a whole."""
     try:
         new = load()
     except ConfigError as exc:
         log.error("reload refused, keeping the running configuration: %s", exc)
-    else:
-        applied, need_restart = apply_reload(server.config, new)
-        if "max_connections" in applied:
-            from .daemon import raise_fd_limit
-            raise_fd_limit(server.config.max_connections + FD_MARGIN)
-        try:
-            setup_logging(server.config.log_level, server.config.log_file, tag)
-        except OSError as exc:
-            setup_logging(server.config.log_level, tag=tag)
-            log.error("cannot reopen the log file %s, logging to stderr: %s", server.config.log_file, exc)
-        log.info("reloaded: %s", ", ".join(f"{k}={getattr(server.config, k)}" for k in applied) or "nothing changed")
-        if need_restart:
-            log.warning("changed but only applied after a restart: %s", ", ".join(need_restart))
-    if daemon is not None:
-        daemon.reloaded()
+        return
+    applied, need_restart = apply_reload(config, new)
+    if "max_connections" in applied:
+        from .daemon import raise_fd_limit
+        raise_fd_limit(config.max_connections + FD_MARGIN)
+    try:
+        setup_logging(config.log_level, config.log_file, tag)
+    except OSError as exc:
+        setup_logging(config.log_level, tag=tag)
+        log.error("cannot reopen the log file %s, logging to stderr: %s", config.log_file, exc)
+    log.info("reloaded: %s", ", ".join(f"{k}={getattr(config, k)}" for k in applied) or "nothing changed")
+    if need_restart:
+        log.warning("changed but only applied after a restart: %s", ", ".join(need_restart))
 
 
 def install_signal_handlers(server, load, tag: str = "") -> None:
