@@ -156,8 +156,10 @@ class Supervisor:
         self.reactor = Reactor()
         self.notify = NotifyListener(self._on_notify)
         self.reactor.selector.register(self.notify.sock, 1, self.notify)
-        self.workers = [Worker(i, w.node_name, w.admin_socket)
-                        for i in range(1, config.workers + 1) for w in [worker_config(config, i)]]
+        self.workers = []
+        for index in range(1, config.workers + 1):
+            own = worker_config(config, index)
+            self.workers.append(Worker(index, own.node_name, own.admin_socket))
         self.port = 0
         self.started = time.time()
         self.all_ready = False
