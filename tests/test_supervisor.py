@@ -194,3 +194,20 @@ def test_sighup_reloads_every_worker(mysql_url, redis_url, tmp_path, notify_sock
             proc.wait_for_log(rf"\[testnode\.{index}\] server: reloaded: ", timeout=20)
         notify_socket.wait_for("READY=1", start=reloading + 1, timeout=20)
         assert proc.running and [w["state"] for w in worker_states(tmp_path)] == ["ready", "ready"]
+
+
+def test_clients_of_a_killed_worker_resume_their_sessions(mysql_url, redis_url, tmp_path, notify_socket,
+                                                          client_factory):
+    with supervisor(mysql_url, redis_url, tmp_path, notify_socket) as proc:
+        proc.start()
+        notify_socket.wait_for("READY=1", timeout=20)
+        client = client_factory(proc.port)
+        client.register_and_login("Wes")
+        token = client.kernel.token
+        holder = next(w for w in worker_states(tmp_path) if query_status(w["admin_socket"])["users_online"] == 1)
+        mark = client.events.mark()
+        os.kill(holder["pid"], signal.SIGKILL)
+        client.events.wait_for("reconnected", timeout=30, start=mark)
+        assert client.kernel.state == "online" and client.kernel.token == token
+        proc.wait_for_log(rf"worker {holder['index']} \(testnode\.{holder['index']}, pid \d+\) is ready again",
+                          timeout=20)
