@@ -21,8 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return bot_main(argv[1:])
     parser = argparse.ArgumentParser(prog="meeting-client", description="Real-Time Meeting desktop client")
-    parser.add_argument("--server", default=None, help="HOST:PORT to prefill, or several separated by commas (the servers of one "
-                                                            "cluster, tried in turn); default: the last used")
+    parser.add_argument("--server", default=None,
+                        help="HOST:PORT to prefill, or several separated by commas (the servers of one cluster, "
+                             "tried in turn); default: the last used")
     parser.add_argument("--tls-ca", default=None, help="speak TLS; trust the server's certificate by this CA file")
     parser.add_argument("--tls-pin", default=None,
                         help="speak TLS; trust the server whose certificate has this SHA-256 fingerprint")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,16 @@ REPO = Path(__file__).resolve().parent.parent
 STARTED = re.compile(r"worker (\d+) \(\S+\) started, pid (\d+)")
 
 
-def supervisor(mysql_url, redis_url, tmp_path, notify_socket, workers: int = 2, **settings) -> ServerProcess:
-    env = {"NOTIFY_SOCKET": notify_socket.address, "MEETING_NODE_NAME": "testnode"}
-    env.update({f"MEETING_{key.upper()}": str(value) for key, value in settings.items()})
-    return ServerProcess(mysql_url, tmp_path, env=env, args=("--workers", str(workers), "--redis", redis_url))
+class Supervised(ServerProcess):
+    """``meeting-server --workers N`` with a node name of its own (test runs sharing one Redis
+    never meet) and the fake systemd notify socket."""
+
+    def __init__(self, mysql_url: str, redis_url: str, tmp_path, notify_socket, workers: int = 2,
+                 **settings) -> None:
+        self.node = f"test{uuid.uuid4().hex[:8]}"
+        env = {"NOTIFY_SOCKET": notify_socket.address, "MEETING_NODE_NAME": self.node}
+        env.update({f"MEETING_{key.upper()}": str(value) for key, value in settings.items()})
+        super().__init__(mysql_url, tmp_path, env=env, args=("--workers", str(workers), "--redis", redis_url))
 
 
 def worker_states(tmp_path) -> list[dict]:
@@ -41,11 +48,11 @@ def hello(port: int):
 def test_ready_only_once_every_worker_is_ready(mysql_url, redis_url, tmp_path, notify_socket):
     """Worker 3 is held stopped while 1 and 2 come up: no READY=1 until it is ready too; then
     all three serve the one port (the kernel spreads connections over them)."""
-    with supervisor(mysql_url, redis_url, tmp_path, notify_socket, workers=3) as proc:
+    with Supervised(mysql_url, redis_url, tmp_path, notify_socket, workers=3) as proc:
         held = []
 
         def hold_worker_3() -> None:   # as soon as it is started, long before it can be ready
-            line = proc.wait_for_log(r"worker 3 \(testnode\.3\) started", timeout=20)
+            line = proc.wait_for_log(rf"worker 3 \({proc.node}\.3\) started", timeout=20)
             held.append(int(STARTED.search(line).group(2)))
             os.kill(held[0], signal.SIGSTOP)
         holder = threading.Thread(target=hold_worker_3)
@@ -54,9 +61,9 @@ def test_ready_only_once_every_worker_is_ready(mysql_url, redis_url, tmp_path, n
         holder.join(20)
         assert held, proc.log_tail()
         try:
-            proc.wait_for_log(r"worker 1 \(testnode\.1, pid \d+\) is ready", timeout=20)
-            proc.wait_for_log(r"worker 2 \(testnode\.2, pid \d+\) is ready", timeout=20)
-            if re.search(r"worker 3 \(testnode\.3, pid \d+\) is ready", proc.log):
+            proc.wait_for_log(rf"worker 1 \({proc.node}\.1, pid \d+\) is ready", timeout=20)
+            proc.wait_for_log(rf"worker 2 \({proc.node}\.2, pid \d+\) is ready", timeout=20)
+            if re.search(rf"worker 3 \({proc.node}\.3, pid \d+\) is ready", proc.log):
                 pytest.fail("worker 3 was ready before it could be held: the test proves nothing")
             # One admin round trip to the supervisor: it has handled what the workers said.
             assert [w["state"] for w in worker_states(tmp_path)] == ["ready", "ready", "starting"]
@@ -76,19 +83,19 @@ def test_ready_only_once_every_worker_is_ready(mysql_url, redis_url, tmp_path, n
 
 
 def test_a_killed_worker_is_restarted_with_a_growing_delay(mysql_url, redis_url, tmp_path, notify_socket):
-    with supervisor(mysql_url, redis_url, tmp_path, notify_socket) as proc:
+    with Supervised(mysql_url, redis_url, tmp_path, notify_socket) as proc:
         proc.start()
         notify_socket.wait_for("READY=1", timeout=20)
         first = worker_states(tmp_path)[1]["pid"]
         os.kill(first, signal.SIGKILL)
-        proc.wait_for_log(rf"worker 2 \(testnode\.2, pid {first}\) was killed by SIGKILL; "
+        proc.wait_for_log(rf"worker 2 \({proc.node}\.2, pid {first}\) was killed by SIGKILL; "
                           r"restarting it in 0\.5 s \(restart 1\)")
-        proc.wait_for_log(r"worker 2 \(testnode\.2, pid \d+\) is ready again after restart 1", timeout=20)
+        proc.wait_for_log(rf"worker 2 \({proc.node}\.2, pid \d+\) is ready again after restart 1", timeout=20)
         second = worker_states(tmp_path)[1]
         assert second["pid"] not in (None, first) and second["restarts"] == 1 and second["state"] == "ready"
         os.kill(second["pid"], signal.SIGKILL)
         proc.wait_for_log(r"worker 2 .* was killed by SIGKILL; restarting it in 1\.0 s \(restart 2\)")
-        proc.wait_for_log(r"worker 2 \(testnode\.2, pid \d+\) is ready again after restart 2", timeout=20)
+        proc.wait_for_log(rf"worker 2 \({proc.node}\.2, pid \d+\) is ready again after restart 2", timeout=20)
         # Worker 1 never noticed, and the port serves throughout.
         assert worker_states(tmp_path)[0]["restarts"] == 0
         for _ in range(10):
@@ -97,19 +104,19 @@ def test_a_killed_worker_is_restarted_with_a_growing_delay(mysql_url, redis_url,
 
 
 def test_a_stuck_worker_is_killed_by_its_watchdog_and_restarted(mysql_url, redis_url, tmp_path, notify_socket):
-    with supervisor(mysql_url, redis_url, tmp_path, notify_socket, worker_watchdog=2) as proc:
+    with Supervised(mysql_url, redis_url, tmp_path, notify_socket, worker_watchdog=2) as proc:
         proc.start()
         notify_socket.wait_for("READY=1", timeout=20)
         stuck = worker_states(tmp_path)[0]["pid"]
         os.kill(stuck, signal.SIGSTOP)
-        proc.wait_for_log(rf"worker 1 \(testnode\.1, pid {stuck}\) sent no watchdog ping for \d+ s: killing it",
+        proc.wait_for_log(rf"worker 1 \({proc.node}\.1, pid {stuck}\) sent no watchdog ping for \d+ s: killing it",
                           timeout=10)
         proc.wait_for_log(r"worker 1 .* was killed by SIGKILL; restarting it", timeout=10)
-        proc.wait_for_log(r"worker 1 \(testnode\.1, pid \d+\) is ready again after restart 1", timeout=20)
+        proc.wait_for_log(rf"worker 1 \({proc.node}\.1, pid \d+\) is ready again after restart 1", timeout=20)
 
 
 def test_sigterm_drains_every_worker(mysql_url, redis_url, tmp_path, notify_socket):
-    with supervisor(mysql_url, redis_url, tmp_path, notify_socket) as proc:
+    with Supervised(mysql_url, redis_url, tmp_path, notify_socket) as proc:
         proc.start()
         notify_socket.wait_for("READY=1", timeout=20)
         sockets = [hello(proc.port) for _ in range(12)]
@@ -123,7 +130,7 @@ def test_sigterm_drains_every_worker(mysql_url, redis_url, tmp_path, notify_sock
         stopping = notify_socket.wait_for("STOPPING=1")
         assert "draining 2 workers" in notify_socket.lines()[stopping]
         for index in (1, 2):
-            assert re.search(rf"worker {index} \(testnode\.{index}, pid \d+\) exited with code 0", proc.log)
+            assert re.search(rf"worker {index} \({proc.node}\.{index}, pid \d+\) exited with code 0", proc.log)
         assert "supervisor stopped" in proc.log
         assert not (tmp_path / "admin.sock").exists()
 
@@ -156,7 +163,7 @@ def test_a_cluster_without_mysql_or_redis_is_refused_at_start(tmp_path, args, me
 
 
 def test_status_shows_every_worker_and_the_totals(mysql_url, redis_url, tmp_path, notify_socket):
-    with supervisor(mysql_url, redis_url, tmp_path, notify_socket) as proc:
+    with Supervised(mysql_url, redis_url, tmp_path, notify_socket) as proc:
         proc.start()
         notify_socket.wait_for("READY=1", timeout=20)
         sockets = [hello(proc.port) for _ in range(6)]
@@ -165,8 +172,8 @@ def test_status_shows_every_worker_and_the_totals(mysql_url, redis_url, tmp_path
         shown = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
         assert shown.returncode == 0, shown.stderr
         lines = shown.stdout.splitlines()
-        assert re.match(r"node testnode: 2 workers on port \d+, supervisor pid \d+", lines[0])
-        assert worker_lines(lines) == [("testnode.1", "ready"), ("testnode.2", "ready")]
+        assert re.match(rf"node {proc.node}: 2 workers on port \d+, supervisor pid \d+", lines[0])
+        assert worker_lines(proc.node, lines) == [(f"{proc.node}.1", "ready"), (f"{proc.node}.2", "ready")]
         assert re.match(r"total\s+6\s+0\s+0$", lines[-1]), shown.stdout
         as_json = subprocess.run([*command, "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
         workers = json.loads(as_json.stdout)["supervisor"]["workers"]
@@ -176,29 +183,30 @@ def test_status_shows_every_worker_and_the_totals(mysql_url, redis_url, tmp_path
         os.kill(workers[0]["pid"], signal.SIGKILL)
         proc.wait_for_log(r"worker 1 .* was killed by SIGKILL")
         after = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=30).stdout
-        assert dict(worker_lines(after.splitlines()))["testnode.1"] in ("restarting", "starting", "ready")
+        states = dict(worker_lines(proc.node, after.splitlines()))
+        assert states[f"{proc.node}.1"] in ("restarting", "starting", "ready")
 
 
-def worker_lines(lines: list[str]) -> list[tuple[str, str]]:
-    found = [re.match(r"(testnode\.\d)\s+\S+\s+(\w+)", line) for line in lines]
+def worker_lines(node: str, lines: list[str]) -> list[tuple[str, str]]:
+    found = [re.match(rf"({node}\.\d)\s+\S+\s+(\w+)", line) for line in lines]
     return [(m.group(1), m.group(2)) for m in found if m]
 
 
 def test_sighup_reloads_every_worker(mysql_url, redis_url, tmp_path, notify_socket):
-    with supervisor(mysql_url, redis_url, tmp_path, notify_socket) as proc:
+    with Supervised(mysql_url, redis_url, tmp_path, notify_socket) as proc:
         proc.start()
         ready = notify_socket.wait_for("READY=1", timeout=20)
         proc.process.send_signal(signal.SIGHUP)
         reloading = notify_socket.wait_for("RELOADING=1", start=ready + 1)
         for index in (1, 2):
-            proc.wait_for_log(rf"\[testnode\.{index}\] server: reloaded: ", timeout=20)
+            proc.wait_for_log(rf"\[{proc.node}\.{index}\] server: reloaded: ", timeout=20)
         notify_socket.wait_for("READY=1", start=reloading + 1, timeout=20)
         assert proc.running and [w["state"] for w in worker_states(tmp_path)] == ["ready", "ready"]
 
 
 def test_clients_of_a_killed_worker_resume_their_sessions(mysql_url, redis_url, tmp_path, notify_socket,
                                                           client_factory):
-    with supervisor(mysql_url, redis_url, tmp_path, notify_socket) as proc:
+    with Supervised(mysql_url, redis_url, tmp_path, notify_socket) as proc:
         proc.start()
         notify_socket.wait_for("READY=1", timeout=20)
         client = client_factory(proc.port)
@@ -209,5 +217,5 @@ def test_clients_of_a_killed_worker_resume_their_sessions(mysql_url, redis_url, 
         os.kill(holder["pid"], signal.SIGKILL)
         client.events.wait_for("reconnected", timeout=30, start=mark)
         assert client.kernel.state == "online" and client.kernel.token == token
-        proc.wait_for_log(rf"worker {holder['index']} \(testnode\.{holder['index']}, pid \d+\) is ready again",
+        proc.wait_for_log(rf"worker {holder['index']} \({proc.node}\.{holder['index']}, pid \d+\) is ready again",
                           timeout=20)
