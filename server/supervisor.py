@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -171,12 +172,17 @@ class Supervisor:
 
     # -- start -------------------------------------------------------------------------------------
     def hold_port(self) -> int:
-        """Bind (without listening) the address the workers will share; returns the port."""
-        sock = socket.socket(socket.AF_INET6 if ":" in self.config.host else socket.AF_INET, socket.SOCK_STREAM)
+        """Bind (without listening) the address the workers will share; returns the port.
+        Raises OSError when it is taken, also by another server's workers: SO_REUSEPORT would
+        let the two quietly share the connections."""
+        host, port = self.config.host, self.config.port
+        if port and _answers(host, port):
+            raise OSError(errno.EADDRINUSE, f"another server already listens on port {port}")
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
-            sock.bind((self.config.host, self.config.port))
+            sock.bind((host, port))
         except OSError:
             sock.close()
             raise
@@ -381,6 +387,17 @@ class Supervisor:
             self._hold.close()
         self.reactor.close()
         log.info("supervisor stopped")
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether something accepts connections on ``port`` of this host (``host`` may be a
+    wildcard address: then its loopback is asked)."""
+    target = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    try:
+        socket.create_connection((target, port), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
 
 
 def worker_argv(config_path: str | None, overrides: dict[str, Any]) -> Callable[[int, int], list[str]]:

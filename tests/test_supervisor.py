@@ -219,3 +219,17 @@ def test_clients_of_a_killed_worker_resume_their_sessions(mysql_url, redis_url, 
         assert client.kernel.state == "online" and client.kernel.token == token
         proc.wait_for_log(rf"worker {holder['index']} \({proc.node}\.{holder['index']}, pid \d+\) is ready again",
                           timeout=20)
+
+
+def test_a_second_server_on_a_port_in_use_is_refused(mysql_url, redis_url, tmp_path, notify_socket):
+    """SO_REUSEPORT would let a second server's workers quietly share the port: refused."""
+    with Supervised(mysql_url, redis_url, tmp_path / "first", notify_socket) as first:
+        first.start()
+        env = {**os.environ, "MEETING_SCRYPT_N": "1024"}
+        env.pop("NOTIFY_SOCKET", None)
+        second = subprocess.run([sys.executable, "-m", "server", "--workers", "2", "--redis", redis_url, "--db",
+                                 mysql_url, "--port", str(first.port), "--data-dir", str(tmp_path / "second")],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert f"another server already listens on port {first.port}" in second.stderr
+        assert "started, pid" not in second.stderr
