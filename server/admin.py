@@ -17,6 +17,7 @@ import selectors
 import socket
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, TextIO
 
@@ -339,22 +340,68 @@ def format_cluster(supervisor: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def print_status(config: ServerConfig, as_json: bool = False, out: TextIO | None = None) -> int:
-    """`meeting-server status`: 0 when the figures were printed, 1 otherwise."""
-    out = out or sys.stdout
-    if config.admin_socket == DISABLED:
-        print("meeting-server status: the admin socket is disabled (admin_socket = off)", file=sys.stderr)
-        return 1
+def registered_nodes(config: ServerConfig) -> dict[str, dict[str, Any]]:
+    """Every node registered in the cluster's Redis: its last published figures and whether its
+    lease is alive; raises AdminError when Redis does not answer."""
+    import redis
+
+    from .cluster.directory import cluster_nodes
     try:
-        figures = gather_status(config.admin_socket_path)
-    except AdminError as exc:
-        print(f"meeting-server status: {exc}", file=sys.stderr)
+        return cluster_nodes(config.redis, config.redis_prefix)
+    except redis.RedisError as exc:
+        raise AdminError(f"the cluster's Redis at {config.redis} does not answer: {exc}") from None
+
+
+def format_nodes(nodes: Mapping[str, Mapping[str, Any]], now: float | None = None) -> str:
+    """The cluster as Redis knows it: one line per node, then the totals of the live ones."""
+    now = time.time() if now is None else now
+    alive = [info for info in nodes.values() if info.get("alive")]
+    lines = [f"cluster: {len(nodes)} nodes, {len(alive)} alive", "",
+             f"{'node':<24}{'advertise':<24}{'state':<7}{'pid':>8}{'connections':>13}{'users':>9}{'rooms':>7}"
+             f"{'seen (s ago)':>14}"]
+    for name, info in nodes.items():
+        lines.append(f"{name:<24}{str(info.get('advertise', '-')):<24}{'alive' if info.get('alive') else 'dead':<7}"
+                     f"{info.get('pid', '-'):>8}{_fmt(info.get('connections', 0)):>13}{_fmt(info.get('users', 0)):>9}"
+                     f"{_fmt(info.get('rooms', 0)):>7}{max(0.0, now - info.get('updated', now)):>14.1f}")
+    lines.append(f"{'total (alive)':<24}{'':<24}{'':<7}{'':>8}"
+                 f"{_fmt(sum(info.get('connections', 0) for info in alive)):>13}"
+                 f"{_fmt(sum(info.get('users', 0) for info in alive)):>9}"
+                 f"{_fmt(sum(info.get('rooms', 0) for info in alive)):>7}")
+    return "\n".join(lines)
+
+
+def print_status(config: ServerConfig, as_json: bool = False, out: TextIO | None = None) -> int:
+    """`meeting-server status`: this server's figures (each worker's with ``workers``), and with
+    ``redis`` every node of the cluster; 0 when all of it was printed, 1 otherwise."""
+    out = out or sys.stdout
+    problems: list[str] = []
+    figures: dict[str, Any] = {}
+    if config.admin_socket == DISABLED:
+        problems.append("the admin socket is disabled (admin_socket = off)")
+    else:
+        try:
+            figures = gather_status(config.admin_socket_path)
+        except AdminError as exc:
+            problems.append(str(exc))
+    nodes = None
+    if config.redis:
+        try:
+            nodes = registered_nodes(config)
+        except AdminError as exc:
+            problems.append(str(exc))
+    for problem in problems:
+        print(f"meeting-server status: {problem}", file=sys.stderr)
+    if not figures and nodes is None:
         return 1
     if as_json:
-        json.dump(figures, out, indent=2, sort_keys=True, default=str)
+        json.dump({**figures, **({"cluster": nodes} if nodes is not None else {})}, out, indent=2, sort_keys=True,
+                  default=str)
         out.write("\n")
-    elif "supervisor" in figures:
-        out.write(format_cluster(figures["supervisor"]) + "\n")
     else:
-        out.write(format_status(figures) + "\n")
-    return 0
+        parts = []
+        if figures:
+            parts.append(format_cluster(figures["supervisor"]) if "supervisor" in figures else format_status(figures))
+        if nodes is not None:
+            parts.append(format_nodes(nodes))
+        out.write("\n\n".join(parts) + "\n")
+    return 1 if problems else 0

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -233,3 +234,33 @@ def test_a_second_server_on_a_port_in_use_is_refused(mysql_url, redis_url, tmp_p
         assert second.returncode == 1
         assert f"another server already listens on port {first.port}" in second.stderr
         assert "started, pid" not in second.stderr
+
+
+def test_status_shows_every_node_of_the_cluster(mysql_url, redis_url, tmp_path, notify_socket):
+    """With redis set, `meeting-server status` lists the nodes registered in Redis, here the two
+    workers of a supervisor and a single-process node, with their figures."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    with Supervised(mysql_url, redis_url, tmp_path / "a", notify_socket, redis_prefix=prefix) as workers, \
+            ServerProcess(mysql_url, tmp_path / "b", env={"MEETING_REDIS_PREFIX": prefix},
+                          args=("--redis", redis_url, "--node-name", f"{workers.node}-b")) as single:
+        workers.start()
+        single.start()
+        notify_socket.wait_for("READY=1", timeout=20)
+        sockets = [hello(single.port) for _ in range(3)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEETING_")}
+        command = [sys.executable, "-m", "server", "status", "--data-dir", str(tmp_path / "a"), "--redis", redis_url,
+                   "--db", mysql_url, "--set", f"redis_prefix={prefix}"]
+
+        def nodes_shown() -> dict[str, list[str]]:
+            shown = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+            assert shown.returncode == 0, shown.stderr
+            return {line.split()[0]: line.split() for line in shown.stdout.splitlines()
+                    if line.startswith(workers.node)}
+        deadline = time.monotonic() + 20
+        while (nodes := nodes_shown()).get(f"{workers.node}-b", [""] * 5)[4] != "3":
+            assert time.monotonic() < deadline, nodes      # the node publishes its figures every lease tick
+            time.sleep(0.2)
+        assert set(nodes) >= {f"{workers.node}.1", f"{workers.node}.2", f"{workers.node}-b"}
+        assert nodes[f"{workers.node}-b"][1] == f"127.0.0.1:{single.port}" and nodes[f"{workers.node}-b"][2] == "alive"
+        for sock in sockets:
+            sock.close()
