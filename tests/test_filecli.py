@@ -23,7 +23,7 @@ def friends(server, client_factory, monkeypatch):
     bob.close()
     monkeypatch.setenv("ALICE_PASSWORD", alice.password)
     monkeypatch.setenv("BOB_PASSWORD", bob.password)
-    return alice.phone, bob.phone
+    return alice.phone, bob.phone, bob.kernel.user["id"]
 
 
 def run(argv: list[str]) -> tuple[int, str]:
@@ -34,7 +34,7 @@ def run(argv: list[str]) -> tuple[int, str]:
 
 
 def test_send_and_receive_from_the_terminal_with_progress(server, friends, tmp_path):
-    alice, bob = friends
+    alice, bob, bob_id = friends
     address = f"127.0.0.1:{server.port}"
     source = tmp_path / "report.pdf"
     source.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
@@ -44,6 +44,11 @@ def test_send_and_receive_from_the_terminal_with_progress(server, friends, tmp_p
         ["receive", "--server", address, "--phone", bob, "--password-env", "BOB_PASSWORD", "--dir", str(inbox),
          "--count", "1", "--timeout", "30"])))
     receiver.start()
+    # The offer goes live only to a recipient already online; otherwise it is spooled.
+    deadline = time.monotonic() + 10
+    while not server.server.sessions.is_online(bob_id):
+        assert time.monotonic() < deadline, "the receiver did not log in"
+        time.sleep(0.01)
     status, sent = run(["send", "--server", address, "--phone", alice, "--password-env", "ALICE_PASSWORD",
                         "--to", bob, "--timeout", "30", str(source)])
     receiver.join(40)
@@ -56,7 +61,7 @@ def test_send_and_receive_from_the_terminal_with_progress(server, friends, tmp_p
 
 
 def test_an_offline_friend_gets_the_file_later(server, friends, tmp_path):
-    alice, bob = friends
+    alice, bob, _ = friends
     address = f"127.0.0.1:{server.port}"
     source = tmp_path / "later.bin"
     source.write_bytes(b"x" * 1000)
@@ -70,7 +75,7 @@ def test_an_offline_friend_gets_the_file_later(server, friends, tmp_path):
 
 
 def test_clear_errors_and_exit_statuses(server, friends, tmp_path):
-    alice, bob = friends
+    alice, bob, _ = friends
     address = f"127.0.0.1:{server.port}"
     common = ["--server", address, "--phone", alice, "--password-env", "ALICE_PASSWORD"]
     status, out = run(["send", *common, "--to", bob, str(tmp_path / "missing.txt")])

@@ -14,20 +14,29 @@ from tests.test_chat import db_url  # noqa: F401  (fixture: a fresh SQLite file 
 from tests.test_rooms import error_of, join_in_background, member_ids, uid
 
 
-def stored_members(db_url: str, number: str) -> list[int]:
+def stored_room(db_url: str, number: str):
+    """The room's row as the server last wrote it, or None."""
     storage = open_storage(db_url)
     try:
-        rooms = {r.number: r for r in storage.stored_rooms()}
+        return {r.number: r for r in storage.stored_rooms()}.get(number)
     finally:
         storage.close()
-    return [uid for uid, _ in rooms[number].members] if number in rooms else []
 
 
-def wait_stored(db_url: str, number: str, ids: list[int], timeout: float = 10.0) -> None:
-    """The room keeper writes on its own thread: wait until the row holds these members."""
+def stored_members(db_url: str, number: str) -> list[int]:
+    room = stored_room(db_url, number)
+    return [uid for uid, _ in room.members] if room else []
+
+
+def wait_stored(db_url: str, number: str, ids: list[int], locked: bool = False, timeout: float = 10.0) -> None:
+    """The room keeper writes on its own thread: wait until the row holds these members and lock
+    (a crash right after a change may otherwise come before its write)."""
     deadline = time.monotonic() + timeout
-    while stored_members(db_url, number) != ids:
-        assert time.monotonic() < deadline, f"room {number} was not stored with members {ids}"
+    while True:
+        room = stored_room(db_url, number)
+        if room and [uid for uid, _ in room.members] == ids and room.locked == locked:
+            return
+        assert time.monotonic() < deadline, f"room {number} was not stored with members {ids}, locked={locked}"
         time.sleep(0.05)
 
 
@@ -49,7 +58,7 @@ def test_meeting_survives_a_server_restart(db_url, tmp_path, client_factory, sto
         a.kernel.rooms.lock(True)
         a.kernel.rooms.set_media_state(True, True, False)
         ids = [uid(a), uid(b)]
-        wait_stored(db_url, number, ids)
+        wait_stored(db_url, number, ids, locked=True)
 
         marks = [a.events.mark(), b.events.mark()]
         c_mark = c.events.mark()
@@ -105,7 +114,7 @@ def test_restored_places_run_out_and_the_waiting_room_survives(db_url, tmp_path,
         number = a.kernel.rooms.create("Locked")["number"]
         b.kernel.rooms.join(number)
         a.kernel.rooms.lock(True)
-        wait_stored(db_url, number, [uid(a), uid(b)])
+        wait_stored(db_url, number, [uid(a), uid(b)], locked=True)
         a.kernel.close()                               # the host will not come back
         mark, c_mark = b.events.mark(), c.events.mark()
         proc.terminate()
