@@ -89,7 +89,8 @@ class Server:
         room_members = self._room_members
         if config.redis:
             from .cluster.node import ClusterNode   # redis-py is imported by a cluster node only
-            self.cluster = ClusterNode(config, self.reactor, self.sessions, self.connections, room_members)
+            self.cluster = ClusterNode(config, self.reactor, self.sessions, self.connections, room_members,
+                                       self._node_status)
             self.router = self.cluster.router
             self.rate_limits = RateLimits(config, bucket=self.cluster.token_bucket)
         else:
@@ -122,7 +123,6 @@ class Server:
         self.status_providers.append(self.rate_limits.status)
         self.shutdown_hooks: list[Callable[[], None]] = []
         if self.cluster is not None:
-            self.cluster.node_status = self._node_status
             self.status_providers.append(self.cluster.status)
         # The services the handlers share, in dependency order (their session hooks run in
         # this order too: presence, then rooms, then the relay following the rooms).

@@ -59,7 +59,10 @@ def _running(pid: Any) -> bool:
 
 class ClusterNode:
     def __init__(self, config: "ServerConfig", reactor: "Reactor", sessions: "Sessions",
-                 connections: dict[int, "Connection"], room_members: Callable[[int], Iterable[int]]) -> None:
+                 connections: dict[int, "Connection"], room_members: Callable[[int], Iterable[int]],
+                 node_status: Callable[[], dict[str, Any]]) -> None:
+        """``node_status`` gives the figures this node publishes for the cluster status (called
+        on the lease thread, after start)."""
         self.config = config
         self.reactor = reactor
         self.sessions = sessions
@@ -77,7 +80,7 @@ class ClusterNode:
         self.session_buckets: list[SessionTokenBucket] = []
         self.registered_again: list[Callable[[], None]] = []              # reactor thread
         self.calls: dict[str, Callable[[dict], None]] = {}                # (USER_)CALL records by op
-        self.node_status: Callable[[], dict[str, Any]] = dict             # set by the server
+        self.node_status = node_status
         self.started = time.time()
         self.advertise = config.advertise
         self.admin_address = ""
