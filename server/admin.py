@@ -77,7 +77,7 @@ class AdminServer:
         sock.setblocking(False)
         self.sock = sock
         self._inode = path.stat().st_ino
-        self.server.reactor.selector.register(sock, selectors.EVENT_READ, self)
+        self.server.reactor.add_reader(sock, self)
         log.info("admin status on %s", path)
         return True
 
@@ -105,10 +105,7 @@ class AdminServer:
         """Stop serving and remove the socket file if it is still ours."""
         if self.sock is None:
             return
-        try:
-            self.server.reactor.selector.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
+        self.server.reactor.remove(self.sock)
         self.sock.close()
         self.sock = None
         try:
@@ -128,7 +125,7 @@ class AdminSession:
         self.out = b""
         sock.setblocking(False)
         self.timer = server.reactor.call_later(CLIENT_TIMEOUT, self.close)
-        server.reactor.selector.register(sock, selectors.EVENT_READ, self)
+        server.reactor.add_reader(sock, self)
 
     def on_readable(self) -> None:
         try:
@@ -147,7 +144,7 @@ class AdminSession:
         else:
             answer = {"ok": False, "error": f"unknown command {command[:40]!r}; try 'status'"}
         self.out = json.dumps(answer, default=str).encode("utf-8") + b"\n"
-        self.server.reactor.selector.modify(self.sock, selectors.EVENT_WRITE, self)
+        self.server.reactor.set_events(self.sock, self, selectors.EVENT_WRITE, selectors.EVENT_READ)
         self.on_writable()
 
     def on_writable(self) -> None:
@@ -166,10 +163,7 @@ class AdminSession:
         if self.sock.fileno() == -1:
             return
         self.timer.cancel()
-        try:
-            self.server.reactor.selector.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
+        self.server.reactor.remove(self.sock)
         self.sock.close()
 
 

@@ -17,8 +17,16 @@ from common import messages
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
+from .chat_writer import GroupCommitWriter
 from .config import ServerConfig
 from .connection import Connection
+from .handlers.chat import CHAT_WRITES, ChatHandler
+from .handlers.files import FilesHandler
+from .handlers.friends import FriendsHandler
+from .handlers.media import MediaHandler
+from .handlers.profile import ProfileHandler
+from .handlers.rooms import RoomsHandler
+from .handlers.session import SessionHandler
 from .mediator import Mediator
 from .passwords import ScryptParams
 from .presence import Presence
@@ -30,6 +38,7 @@ from .rooms import RoomRegistry
 from .router import LocalRouter
 from .sessions import Sessions
 from .storage import Storage, open_storage
+from .transfers import TransferService
 
 log = logging.getLogger("server")
 
@@ -96,14 +105,14 @@ class Server:
         else:
             self.router = LocalRouter(self.reactor, self.sessions, room_members)
             self.rate_limits = RateLimits(config)
-        self.mediator = Mediator(self)
-        self.frame_limits = FrameLimits(config, self.mediator.handlers.__contains__)
+        self.stats = Stats()
         self.pool = ThreadPoolExecutor(max_workers=config.pool_threads, thread_name_prefix="worker",
                                        initializer=lower_thread_priority)
+        self.mediator = Mediator(self.reactor, self.pool, self.stats)
+        self.frame_limits = FrameLimits(config, self.mediator.handlers.__contains__)
         self.scrypt = ScryptParams(config.scrypt_n, config.scrypt_r, config.scrypt_p)
         # Password hashing is CPU- and memory-bound: at most one hash per core at a time.
         self.hash_slots = threading.BoundedSemaphore(os.cpu_count() or 1)
-        self.stats = Stats()
         self.unauthenticated_by_address: dict[str, int] = {}
         self.started = time.time()
         self.ssl_context: ssl.SSLContext | None = None
@@ -116,24 +125,38 @@ class Server:
         self.stopping = False
         self.stopped = threading.Event()
         self._ids = itertools.count(1)
-        # Hooks for domain modules, all called on the reactor thread.
-        self.session_started: list[Callable[[Connection, bool], None]] = []
-        self.session_ended: list[Callable[[Connection, str, bool], None]] = []
-        self.status_providers: list[Callable[[], dict[str, Any]]] = []
-        self.status_providers.append(self.rate_limits.status)
-        self.shutdown_hooks: list[Callable[[], None]] = []
-        if self.cluster is not None:
-            self.status_providers.append(self.cluster.status)
-        # The services the handlers share, in dependency order (their session hooks run in
-        # this order too: presence, then rooms, then the relay following the rooms).
+        # The services the handlers share, in dependency order.
         self.presence = Presence(self.reactor, self.pool, self.storage, self.sessions, self.router, self.cluster)
-        self.session_started.append(self.presence.session_started)
-        self.session_ended.append(self.presence.session_ended)
-        self.status_providers.append(self.presence.status)
         self.rooms = self._room_registry()
         self.relay = Relay(self, self.rooms)
-        from .handlers import install_all
-        install_all(self)
+        self.chat_writer = GroupCommitWriter(self.storage.db, self.reactor, CHAT_WRITES, config.chat_batch_max)
+        self.transfers = TransferService(self)
+        # The handlers, one per domain, each given what it uses.
+        handlers = (
+            SessionHandler(config, self.storage, self.sessions, self.cluster, self.rate_limits, self.frame_limits,
+                           self.reactor, self.pool, self.scrypt, self.hash_slots, self.authenticated,
+                           self._session_started),
+            FriendsHandler(self.storage, self.router, self.presence, self.rate_limits),
+            ProfileHandler(self.storage, self.router, self.rate_limits),
+            ChatHandler(self.storage, self.router, self.presence, self.rate_limits, self.chat_writer),
+            RoomsHandler(self.rooms, self.rate_limits),
+            MediaHandler(self.relay),
+            FilesHandler(config, self.storage, self.router, self.rate_limits, self.reactor, self.transfers),
+        )
+        for handler in handlers:
+            self.mediator.register(handler.routes())
+        # Hooks, all called on the reactor thread. Sessions: presence first, then the rooms
+        # (the relay follows the rooms through the registry's own hooks).
+        self.session_started: list[Callable[[Connection, bool], None]] = [
+            self.presence.session_started, self.rooms.session_started]
+        self.session_ended: list[Callable[[Connection, str, bool], None]] = [
+            self.presence.session_ended, self.rooms.session_ended]
+        self.status_providers: list[Callable[[], dict[str, Any]]] = [
+            self.rate_limits.status, *([self.cluster.status] if self.cluster is not None else []),
+            self.presence.status, self.rooms.status, self.relay.status, self.chat_writer.status,
+            self.transfers.figures]
+        self.shutdown_hooks: list[Callable[[], None]] = [
+            self.rooms.shutdown, self.chat_writer.stop, self.transfers.close_all]
 
     def _room_registry(self) -> RoomRegistry:
         if self.cluster is None:
@@ -166,7 +189,7 @@ class Server:
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         self.listener = Listener(self, sock)
-        self.reactor.selector.register(sock, 1, self.listener)
+        self.reactor.add_reader(sock, self.listener)
         self.reactor.call_every(SWEEP_INTERVAL, self._sweep)
         from .admin import open_admin
         from .daemon import Daemon
@@ -243,6 +266,13 @@ class Server:
             return
         self._session_ended(conn, reason, went_offline)
 
+    def _session_started(self, conn: Connection, replaced: bool) -> None:
+        for hook in self.session_started:
+            try:
+                hook(conn, replaced)
+            except Exception:
+                log.exception("%s error in a session-start hook", conn.who)
+
     def _session_ended(self, conn: Connection, reason: str, went_offline: bool) -> None:
         for hook in self.session_ended:
             try:
@@ -309,10 +339,12 @@ class Server:
         self.stopping = True
         log.info("shutting down: %s (%d connections)", reason, len(self.connections))
         if self.listener is not None:
-            self.reactor.selector.unregister(self.listener.sock)
+            self.reactor.remove(self.listener.sock)
             self.listener.sock.close()
         for hook in self.shutdown_hooks:
             hook()
+        if self.daemon is not None:
+            self.daemon.stopping()
         going_away = wire.encode_json(PacketType.GOING_AWAY, messages.GoingAway(
             reason="shutdown", message=reason, reconnect=True, retry_after=1.0))
         deadline = time.monotonic() + self.config.shutdown_timeout

@@ -126,13 +126,7 @@ class Connection:
             return
         if events & ~self._events & selectors.EVENT_READ:
             self._read_tls_pending()
-        selector = self.server.reactor.selector
-        if self._events == 0:
-            selector.register(self.sock, events, self)
-        elif events == 0:
-            selector.unregister(self.sock)
-        else:
-            selector.modify(self.sock, events, self)
+        self.server.reactor.set_events(self.sock, self, events, self._events)
         self._events = events
 
     _handshake_wants_write = False
@@ -340,10 +334,7 @@ class Connection:
             return
         self.closed = True
         if self._events:
-            try:
-                self.server.reactor.selector.unregister(self.sock)
-            except (KeyError, ValueError):
-                pass
+            self.server.reactor.remove(self.sock)
             self._events = 0
         try:
             self.sock.close()

@@ -129,7 +129,6 @@ class Daemon:
             return
         self.started = True
         reactor = self.server.reactor
-        self.server.shutdown_hooks.append(self._stopping)
         if self.watchdog_every:
             log.info("systemd watchdog: pinging every %.1f s", self.watchdog_every)
             reactor.call_every(self.watchdog_every, self.notifier.watchdog)
@@ -140,8 +139,10 @@ class Daemon:
         if not self.server.stopping:
             self.notifier.status(status_line(self.server.status()))
 
-    def _stopping(self) -> None:
-        self.notifier.stopping(f"draining {len(self.server.connections)} connections")
+    def stopping(self) -> None:
+        """The server begins to drain (told only once READY was sent)."""
+        if self.started:
+            self.notifier.stopping(f"draining {len(self.server.connections)} connections")
 
     def reloading(self) -> None:
         self.notifier.reloading()

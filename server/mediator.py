@@ -1,6 +1,8 @@
 """The mediator: maps packet types to handlers and runs them in arrival order per connection.
 
-A handler is registered with ``@mediator.handler(PacketType.X, blocking=..., auth=...)``.
+Each handler domain (server/handlers/) collects its handlers in ``Routes`` with
+``@routes.handler(PacketType.X, blocking=..., auth=...)``; server.app hands them over with one
+``mediator.register(domain.routes())``.
 Inline handlers (pure routing) run on the reactor thread; blocking ones (database, hashing,
 disk) run on the worker pool while the connection's later frames wait their turn. Whatever a
 handler returns (a dict) is sent back as RESULT with the request's id; an ApiError becomes an
@@ -32,8 +34,11 @@ from common.packets import BINARY_TYPES, PacketType, type_name
 from .faults import FaultLog
 
 if TYPE_CHECKING:
-    from .app import Server
+    from concurrent.futures import Executor
+
+    from .app import Stats
     from .connection import Connection
+    from .reactor import Reactor
 
 log = logging.getLogger("server.mediator")
 
@@ -57,7 +62,7 @@ class UnexpectedFailure(ApiError):
 class Request:
     """One incoming packet with everything a handler may use."""
 
-    server: "Server"
+    reactor: "Reactor"
     conn: "Connection"
     type: int
     request_id: int
@@ -71,10 +76,7 @@ class Request:
 
     def on_reactor(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn`` on the reactor thread; it runs before this request's reply is sent."""
-        if self.server.reactor.in_reactor_thread():
-            fn(*args)
-        else:
-            self.server.reactor.call_soon_threadsafe(fn, *args)
+        self.reactor.call_here_or_soon(fn, *args)
 
     def send(self, packet_type: int, body: messages.Body | dict | None = None) -> None:
         """Send an event to this request's own connection (thread-safe)."""
@@ -88,25 +90,41 @@ class HandlerSpec:
     auth: bool
 
 
+class Routes:
+    """The handlers of one domain, as its ``routes()`` builds them for ``Mediator.register``."""
+
+    def __init__(self) -> None:
+        self.specs: dict[PacketType, HandlerSpec] = {}
+
+    def handler(self, packet_type: PacketType, *, blocking: bool = False, auth: bool = True
+                ) -> Callable[[Callable[[Request], Any]], Callable[[Request], Any]]:
+        def add(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+            if packet_type in self.specs:
+                raise ValueError(f"two handlers for {packet_type.name}")
+            self.specs[packet_type] = HandlerSpec(fn, blocking, auth)
+            return fn
+        return add
+
+
 class Mediator:
-    def __init__(self, server: "Server") -> None:
-        self.server = server
+    def __init__(self, reactor: "Reactor", pool: "Executor", stats: "Stats") -> None:
+        self.reactor = reactor
+        self.pool = pool
+        self.stats = stats
         self.handlers: dict[int, HandlerSpec] = {}
         self.faults = FaultLog(log)
         self._internal_errors: weakref.WeakKeyDictionary["Connection", int] = weakref.WeakKeyDictionary()
 
-    def handler(self, packet_type: PacketType, *, blocking: bool = False, auth: bool = True
-                ) -> Callable[[Callable[[Request], Any]], Callable[[Request], Any]]:
-        def register(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    def register(self, routes: Routes) -> None:
+        """Take a domain's handlers; a packet type has one handler in the whole server."""
+        for packet_type, spec in routes.specs.items():
             if packet_type in self.handlers:
                 raise ValueError(f"two handlers for {packet_type.name}")
-            if not auth and packet_type not in PRE_LOGIN_TYPES:
+            if not spec.auth and packet_type not in PRE_LOGIN_TYPES:
                 raise ValueError(f"{packet_type.name} cannot be allowed before login")
             if packet_type not in BINARY_TYPES and packet_type not in messages.REQUESTS:
                 raise ValueError(f"{packet_type.name} has no body definition in common.messages")
-            self.handlers[packet_type] = HandlerSpec(fn, blocking, auth)
-            return fn
-        return register
+            self.handlers[packet_type] = spec
 
     # -- dispatch ------------------------------------------------------------------------------
     def pump(self, conn: "Connection") -> None:
@@ -141,20 +159,20 @@ class Mediator:
                 self._error(conn, frame.request_id, exc)
                 conn.violation(f"{type_name(frame.type)}: {exc.message}")
                 return
-        request = Request(self.server, conn, frame.type, frame.request_id, body, frame.body)
+        request = Request(self.reactor, conn, frame.type, frame.request_id, body, frame.body)
         if not spec.blocking:
             self._complete(request, *self._call(spec.fn, request))
             return
         conn.busy = True
-        self.server.stats.pool_submitted += 1
-        future = self.server.pool.submit(self._call, spec.fn, request)
+        self.stats.pool_submitted += 1
+        future = self.pool.submit(self._call, spec.fn, request)
         future.add_done_callback(
-            lambda fut: self.server.reactor.call_soon_threadsafe(self._finish_blocking, request, fut))
+            lambda fut: self.reactor.call_soon_threadsafe(self._finish_blocking, request, fut))
 
     def _finish_blocking(self, request: Request, future: Future) -> None:
         conn = request.conn
         conn.busy = False
-        self.server.stats.pool_completed += 1
+        self.stats.pool_completed += 1
         self._complete(request, *future.result())
         self.pump(conn)
 

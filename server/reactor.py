@@ -50,7 +50,7 @@ READ_BUFFER_SIZE = 256 * 1024
 
 class Reactor:
     def __init__(self) -> None:
-        self.selector = selectors.DefaultSelector()
+        self._selector = selectors.DefaultSelector()
         self.read_buffer = bytearray(READ_BUFFER_SIZE)   # shared by every connection's reads
         self._flushes: list[Flushable] = []
         self._calls: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
@@ -63,7 +63,7 @@ class Reactor:
         self._running = False
         self.thread_id: int | None = None
         self.loop_count = 0
-        self.selector.register(self._wake_r, selectors.EVENT_READ, self)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self)
 
     # -- the wake-up fd is itself a Selectable ---------------------------------------------
     def on_readable(self) -> None:
@@ -76,9 +76,39 @@ class Reactor:
     def on_writable(self) -> None:  # never registered for writing
         pass
 
+    # -- what the selector watches (reactor thread only) ------------------------------------
+    def add_reader(self, fileobj: Any, target: Selectable) -> None:
+        """Call ``target.on_readable()`` whenever ``fileobj`` has something to read."""
+        self._selector.register(fileobj, selectors.EVENT_READ, target)
+
+    def set_events(self, fileobj: Any, target: Selectable, events: int, previous: int) -> None:
+        """Watch ``fileobj`` for ``events`` (``selectors.EVENT_READ | EVENT_WRITE``) instead of
+        ``previous`` (0: not watched yet); 0 stops watching it."""
+        if previous == 0:
+            self._selector.register(fileobj, events, target)
+        elif events == 0:
+            self._selector.unregister(fileobj)
+        else:
+            self._selector.modify(fileobj, events, target)
+
+    def remove(self, fileobj: Any) -> None:
+        """Stop watching ``fileobj`` (nothing happens if it was not watched or is closed)."""
+        try:
+            self._selector.unregister(fileobj)
+        except (KeyError, ValueError):
+            pass
+
     # -- scheduling -------------------------------------------------------------------------
     def in_reactor_thread(self) -> bool:
         return self.thread_id == threading.get_ident()
+
+    def call_here_or_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """From any thread: run ``fn`` now if this is the reactor thread, otherwise as soon as
+        the reactor wakes (in the order of the calls)."""
+        if self.in_reactor_thread():
+            fn(*args)
+        else:
+            self.call_soon_threadsafe(fn, *args)
 
     def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         self._calls.append((fn, args))
@@ -130,7 +160,7 @@ class Reactor:
             timeout = 0
         elif self._timers:
             timeout = min(1.0, max(0.0, self._timers[0][0] - time.monotonic()))
-        for key, mask in self.selector.select(timeout):
+        for key, mask in self._selector.select(timeout):
             target = key.data
             try:
                 if mask & selectors.EVENT_READ:
@@ -173,6 +203,6 @@ class Reactor:
     def close(self) -> None:
         self._run_calls()
         self._run_flushes()
-        self.selector.close()
+        self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

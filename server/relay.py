@@ -102,7 +102,6 @@ class Relay:
         rooms.on_gone.append(self._member_gone)
         rooms.on_media_state.append(self._media_state)
         rooms.on_closed.append(self._room_closed)
-        server.status_providers.append(self.status)
 
     def status(self) -> dict[str, Any]:
         return {"media_streams": sum(len(m.streams) for m in self.media.values()),

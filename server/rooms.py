@@ -134,10 +134,6 @@ class RoomRegistry:
         self.on_media_state: list[MemberHook] = []        # camera/microphone/screen changed
         self.on_closed: list[RoomHook] = []               # the last member is gone
         self._members_event_due: set[str] = set()         # rooms with a coalesced event pending
-        server.session_started.append(self._session_started)
-        server.session_ended.append(self._session_ended)
-        server.shutdown_hooks.append(self._shutdown)
-        server.status_providers.append(self.status)
         server.reactor.call_soon(self._restore)     # once serving: the schema has been checked
         keep = server.config.room_keep
         server.reactor.call_every(keep / 4, self._touch)
@@ -411,7 +407,7 @@ class RoomRegistry:
                                                                   {"room": room.public()}))
 
     # -- sessions coming and going -----------------------------------------------------------------
-    def _session_started(self, conn: "Connection", replaced: bool) -> None:
+    def session_started(self, conn: "Connection", replaced: bool) -> None:
         """A session of a member (re)started: RESUME within the grace period, or a login
         elsewhere that replaced the old session. The member gets the place back."""
         room = self.by_user.get(self._user(conn))
@@ -431,7 +427,7 @@ class RoomRegistry:
         for hook in self.on_connected:
             hook(room, member)
 
-    def _session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
+    def session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
         user_id = self._user(conn)
         if went_offline:
             self._stop_waiting(user_id)     # a waiting user who comes back joins the queue again
@@ -499,7 +495,7 @@ class RoomRegistry:
             log.info("restored %d meeting rooms from the last run; members have %g s to come back",
                      len(self.rooms), keep)
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         """The server is stopping: the rooms stay stored for the next run (the members come
         back after their reconnect); pending writes are flushed before the storage closes."""
         self.keeper.touch(list(self.rooms), now_ms())

@@ -23,21 +23,15 @@ class Router:
     reactor: "Reactor"
     room_members: Callable[[int], Iterable[int]]
 
-    def _on_reactor(self, fn: Callable, *args) -> None:
-        if self.reactor.in_reactor_thread():
-            fn(*args)
-        else:
-            self.reactor.call_soon_threadsafe(fn, *args)
-
     def to_user(self, user_id: int, data: bytes) -> None:
         """Deliver an encoded frame to the user's live session, if any (thread-safe)."""
-        self._on_reactor(self._deliver, user_id, data)
+        self.reactor.call_here_or_soon(self._deliver, user_id, data)
 
     def to_users(self, user_ids: Iterable[int], data: bytes) -> None:
-        self._on_reactor(self._deliver_many, list(user_ids), data)
+        self.reactor.call_here_or_soon(self._deliver_many, list(user_ids), data)
 
     def to_room(self, room_id: int, data: bytes, exclude: int | None = None) -> None:
-        self._on_reactor(self._deliver_room, room_id, data, exclude)
+        self.reactor.call_here_or_soon(self._deliver_room, room_id, data, exclude)
 
     def event_to_user(self, user_id: int, packet_type: int, body: messages.Body | dict) -> None:
         self.to_user(user_id, wire.encode_json(packet_type, body))

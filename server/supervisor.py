@@ -156,7 +156,7 @@ class Supervisor:
         self.reload_self = reload
         self.reactor = Reactor()
         self.notify = NotifyListener(self._on_notify)
-        self.reactor.selector.register(self.notify.sock, 1, self.notify)
+        self.reactor.add_reader(self.notify.sock, self.notify)
         self.workers = []
         for index in range(1, config.workers + 1):
             own = worker_config(config, index)

@@ -364,7 +364,7 @@ class ClusterRooms(RoomRegistry):
         return self._publish(*self._change(room.number, change), room.number) or room
 
     # -- sessions coming and going -------------------------------------------------------------------
-    def _session_started(self, conn: "Connection", replaced: bool) -> None:
+    def session_started(self, conn: "Connection", replaced: bool) -> None:
         """A member's session (re)started on this node, after a drop or on another node: the
         member takes the place back (a room of this node's mirror or not)."""
         user_id = self._user(conn)
@@ -391,7 +391,7 @@ class ClusterRooms(RoomRegistry):
         log.info("%s is back in room %s%s", conn.who, number, " (session replaced)" if replaced else "")
         self._publish(before, after, number)
 
-    def _session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
+    def session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
         user_id = self._user(conn)
         room = self.by_user.get(user_id)
         if room is None or not went_offline:
@@ -457,7 +457,7 @@ class ClusterRooms(RoomRegistry):
             log.info("room %s: members %s were on dead node %s", number, sorted(members), node)
             self._mark_away(number, members, hand_over=True)
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         """This node stops: its members are away (they reconnect to another node and take their
         place back); the rooms go on for the members of other nodes."""
         for room in list(self.rooms.values()):

@@ -1,22 +1,5 @@
-"""Handlers, one module per domain. Each module's ``install(server)`` registers its packets;
-the services they share (presence, rooms, the relay, the router) are built by server.app."""
-from __future__ import annotations
+"""Handlers, one class per domain (``SessionHandler``, ``FriendsHandler``, ...).
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ..app import Server
-
-
-def install_all(server: "Server") -> None:
-    from . import session
-    session.install(server)
-    from . import chat, friends, profile
-    friends.install(server)
-    profile.install(server)
-    chat.install(server)
-    from . import media, rooms
-    rooms.install(server)
-    media.install(server)
-    from . import files
-    files.install(server)
+Each is built by server.app with the services it uses passed to its constructor, and hands its
+packet handlers to the mediator with one ``mediator.register(handler.routes())``.
+"""

@@ -17,13 +17,16 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
 from ..chat_writer import GroupCommitWriter, Job
-from ..mediator import Request
+from ..mediator import Request, Routes
 from ..storage.messages import NewMessage, mark_delivered_tx, mark_read_tx, store_messages_tx
 from .replies import fit_page, send_error, send_result
 from .views import message_view
 
 if TYPE_CHECKING:
-    from ..app import Server
+    from ..presence import Presence
+    from ..ratelimit import RateLimits
+    from ..router import Router
+    from ..storage import Storage
     from ..storage.sql import Cursor
 
 log = logging.getLogger("server.chat")
@@ -50,17 +53,27 @@ def write_read(cur: "Cursor", items: list[tuple[int, int, int]]) -> list[Any]:
     return [(at, mark_read_tx(cur, reader, peer, up_to, at)) for reader, peer, up_to in items]
 
 
-def install(server: "Server") -> None:
-    writer = GroupCommitWriter(server.storage.db, server.reactor,
-                               {"message": write_messages, "delivered": write_delivered, "read": write_read},
-                               server.config.chat_batch_max)
-    server.chat_writer = writer
-    server.shutdown_hooks.append(writer.stop)
-    server.status_providers.append(writer.status)
-    presence = server.presence
-    router = server.router
-    storage = server.storage
-    handler = server.mediator.handler
+# The group-commit writer's kinds of job (server/chat_writer.py), as server.app builds it.
+CHAT_WRITES = {"message": write_messages, "delivered": write_delivered, "read": write_read}
+
+
+class ChatHandler:
+    def __init__(self, storage: "Storage", router: "Router", presence: "Presence", rate_limits: "RateLimits",
+                 writer: GroupCommitWriter) -> None:
+        self.storage = storage
+        self.router = router
+        self.presence = presence
+        self.rate_limits = rate_limits
+        self.writer = writer
+
+    def routes(self) -> Routes:
+        return chat_routes(self.storage, self.router, self.presence, self.rate_limits, self.writer)
+
+
+def chat_routes(storage: "Storage", router: "Router", presence: "Presence", rate_limits: "RateLimits",
+                writer: GroupCommitWriter) -> Routes:
+    routes = Routes()
+    handler = routes.handler
 
     @handler(PacketType.CHAT_SEND)
     def chat_send(req: Request) -> None:
@@ -70,7 +83,7 @@ def install(server: "Server") -> None:
             raise ApiError(ErrorCode.MESSAGE_TOO_LONG, limit=limits.MAX_CHAT_BYTES)
         if not text.strip():
             raise ApiError(ErrorCode.BAD_REQUEST, "the message is empty")
-        server.rate_limits.message(req.user_id)
+        rate_limits.message(req.user_id)
         sender, conn, request_id = req.user_id, req.conn, req.request_id
         # The presence cache knows the friends of an online sender: then the batch needs no
         # friendship query for this message.
@@ -148,10 +161,12 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.TYPING)
     def typing(req: Request) -> dict:
-        server.rate_limits.typing(req.user_id)
+        rate_limits.typing(req.user_id)
         peer = req.body.to
         is_typing = req.body.typing is not False
         if not presence.are_friends(req.user_id, peer):
             raise ApiError(ErrorCode.NOT_FRIENDS)
         router.event_to_user(peer, PacketType.TYPING_EVENT, messages.TypingEvent(from_id=req.user_id, typing=is_typing))
         return {}
+
+    return routes

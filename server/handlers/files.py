@@ -16,7 +16,7 @@ from common.errors import ApiError, ErrorCode
 from common.filenames import sanitize_filename
 from common.packets import PacketType
 
-from ..mediator import Request
+from ..mediator import Request, Routes
 from ..storage.messages import FileRef, Message
 from ..storage.files import FINAL_STATES, LIVE_STATES, OPEN_STATES, FileRecord
 from ..transfers import IDLE_CHECK_INTERVAL, Transfer, TransferService, now_ms
@@ -24,7 +24,11 @@ from .replies import fit_page
 from .views import message_view
 
 if TYPE_CHECKING:
-    from ..app import Server
+    from ..config import ServerConfig
+    from ..ratelimit import RateLimits
+    from ..reactor import Reactor
+    from ..router import Router
+    from ..storage import Storage
 
 log = logging.getLogger("server.files")
 
@@ -34,15 +38,52 @@ CLIENT_ERRORS = frozenset({ErrorCode.CHECKSUM_MISMATCH.name, ErrorCode.DISK_FULL
 PENDING_PAGE_ROWS = 200
 
 
-def install(server: "Server") -> None:
-    config = server.config
-    storage = server.storage
-    router = server.router
-    service = TransferService(server)
-    handler = server.mediator.handler
-    def nickname_of(user_id: int) -> str:
-        user = storage.get_user(user_id)
+class FilesHandler:
+    def __init__(self, config: "ServerConfig", storage: "Storage", router: "Router", rate_limits: "RateLimits",
+                 reactor: "Reactor", service: TransferService) -> None:
+        self.config = config
+        self.storage = storage
+        self.router = router
+        self.rate_limits = rate_limits
+        self.service = service
+        reactor.call_later(0, service.run_job, self.start_up)
+        reactor.call_every(config.spool_sweep_interval, lambda: service.run_job(service.sweep_spool))
+        reactor.call_every(min(IDLE_CHECK_INTERVAL, config.file_idle_timeout / 2,
+                               config.spool_upload_idle_timeout / 2), service.check_idle)
+
+    def routes(self) -> Routes:
+        return files_routes(self)
+
+    def nickname_of(self, user_id: int) -> str:
+        user = self.storage.get_user(user_id)
         return user.nickname if user else ""
+
+    def transfer_of(self, record: FileRecord, state: str) -> Transfer:
+        return Transfer(record.id, record.sender_id, record.recipient_id, self.nickname_of(record.sender_id),
+                        record.name, record.size, record.sha256, state)
+
+    def take_up(self, record: FileRecord) -> Transfer:
+        """The live transfer of ``record`` in the table, taken up from the database if a
+        restart lost it."""
+        return self.service.adopt(self.transfer_of(record, record.state))
+
+    def start_up(self) -> None:
+        """The live transfers a restart interrupted wait for their users to resume (or for the
+        idle timeout); then the first spool sweep."""
+        records = self.storage.live_files()
+        for record in records:
+            self.take_up(record)
+        if records:
+            log.info("%d live file transfers interrupted by the restart wait to be resumed", len(records))
+        self.service.sweep_spool()
+
+
+def files_routes(files: FilesHandler) -> Routes:
+    config, storage, router, rate_limits, service = (files.config, files.storage, files.router, files.rate_limits,
+                                                     files.service)
+    nickname_of, transfer_of, take_up = files.nickname_of, files.transfer_of, files.take_up
+    routes = Routes()
+    handler = routes.handler
 
     def load(req: Request) -> FileRecord:
         """The transfer named in the request, if this user sends or receives it."""
@@ -51,15 +92,6 @@ def install(server: "Server") -> None:
         if record is None or req.user_id not in (record.sender_id, record.recipient_id):
             raise ApiError(ErrorCode.NO_SUCH_TRANSFER)
         return record
-
-    def transfer_of(record: FileRecord, state: str) -> Transfer:
-        return Transfer(record.id, record.sender_id, record.recipient_id, nickname_of(record.sender_id),
-                        record.name, record.size, record.sha256, state)
-
-    def take_up(record: FileRecord) -> Transfer:
-        """The live transfer of ``record`` in the table, taken up from the database if a
-        restart lost it."""
-        return service.adopt(transfer_of(record, record.state))
 
     def file_message(message_id: int, record: FileRecord) -> messages.ChatMessage:
         """The chat message a new offer stored, as history pages show it."""
@@ -77,7 +109,7 @@ def install(server: "Server") -> None:
             raise ApiError(ErrorCode.FILE_TOO_LARGE, limit=config.max_file_size)
         if to == req.user_id or not storage.are_friends(req.user_id, to):
             raise ApiError(ErrorCode.NOT_FRIENDS, "you can send files only to your friends")
-        server.rate_limits.file_offer(req.user_id)
+        rate_limits.file_offer(req.user_id)
         created = now_ms()
         live = router.is_online(to)
         record = FileRecord(secrets.token_hex(16), req.user_id, to, name, size, sha256,
@@ -230,19 +262,4 @@ def install(server: "Server") -> None:
         return {"transfers": page, "more": cut or len(records) == PENDING_PAGE_ROWS,
                 "next": page[-1].transfer_id if page else after}
 
-    def start_up() -> None:
-        """The live transfers a restart interrupted wait for their users to resume (or for the
-        idle timeout); then the first spool sweep."""
-        records = storage.live_files()
-        for record in records:
-            take_up(record)
-        if records:
-            log.info("%d live file transfers interrupted by the restart wait to be resumed", len(records))
-        service.sweep_spool()
-
-    server.reactor.call_later(0, service.run_job, start_up)
-    server.reactor.call_every(config.spool_sweep_interval, lambda: service.run_job(service.sweep_spool))
-    server.reactor.call_every(min(IDLE_CHECK_INTERVAL, config.file_idle_timeout / 2,
-                                  config.spool_upload_idle_timeout / 2), service.check_idle)
-    server.status_providers.append(service.figures)
-    server.shutdown_hooks.append(service.close_all)
+    return routes

@@ -15,14 +15,17 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from common.validation import normalize_phone
 
-from ..mediator import Request
+from ..mediator import Request, Routes
 from ..storage import User
 from ..storage.friends import FriendRefusal
 from .replies import fit_page, send_result
 from .views import friend_view, request_view, user_view
 
 if TYPE_CHECKING:
-    from ..app import Server
+    from ..presence import Presence
+    from ..ratelimit import RateLimits
+    from ..router import Router
+    from ..storage import Storage
 
 log = logging.getLogger("server.friends")
 
@@ -45,11 +48,20 @@ def normalize_greeting(raw: str) -> str:
     return greeting
 
 
-def install(server: "Server") -> None:
-    presence = server.presence
-    storage = server.storage
-    router = server.router
-    handler = server.mediator.handler
+class FriendsHandler:
+    def __init__(self, storage: "Storage", router: "Router", presence: "Presence", rate_limits: "RateLimits") -> None:
+        self.storage = storage
+        self.router = router
+        self.presence = presence
+        self.rate_limits = rate_limits
+
+    def routes(self) -> Routes:
+        return friends_routes(self.storage, self.router, self.presence, self.rate_limits)
+
+
+def friends_routes(storage: "Storage", router: "Router", presence: "Presence", rate_limits: "RateLimits") -> Routes:
+    routes = Routes()
+    handler = routes.handler
 
     def find_target(req: Request) -> User:
         body: messages.FriendRequest = req.body
@@ -73,7 +85,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.USER_SEARCH, blocking=True)
     def user_search(req: Request) -> dict:
-        server.rate_limits.user_search(req.user_id)
+        rate_limits.user_search(req.user_id)
         phone = normalize_phone(req.body.phone)
         user = storage.get_user_by_phone(phone)
         if user is None:
@@ -82,7 +94,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.FRIEND_REQUEST, blocking=True)
     def friend_request(req: Request) -> None:
-        server.rate_limits.friend_request(req.user_id)
+        rate_limits.friend_request(req.user_id)
         greeting = normalize_greeting(req.body.greeting or "")
         target = find_target(req)
         if target.id == req.user_id:
@@ -167,3 +179,5 @@ def install(server: "Server") -> None:
         page, cut = fit_page(rows, lambda row: request_view(*row))
         return {"requests": page, "more": cut or len(rows) == PAGE_ROWS,
                 "next": page[-1].id if page else after}
+
+    return routes

@@ -10,15 +10,23 @@ from typing import TYPE_CHECKING
 
 from common.packets import PacketType
 
-from ..mediator import Request
+from ..mediator import Request, Routes
 
 if TYPE_CHECKING:
-    from ..app import Server
+    from ..relay import Relay
 
 
-def install(server: "Server") -> None:
-    relay = server.relay
-    handler = server.mediator.handler
+class MediaHandler:
+    def __init__(self, relay: "Relay") -> None:
+        self.relay = relay
+
+    def routes(self) -> Routes:
+        return media_routes(self.relay)
+
+
+def media_routes(relay: "Relay") -> Routes:
+    routes = Routes()
+    handler = routes.handler
 
     @handler(PacketType.MEDIA_FRAME)
     def media_frame(req: Request) -> None:
@@ -38,3 +46,5 @@ def install(server: "Server") -> None:
     @handler(PacketType.MEDIA_STATS)
     def stats(req: Request) -> dict:
         return relay.stream_stats(req.user_id)
+
+    return routes

@@ -11,19 +11,31 @@ from common.packets import PacketType
 from common.validation import normalize_nickname, normalize_signature
 
 from ..avatars import normalize_avatar
-from ..mediator import Request
+from ..mediator import Request, Routes
 from ..storage import User
 from .views import avatar_view, user_view
 
 if TYPE_CHECKING:
-    from ..app import Server
+    from ..ratelimit import RateLimits
+    from ..router import Router
+    from ..storage import Storage
 
 log = logging.getLogger("server.profile")
 
 
-def install(server: "Server") -> None:
-    storage = server.storage
-    handler = server.mediator.handler
+class ProfileHandler:
+    def __init__(self, storage: "Storage", router: "Router", rate_limits: "RateLimits") -> None:
+        self.storage = storage
+        self.router = router
+        self.rate_limits = rate_limits
+
+    def routes(self) -> Routes:
+        return profile_routes(self.storage, self.router, self.rate_limits)
+
+
+def profile_routes(storage: "Storage", router: "Router", rate_limits: "RateLimits") -> Routes:
+    routes = Routes()
+    handler = routes.handler
 
     def changed(req: Request, user: User | None) -> dict:
         """Tell the user's friends (those online) and build the reply."""
@@ -32,13 +44,13 @@ def install(server: "Server") -> None:
         if req.conn.user_id == user.id:
             req.on_reactor(setattr, req.conn, "nickname", user.nickname)
             req.on_reactor(setattr, req.conn, "avatar", messages.to_dict(avatar_view(user)))
-        server.router.event_to_users(storage.friend_ids(user.id), PacketType.PROFILE_CHANGED_EVENT,
-                                     messages.UserEvent(user=user_view(user)))
+        router.event_to_users(storage.friend_ids(user.id), PacketType.PROFILE_CHANGED_EVENT,
+                              messages.UserEvent(user=user_view(user)))
         return {"user": user_view(user)}
 
     @handler(PacketType.PROFILE_UPDATE, blocking=True)
     def profile_update(req: Request) -> dict:
-        server.rate_limits.profile_update(req.user_id)
+        rate_limits.profile_update(req.user_id)
         body: messages.ProfileUpdate = req.body
         nickname, signature, builtin = body.nickname, body.signature, body.avatar_builtin
         if nickname is None and signature is None and builtin is None:
@@ -57,7 +69,7 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.AVATAR_UPLOAD, blocking=True)
     def avatar_upload(req: Request) -> dict:
-        server.rate_limits.profile_update(req.user_id)
+        rate_limits.profile_update(req.user_id)
         try:
             png = normalize_avatar(req.body)
         except ApiError as exc:
@@ -74,3 +86,5 @@ def install(server: "Server") -> None:
             raise ApiError(ErrorCode.USER_NOT_FOUND)
         png = base64.b64encode(avatar.png).decode("ascii") if avatar.png is not None else None
         return {"user_id": avatar.user_id, "builtin": avatar.builtin, "version": avatar.version, "png": png}
+
+    return routes

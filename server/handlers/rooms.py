@@ -14,11 +14,12 @@ from common import limits, messages
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
-from ..mediator import Request
+from ..mediator import Request, Routes
 from ..rooms import NUMBER_DIGITS
 
 if TYPE_CHECKING:
-    from ..app import Server
+    from ..ratelimit import RateLimits
+    from ..rooms import RoomRegistry
 
 
 def _has_control(text: str) -> bool:
@@ -48,19 +49,28 @@ def chat_text(body: messages.RoomChat) -> str:
     return text
 
 
-def install(server: "Server") -> None:
-    rooms = server.rooms
-    handler = server.mediator.handler
+class RoomsHandler:
+    def __init__(self, rooms: "RoomRegistry", rate_limits: "RateLimits") -> None:
+        self.rooms = rooms
+        self.rate_limits = rate_limits
+
+    def routes(self) -> Routes:
+        return rooms_routes(self.rooms, self.rate_limits)
+
+
+def rooms_routes(rooms: "RoomRegistry", rate_limits: "RateLimits") -> Routes:
+    routes = Routes()
+    handler = routes.handler
 
     @handler(PacketType.ROOM_CREATE)
     def create(req: Request) -> dict:
-        server.rate_limits.room_create(req.user_id)
+        rate_limits.room_create(req.user_id)
         title = room_title(req.body)
         return {"room": rooms.create(req.conn, title, req.body.password or "").public()}
 
     @handler(PacketType.ROOM_JOIN)
     def join(req: Request) -> dict:
-        server.rate_limits.room_join(req.user_id, req.conn.address)   # every attempt counts: slows guessing
+        rate_limits.room_join(req.user_id, req.conn.address)   # every attempt counts: slows guessing
         number = room_number(req.body)
         room, waiting = rooms.join(req.conn, number, req.body.password or "")
         if waiting:
@@ -74,19 +84,19 @@ def install(server: "Server") -> None:
 
     @handler(PacketType.ROOM_KICK)
     def kick(req: Request) -> dict:
-        server.rate_limits.room_control(req.user_id)
+        rate_limits.room_control(req.user_id)
         rooms.kick(req.user_id, req.body.user_id)
         return {}
 
     @handler(PacketType.ROOM_MUTE)
     def mute(req: Request) -> dict:
-        server.rate_limits.room_control(req.user_id)
+        rate_limits.room_control(req.user_id)
         rooms.mute(req.user_id, req.body.user_id)
         return {}
 
     @handler(PacketType.ROOM_LOCK)
     def lock(req: Request) -> dict:
-        server.rate_limits.room_control(req.user_id)
+        rate_limits.room_control(req.user_id)
         return {"room": rooms.lock(req.user_id, req.body.locked).public()}
 
     @handler(PacketType.ROOM_END)
@@ -106,12 +116,14 @@ def install(server: "Server") -> None:
     @handler(PacketType.ROOM_CHAT)
     def chat(req: Request) -> dict:
         text = chat_text(req.body)
-        server.rate_limits.message(req.user_id)
+        rate_limits.message(req.user_id)
         return {"time": rooms.chat(req.conn, text)}
 
     @handler(PacketType.MEDIA_STATE)
     def media_state(req: Request) -> dict:
-        server.rate_limits.media_state(req.user_id)
+        rate_limits.media_state(req.user_id)
         body: messages.MediaState = req.body
         room = rooms.set_media_state(req.user_id, body.camera, body.microphone, body.screen)
         return {"room": room.public()}
+
+    return routes
