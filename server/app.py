@@ -160,9 +160,9 @@ class Server:
 
     def _room_registry(self) -> RoomRegistry:
         if self.cluster is None:
-            return RoomRegistry(self, RoomKeeper(self.storage))
+            return RoomRegistry(self.config, self.reactor, self.router, self.sessions, RoomKeeper(self.storage))
         from .cluster.rooms import ClusterRooms
-        return ClusterRooms(self, self.cluster)
+        return ClusterRooms(self.config, self.reactor, self.router, self.sessions, self.cluster)
 
     def _room_members(self, room_id: int) -> list[int]:
         """The router's view of a room (the router is built before the room registry, which

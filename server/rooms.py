@@ -37,9 +37,11 @@ from .room_keeper import RoomKeeper
 from .storage import StoredRoom
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .config import ServerConfig
     from .connection import Connection
-    from .reactor import Timer
+    from .reactor import Reactor, Timer
+    from .router import Router
+    from .sessions import Sessions
 
 log = logging.getLogger("server.rooms")
 
@@ -123,8 +125,12 @@ MemberHook = Callable[[Room, Member], None]
 class RoomRegistry:
     """Every live room. Reactor thread only."""
 
-    def __init__(self, server: "Server", keeper: RoomKeeper) -> None:
-        self.server = server
+    def __init__(self, config: "ServerConfig", reactor: "Reactor", router: "Router", sessions: "Sessions",
+                 keeper: RoomKeeper) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.router = router
+        self.sessions = sessions
         self.keeper = keeper
         self.rooms: dict[str, Room] = {}
         self.by_user: dict[int, Room] = {}
@@ -134,9 +140,8 @@ class RoomRegistry:
         self.on_media_state: list[MemberHook] = []        # camera/microphone/screen changed
         self.on_closed: list[RoomHook] = []               # the last member is gone
         self._members_event_due: set[str] = set()         # rooms with a coalesced event pending
-        server.reactor.call_soon(self._restore)     # once serving: the schema has been checked
-        keep = server.config.room_keep
-        server.reactor.call_every(keep / 4, self._touch)
+        reactor.call_soon(self._restore)     # once serving: the schema has been checked
+        reactor.call_every(config.room_keep / 4, self._touch)
 
     # -- lookups -----------------------------------------------------------------------------------
     def room_of(self, user_id: int) -> Room | None:
@@ -201,8 +206,8 @@ class RoomRegistry:
         self._remove(room, user_id)
 
     def _check_space(self, room: Room) -> None:
-        if len(room.members) >= self.server.config.room_max_members:
-            raise ApiError(ErrorCode.ROOM_FULL, limit=self.server.config.room_max_members)
+        if len(room.members) >= self.config.room_max_members:
+            raise ApiError(ErrorCode.ROOM_FULL, limit=self.config.room_max_members)
 
     def _user(self, conn: "Connection") -> int:
         assert conn.user_id is not None
@@ -274,7 +279,7 @@ class RoomRegistry:
             raise ApiError(ErrorCode.BAD_REQUEST, "the host cannot remove themselves: leave instead")
         self._target(room, target_id)
         log.info("user=%d removed user=%d from room %s", host_id, target_id, room.number)
-        self.server.router.event_to_user(target_id, PacketType.ROOM_REMOVED_EVENT, {
+        self.router.event_to_user(target_id, PacketType.ROOM_REMOVED_EVENT, {
             "number": room.number, "reason": "kicked", "by": host_id,
             "message": "the host removed you from the meeting"})
         self._remove(room, target_id)
@@ -286,7 +291,7 @@ class RoomRegistry:
             targets = [uid for uid in room.members if uid != host_id]
         else:
             targets = [self._target(room, target_id).user_id]
-        self.server.router.event_to_users(targets, PacketType.ROOM_MUTE_EVENT, event)
+        self.router.event_to_users(targets, PacketType.ROOM_MUTE_EVENT, event)
 
     def lock(self, host_id: int, locked: bool) -> Room:
         room = self.require_host(host_id)
@@ -304,8 +309,8 @@ class RoomRegistry:
         """The host ends the meeting for everyone."""
         room = self.require_host(host_id)
         log.info("user=%d ended room %s for all %d members", host_id, room.number, len(room.members))
-        self.server.router.event_to_users([uid for uid in room.members if uid != host_id],
-                                          PacketType.ROOM_REMOVED_EVENT, {
+        self.router.event_to_users([uid for uid in room.members if uid != host_id],
+                                   PacketType.ROOM_REMOVED_EVENT, {
             "number": room.number, "reason": "ended", "by": host_id, "message": "the host ended the meeting"})
         self._clear(room)
 
@@ -354,7 +359,7 @@ class RoomRegistry:
         user_id = waiting.user_id
         room.waiting.pop(user_id, None)
         self.waiting_by_user.pop(user_id, None)
-        conn = self.server.sessions.get(user_id)
+        conn = self.sessions.get(user_id)
         event: dict[str, Any] = {"number": room.number, "admitted": False, "message": message}
         if admitted and conn is not None and user_id not in self.by_user and room.number in self.rooms:
             log.info("%s was let into room %s", conn.who, room.number)
@@ -362,13 +367,13 @@ class RoomRegistry:
             event.update(admitted=True, room=room.public())
         else:
             log.info("user=%d was not let into room %s: %s", user_id, room.number, message or "gone")
-        self.server.router.event_to_user(user_id, PacketType.ROOM_ADMIT_EVENT, event)
+        self.router.event_to_user(user_id, PacketType.ROOM_ADMIT_EVENT, event)
         if room.number in self.rooms:
             self._send_waiting(room)
 
     def _send_waiting(self, room: Room) -> None:
         """The host sees who is waiting (the list, whole, each time it changes)."""
-        self.server.router.event_to_user(room.host_id, PacketType.ROOM_WAITING_EVENT, {
+        self.router.event_to_user(room.host_id, PacketType.ROOM_WAITING_EVENT, {
             "number": room.number, "waiting": [w.public() for w in room.waiting.values()]})
 
     # -- members' own actions --------------------------------------------------------------------
@@ -376,7 +381,7 @@ class RoomRegistry:
         user_id = self._user(conn)
         room = self.require_room(user_id)
         sent = now_ms()
-        self.server.router.to_room(room.room_id, wire.encode_json(PacketType.ROOM_CHAT_EVENT, {
+        self.router.to_room(room.room_id, wire.encode_json(PacketType.ROOM_CHAT_EVENT, {
             "number": room.number, "user_id": user_id, "nickname": conn.nickname, "text": text, "time": sent}))
         return sent
 
@@ -400,10 +405,10 @@ class RoomRegistry:
             self._members_event_due.discard(room.number)
             if self.rooms.get(room.number) is room:
                 self.broadcast_members(room)
-        self.server.reactor.call_later(MEDIA_STATE_COALESCE, due)
+        self.reactor.call_later(MEDIA_STATE_COALESCE, due)
 
     def broadcast_members(self, room: Room) -> None:
-        self.server.router.to_room(room.room_id, wire.encode_json(PacketType.ROOM_MEMBERS_EVENT,
+        self.router.to_room(room.room_id, wire.encode_json(PacketType.ROOM_MEMBERS_EVENT,
                                                                   {"room": room.public()}))
 
     # -- sessions coming and going -----------------------------------------------------------------
@@ -438,11 +443,11 @@ class RoomRegistry:
         if member.conn is not conn:
             return                     # a newer session already holds the place
         if not went_offline:
-            member.conn = self.server.sessions.get(user_id)   # replaced, not dropped
+            member.conn = self.sessions.get(user_id)   # replaced, not dropped
             return
         member.conn = None
-        grace = self.server.config.room_grace
-        member.grace = self.server.reactor.call_later(grace, self._grace_over, room, member)
+        grace = self.config.room_grace
+        member.grace = self.reactor.call_later(grace, self._grace_over, room, member)
         log.info("%s dropped out of room %s (%s); place kept for %g s", conn.who, room.number, reason, grace)
         self.broadcast_members(room)
 
@@ -472,7 +477,7 @@ class RoomRegistry:
     def _restore(self) -> None:
         """At start: the rooms the previous run held (less than ``room_keep`` ago) come back
         with every member away; each member has ``room_keep`` seconds to take the place back."""
-        keep = self.server.config.room_keep
+        keep = self.config.room_keep
         try:
             stored = self.keeper.take(now_ms() - int(keep * 1000))
         except Exception:
@@ -487,7 +492,7 @@ class RoomRegistry:
                 if user_id in self.by_user:
                     continue
                 member = Member(user_id, nickname, None)
-                member.grace = self.server.reactor.call_later(keep, self._grace_over, room, member)
+                member.grace = self.reactor.call_later(keep, self._grace_over, room, member)
                 room.members[user_id] = member
                 self.by_user[user_id] = room
             self.rooms[room.number] = room

@@ -39,8 +39,11 @@ from ..rooms import ROOM_PASSWORD_PARAMS, Member, Room, RoomRegistry, new_room_n
 from .store import UNREACHABLE, unavailable
 
 if TYPE_CHECKING:
-    from ..app import Server
+    from ..config import ServerConfig
     from ..connection import Connection
+    from ..reactor import Reactor
+    from ..router import Router
+    from ..sessions import Sessions
     from .node import ClusterNode
 
 log = logging.getLogger("server.cluster.rooms")
@@ -61,8 +64,10 @@ class ClusterMember(Member):
 
 
 class ClusterRooms(RoomRegistry):
-    def __init__(self, server: "Server", cluster: "ClusterNode") -> None:
-        super().__init__(server, keeper=None)  # type: ignore[arg-type]  # Redis holds the rooms, not MySQL
+    def __init__(self, config: "ServerConfig", reactor: "Reactor", router: "Router", sessions: "Sessions",
+                 cluster: "ClusterNode") -> None:
+        # Redis holds the rooms, not MySQL: no keeper.
+        super().__init__(config, reactor, router, sessions, keeper=None)  # type: ignore[arg-type]
         self.cluster = cluster
         self.client: redis.Redis = cluster.client
         self.keys = cluster.keys
@@ -125,7 +130,7 @@ class ClusterRooms(RoomRegistry):
             self.cluster.call(node, "room_state", number=number, state=after)
         if after is not None:
             present = [m["user_id"] for m in after["members"] if not m["away"]]
-            self.server.router.to_users(present, wire.encode_json(PacketType.ROOM_MEMBERS_EVENT,
+            self.router.to_users(present, wire.encode_json(PacketType.ROOM_MEMBERS_EVENT,
                                                                   {"room": public(after)}))
         return room
 
@@ -163,7 +168,7 @@ class ClusterRooms(RoomRegistry):
             member.avatar = m.get("avatar", {})
             member.conn_id = m["conn_id"]
             member.camera, member.microphone, member.screen = m["camera"], m["microphone"], m["screen"]
-            local = self.server.sessions.get(m["user_id"]) if m["node"] == mine and not m["away"] else None
+            local = self.sessions.get(m["user_id"]) if m["node"] == mine and not m["away"] else None
             member.conn = local if local is not None and local.id == m["conn_id"] else None
             room.members[member.user_id] = member
             if m["node"] == mine:
@@ -257,7 +262,7 @@ class ClusterRooms(RoomRegistry):
         """Into the room (a locked room refuses: the waiting room is per node, not in a
         cluster yet); returns (room, waiting) as ``RoomRegistry.join``."""
         user_id = self._user(conn)
-        limit = self.server.config.room_max_members
+        limit = self.config.room_max_members
 
         def change(state: RoomState | None) -> RoomState:
             if self._room_of_user(user_id) is not None:
@@ -309,8 +314,8 @@ class ClusterRooms(RoomRegistry):
 
         before, after = self._change(room.number, change)
         log.info("user=%d ended room %s for all %d members", host_id, room.number, len(before["members"]))
-        self.server.router.event_to_users([m["user_id"] for m in before["members"] if m["user_id"] != host_id],
-                                          PacketType.ROOM_REMOVED_EVENT, {
+        self.router.event_to_users([m["user_id"] for m in before["members"] if m["user_id"] != host_id],
+                                   PacketType.ROOM_REMOVED_EVENT, {
             "number": room.number, "reason": "ended", "by": host_id, "message": "the host ended the meeting"})
         self._publish(before, after, room.number)
 
@@ -400,7 +405,7 @@ class ClusterRooms(RoomRegistry):
         if member is None or member.conn is not conn:
             return
         log.info("%s dropped out of room %s (%s); place kept for %g s", conn.who, room.number, reason,
-                 self.server.config.room_grace)
+                 self.config.room_grace)
         self._mark_away(room.number, {user_id}, hand_over=False)
 
     def _mark_away(self, number: str, users: set[int], hand_over: bool) -> None:
@@ -422,9 +427,9 @@ class ClusterRooms(RoomRegistry):
             log.warning("room %s: cannot mark %s away: %s", number, sorted(users), exc.message)
             return
         self._publish(before, after, number)
-        grace = self.server.config.room_grace
+        grace = self.config.room_grace
         for user_id in users:
-            self.server.reactor.call_later(grace, self._grace_over_in, number, user_id)
+            self.reactor.call_later(grace, self._grace_over_in, number, user_id)
 
     def _grace_over_in(self, number: str, user_id: int) -> None:
         def change(state: RoomState | None) -> RoomState | None:
