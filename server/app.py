@@ -9,7 +9,7 @@ import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Callable
 
 from common import frame as wire
@@ -37,6 +37,7 @@ from .room_keeper import RoomKeeper
 from .rooms import RoomRegistry
 from .router import LocalRouter
 from .sessions import Sessions
+from .stats import Stats
 from .storage import Storage, open_storage
 from .transfers import TransferService
 
@@ -44,17 +45,6 @@ log = logging.getLogger("server")
 
 SWEEP_INTERVAL = 1.0
 WORKER_NICENESS = 10
-
-
-@dataclass
-class Stats:
-    accepted: int = 0
-    refused: int = 0
-    pool_submitted: int = 0
-    pool_completed: int = 0
-    media_frames_in: int = 0
-    media_frames_out: int = 0
-    media_frames_dropped: int = 0
 
 
 def lower_thread_priority() -> None:

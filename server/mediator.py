@@ -36,9 +36,9 @@ from .faults import FaultLog
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-    from .app import Stats
     from .connection import Connection
     from .reactor import Reactor
+    from .stats import Stats
 
 log = logging.getLogger("server.mediator")
 
