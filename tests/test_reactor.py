@@ -174,3 +174,54 @@ def test_calls_from_other_threads_run_on_the_reactor_thread():
     for k in range(4):   # each thread's calls keep their order
         mine = [n for n in seen if n // 100 == k]
         assert mine == sorted(mine)
+
+
+def test_call_here_or_soon_runs_at_once_on_the_reactor_and_in_order_from_elsewhere():
+    reactor = Reactor()
+    thread = run_reactor(reactor)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def on_reactor() -> None:
+        reactor.call_here_or_soon(seen.append, "inline")
+        seen.append("after inline")    # the inline call ran before this line
+        done.set()
+    for n in range(3):
+        reactor.call_here_or_soon(seen.append, f"queued {n}")
+    reactor.call_here_or_soon(on_reactor)
+    assert done.wait(5)
+    reactor.stop()
+    thread.join(5)
+    reactor.close()
+    assert seen == ["queued 0", "queued 1", "queued 2", "inline", "after inline"]
+
+
+def test_a_registered_reader_is_told_until_it_is_removed():
+    reactor = Reactor()
+    ours, theirs = socket.socketpair()
+    reads: list[bytes] = []
+    first = threading.Event()
+
+    class Reader:
+        def on_readable(self) -> None:
+            reads.append(ours.recv(100))
+            reactor.remove(ours)
+            first.set()
+
+        def on_writable(self) -> None:
+            pass
+    reactor.add_reader(ours, Reader())
+    thread = run_reactor(reactor)
+    theirs.send(b"one")
+    assert first.wait(5)
+    theirs.send(b"two")            # not watched any more: stays unread
+    ran = threading.Event()
+    reactor.call_soon_threadsafe(ran.set)   # one loop turn after the second send
+    assert ran.wait(5)
+    reactor.stop()
+    thread.join(5)
+    reactor.close()
+    assert reads == [b"one"]
+    assert ours.recv(100) == b"two"
+    ours.close()
+    theirs.close()
