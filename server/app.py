@@ -118,7 +118,8 @@ class Server:
         # The services the handlers share, in dependency order.
         self.presence = Presence(self.reactor, self.pool, self.storage, self.sessions, self.router, self.cluster)
         self.rooms = self._room_registry()
-        self.relay = Relay(self, self.rooms)
+        self.links = self._media_links()
+        self.relay = Relay(self, self.rooms, self.links)
         self.chat_writer = GroupCommitWriter(self.storage.db, self.reactor, CHAT_WRITES, config.chat_batch_max)
         self.transfers = TransferService(self)
         # The handlers, one per domain, each given what it uses.
@@ -154,6 +155,15 @@ class Server:
         from .cluster.rooms import ClusterRooms
         return ClusterRooms(self.config, self.reactor, self.router, self.sessions, self.cluster)
 
+    def _media_links(self):
+        """A cluster node's links to the other nodes, over which the relay cascades media."""
+        if self.cluster is None:
+            return None
+        from .cluster.peerlink import PeerLinks
+        advertise = self.config.advertise.rsplit(":", 1)[0].strip("[]") if self.config.advertise else self.config.host
+        return PeerLinks(self.reactor, self.pool, self.cluster.client, self.cluster.keys, self.cluster.name,
+                         self.config.host, advertise, self.config.link_port)
+
     def _room_members(self, room_id: int) -> list[int]:
         """The router's view of a room (the router is built before the room registry, which
         sends through it)."""
@@ -187,6 +197,7 @@ class Server:
         self.daemon = Daemon(self)
         if self.cluster is not None:
             self.cluster.start(self.port, str(self.config.admin_socket_path) if self.admin is not None else "")
+            self.links.start(self.relay)
         self.reactor.call_soon(self.daemon.start)  # READY=1 once the reactor serves
         mode = "TLS" if self.ssl_context else "plain TCP (no encryption: use TLS outside loopback)"
         log.info("listening on %s:%d (%s), database %s, %d pool threads", self.config.host, self.port, mode,
@@ -364,6 +375,7 @@ class Server:
             self.admin.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self.cluster is not None:
+            self.links.stop()
             self.cluster.stop()
         self.reactor.close()
         self.storage.close()

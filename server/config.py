@@ -38,6 +38,7 @@ class ServerConfig:
     node_name: str = field(default_factory=socket.gethostname)
     advertise: str = ""
     redis_prefix: str = "meeting:"
+    link_port: int = 0
     worker_watchdog: float = 30.0
     log_level: str = "INFO"
     log_file: str = ""
@@ -96,6 +97,7 @@ class ServerConfig:
                 raise ConfigError(f"bad value for '{key}': {why}")
 
         need(0 <= self.port <= 65535, "port", "must be 0-65535")
+        need(0 <= self.link_port <= 65535, "link_port", "must be 0-65535 (0: any free port)")
         need(self.pool_threads >= 1, "pool_threads", "must be at least 1")
         need(self.workers >= 1, "workers", "must be at least 1 (or auto: one per core)")
         need(not self.redis or self.redis.startswith(("redis://", "rediss://", "unix://")), "redis",

@@ -21,8 +21,21 @@ holds at most about one budget of media: memory stays bounded, and other receive
 affected, because nothing waits on a slow one.
 
 The relay reaches receivers' connections through the room registry's members (it is the
-selective-forwarding part of routing; in a multi-process deployment a room's media is pinned
-to one process).
+selective-forwarding part of routing).
+
+In a cluster (``links`` given: ``server.cluster.peerlink.PeerLinks``) the relay cascades, as
+mediasoup pipes a producer to another router and Jitsi's Octo links bridges: a frame published
+here crosses once to each other node with members in the room (``RoomMedia.nodes``, from the
+room mirror), whatever the number of receivers there, and that node fans it out to its own
+members with the policy above. A node is treated like a receiver: while its link has more than
+``LINK_VIDEO_SHARE`` video budgets queued, video for it is dropped until a keyframe (audio past
+``LINK_AUDIO_SHARE`` audio budgets). Each node keeps the streams of the rooms it serves, remote
+ones included, with their latest keyframe, so a member joining on any node gets a picture at
+once; a node that starts serving a room is sent the cached keyframes of this node's streams.
+Keyframe requests for a stream published elsewhere (a newcomer, a loss report, a resumed
+stream) go over the link to the publisher's node, which rate-limits them per stream together
+with its own: the publisher gets at most one request per ``KEYFRAME_REQUEST_INTERVAL`` whatever
+the number of nodes asking. Frames that arrive over a link are never sent on to a third node.
 """
 from __future__ import annotations
 
@@ -33,13 +46,15 @@ from typing import TYPE_CHECKING, Any
 
 from common import frame as wire
 from common.errors import ApiError, ErrorCode
-from common.media import FLAG_KEYFRAME, MediaKind, forwarded_frame, unpack_media
+from common.frame import HEADER
+from common.media import FLAG_KEYFRAME, MEDIA_HEADER, MediaKind, forwarded_frame, unpack_media
 from common.packets import PacketType
 
 from .rooms import Member, Room, RoomRegistry
 
 if TYPE_CHECKING:
     from .app import Server
+    from .cluster.peerlink import PeerLinks
     from .connection import Connection
     from .reactor import Timer
 
@@ -48,6 +63,8 @@ log = logging.getLogger("server.relay")
 KEYFRAME_REQUEST_INTERVAL = 0.3   # at most one keyframe request per stream this often (seconds)
 KEYFRAME_GIVE_UP_SILENCE = 2.0    # stop asking once the stream has sent nothing this long
 VIDEO_KINDS = frozenset({MediaKind.CAMERA, MediaKind.SCREEN})
+LINK_VIDEO_SHARE = 8              # a link to a node may hold this many video budgets of media
+LINK_AUDIO_SHARE = 8              # ... and this many audio budgets
 
 
 @dataclass(eq=False)
@@ -57,6 +74,8 @@ class Stream:
     publisher: int
     kind: int
     video: bool
+    room_id: int
+    remote: bool                       # published on another node: frames come over a media link
     keyframe: bytes | None = None      # the latest keyframe, as forwarded (frame header included)
     frames_in: int = 0
     bytes_in: int = 0
@@ -75,8 +94,9 @@ class Stream:
 
 
 @dataclass(eq=False)
-class Receiver:
-    """What one member receives: paused streams, and video streams waiting for a keyframe."""
+class MediaReceiver:
+    """What one member (or, in a cluster, one other node) receives: paused streams, and video
+    streams waiting for a keyframe."""
 
     paused: set[tuple[int, int]] = field(default_factory=set)
     waiting: set[tuple[int, int]] = field(default_factory=set)
@@ -86,26 +106,39 @@ class Receiver:
 @dataclass(eq=False)
 class RoomMedia:
     streams: dict[tuple[int, int], Stream] = field(default_factory=dict)
-    receivers: dict[int, Receiver] = field(default_factory=dict)
+    receivers: dict[int, MediaReceiver] = field(default_factory=dict)
+    nodes: dict[str, MediaReceiver] = field(default_factory=dict)   # other nodes with members here
 
 
 class Relay:
     """Reactor thread only."""
 
-    def __init__(self, server: "Server", rooms: RoomRegistry) -> None:
+    def __init__(self, server: "Server", rooms: RoomRegistry, links: "PeerLinks | None" = None) -> None:
+        """``links``: this node's media links in a cluster (then ``rooms`` is the cluster's
+        registry, whose members carry their node)."""
         self.server = server
         self.rooms = rooms
+        self.links = links
         self.media: dict[str, RoomMedia] = {}
         self.ignored = 0          # frames from connections that are not in a room
         self.keyframe_requests = 0
+        self.to_nodes = 0         # frames sent over media links (one per node, not per receiver)
+        self.from_nodes = 0       # frames received over media links
+        self.dropped_for_nodes = 0
         rooms.on_connected.append(self._member_connected)
         rooms.on_gone.append(self._member_gone)
         rooms.on_media_state.append(self._media_state)
         rooms.on_closed.append(self._room_closed)
+        if links is not None:
+            rooms.on_applied.append(self._room_applied)     # type: ignore[attr-defined]
 
     def status(self) -> dict[str, Any]:
-        return {"media_streams": sum(len(m.streams) for m in self.media.values()),
-                "media_frames_ignored": self.ignored, "media_keyframe_requests": self.keyframe_requests}
+        figures = {"media_streams": sum(len(m.streams) for m in self.media.values()),
+                   "media_frames_ignored": self.ignored, "media_keyframe_requests": self.keyframe_requests}
+        if self.links is not None:
+            figures.update(media_frames_to_nodes=self.to_nodes, media_frames_from_nodes=self.from_nodes,
+                           media_frames_dropped_for_nodes=self.dropped_for_nodes, **self.links.status())
+        return figures
 
     # -- the hot path ------------------------------------------------------------------------------
     def forward(self, conn: "Connection", body: bytes) -> None:
@@ -122,16 +155,26 @@ class Relay:
         media = self.media[room.number]
         key = (publisher, header.kind)
         stream = media.streams.get(key)
-        if stream is None:
-            stream = media.streams[key] = Stream(publisher, header.kind, header.kind in VIDEO_KINDS)
+        if stream is None or stream.remote:          # new, or its publisher moved here from another node
+            self._drop_stream(media, key)
+            stream = media.streams[key] = Stream(publisher, header.kind, header.kind in VIDEO_KINDS, room.room_id,
+                                                 remote=False)
+        data = forwarded_frame(body, publisher)
+        keyframe = bool(header.flags & FLAG_KEYFRAME)
+        self._fan_out(room, media, stream, key, data, keyframe, len(body))
+        if media.nodes:
+            self._cascade(room, media, stream, key, data, keyframe)
+
+    def _fan_out(self, room: Room, media: RoomMedia, stream: Stream, key: tuple[int, int], data: bytes,
+                 keyframe: bool, size: int) -> None:
+        """Send one frame (as forwarded) to this node's members of the room."""
+        publisher = stream.publisher
         now = time.monotonic()
         stream.frames_in += 1
-        stream.bytes_in += len(body)
+        stream.bytes_in += size
         stream.last_frame = now
         stats = self.server.stats
         stats.media_frames_in += 1
-        data = forwarded_frame(body, publisher)
-        keyframe = bool(header.flags & FLAG_KEYFRAME)
         video = stream.video
         if video and keyframe:
             stream.keyframe = data
@@ -169,6 +212,89 @@ class Relay:
         stats.media_frames_out += sent
         stats.media_frames_dropped += dropped
 
+    # -- across nodes (a cluster) -----------------------------------------------------------------------
+    def _cascade(self, room: Room, media: RoomMedia, stream: Stream, key: tuple[int, int], data: bytes,
+                 keyframe: bool) -> None:
+        """Send a frame published here once to each other node with members in the room, with
+        the members' policy applied to each node's link (the same rules as in ``_fan_out``)."""
+        links = self.links
+        assert links is not None
+        config = self.server.config
+        video = stream.video
+        budget = LINK_VIDEO_SHARE * config.media_video_budget if video else LINK_AUDIO_SHARE * config.media_audio_budget
+        for node, target in media.nodes.items():
+            queued = links.queued(node)
+            if video and key in target.waiting:
+                if not keyframe or queued > budget:
+                    self.dropped_for_nodes += 1
+                    if queued <= budget // 2:
+                        self.want_keyframe(stream)
+                    continue
+                target.waiting.discard(key)
+            elif queued > budget:
+                self.dropped_for_nodes += 1
+                if video:
+                    target.waiting.add(key)
+                    log.debug("media link to node %s congested (%d bytes queued): video of user=%d dropped "
+                              "until a keyframe", node, queued, stream.publisher)
+                continue
+            links.send_media(node, room.room_id, data)
+            self.to_nodes += 1
+
+    def link_media(self, room_id: int, data: bytes) -> None:
+        """A frame published on another node for one of the rooms this node serves (reactor
+        thread, from a media link): to this node's members, never on to another node."""
+        self.from_nodes += 1
+        number = str(room_id)
+        room = self.rooms.rooms.get(number)
+        media = self.media.get(number)
+        if room is None or media is None or len(data) < HEADER.size + MEDIA_HEADER.size:
+            self.ignored += 1
+            return
+        publisher, kind, _, flags, _, _ = MEDIA_HEADER.unpack_from(data, HEADER.size)
+        member = room.members.get(publisher)
+        if member is None or member.conn is not None or kind not in MediaKind._value2member_map_:
+            self.ignored += 1        # not a member, or one publishing here now (a frame from before a move)
+            return
+        key = (publisher, kind)
+        stream = media.streams.get(key)
+        if stream is None or not stream.remote:
+            self._drop_stream(media, key)
+            stream = media.streams[key] = Stream(publisher, kind, kind in VIDEO_KINDS, room_id, remote=True)
+        self._fan_out(room, media, stream, key, data, bool(flags & FLAG_KEYFRAME), len(data) - HEADER.size)
+
+    def link_keyframe(self, room_id: int, publisher: int, kind: int) -> None:
+        """Another node asks for a keyframe of a stream published here (reactor thread)."""
+        media = self.media.get(str(room_id))
+        stream = media.streams.get((publisher, kind)) if media is not None else None
+        if stream is not None and stream.video and not stream.remote:
+            self.want_keyframe(stream)
+
+    def _room_applied(self, room: Room) -> None:
+        """The room mirror changed (cluster): follow the set of other nodes with members here;
+        a node that starts serving the room gets the cached keyframes of the streams published
+        here at once, then the streams from their next keyframe on."""
+        media = self.media.get(room.number)
+        if media is None:
+            media = self.media[room.number] = RoomMedia()
+        nodes = self.rooms.remote_nodes(room)      # type: ignore[attr-defined]
+        for node in [n for n in media.nodes if n not in nodes]:
+            del media.nodes[node]
+        links = self.links
+        assert links is not None
+        for node in nodes:
+            if node in media.nodes:
+                continue
+            target = media.nodes[node] = MediaReceiver()
+            for key, stream in media.streams.items():
+                if not stream.video or stream.remote:
+                    continue
+                target.waiting.add(key)
+                if stream.keyframe is not None and links.queued(node) <= LINK_VIDEO_SHARE * self.server.config.media_video_budget:
+                    links.send_media(node, room.room_id, stream.keyframe)
+                    self.to_nodes += 1
+                self.want_keyframe(stream)
+
     # -- keyframes -----------------------------------------------------------------------------------
     def want_keyframe(self, stream: Stream) -> None:
         """Ask the publisher for a keyframe now if the rate limit allows, and keep asking."""
@@ -197,10 +323,21 @@ class Relay:
         stream.last_request = now
         stream.keyframe_requests += 1
         self.keyframe_requests += 1
+        if stream.remote:
+            self._ask_node(stream)
+            return
         self.server.router.event_to_user(stream.publisher, PacketType.KEYFRAME_REQUEST_EVENT,
                                          {"kind": stream.kind})
 
-    def _start_stream(self, target: "Connection", receiver: Receiver, stream: Stream) -> None:
+    def _ask_node(self, stream: Stream) -> None:
+        """A stream published on another node: the request goes to that node's relay."""
+        room = self.rooms.rooms.get(str(stream.room_id))
+        member = room.members.get(stream.publisher) if room is not None else None
+        node = getattr(member, "node", "")
+        if self.links is not None and node:
+            self.links.send_keyframe_request(node, stream.room_id, stream.publisher, stream.kind)
+
+    def _start_stream(self, target: "Connection", receiver: MediaReceiver, stream: Stream) -> None:
         """Give a receiver a picture of a video stream at once: the cached keyframe, then the
         stream from the next fresh keyframe on (which is asked for)."""
         key = (stream.publisher, stream.kind)
@@ -255,7 +392,7 @@ class Relay:
             media = self.media[room.number] = RoomMedia()
         receiver = media.receivers.get(member.user_id)
         if receiver is None:
-            receiver = media.receivers[member.user_id] = Receiver()
+            receiver = media.receivers[member.user_id] = MediaReceiver()
         assert member.conn is not None
         for stream in media.streams.values():
             if stream.video and stream.publisher != member.user_id and (stream.publisher, stream.kind) not in receiver.paused:

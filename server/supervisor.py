@@ -62,13 +62,15 @@ PR_SET_PDEATHSIG = 1
 
 
 def worker_config(config: ServerConfig, index: int) -> ServerConfig:
-    """The configuration of worker ``index`` (1-based): one process, its own node name and
-    admin socket."""
+    """The configuration of worker ``index`` (1-based): one process, its own node name, admin
+    socket and media link port (``link_port`` + index - 1, when a link port is set)."""
     admin = config.admin_socket
     if admin != DISABLED:
         main = config.admin_socket_path
         admin = str(main.with_name(f"{main.stem}.{index}{main.suffix}"))
-    return dataclasses.replace(config, workers=1, node_name=f"{config.node_name}.{index}", admin_socket=admin)
+    link_port = config.link_port + index - 1 if config.link_port else 0
+    return dataclasses.replace(config, workers=1, node_name=f"{config.node_name}.{index}", admin_socket=admin,
+                               link_port=link_port)
 
 
 def _die_with_parent() -> None:

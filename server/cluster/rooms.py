@@ -73,6 +73,8 @@ class ClusterRooms(RoomRegistry):
         self.keys = cluster.keys
         self.versions: dict[str, int] = {}
         cluster.calls["room_state"] = self._room_state_call
+        # The media relay's: the mirror of a room changed (members, their node, away or back).
+        self.on_applied: list[Callable[[Room], None]] = []
         cluster.registered_again.append(self._register_again)
         cluster.users_reaped.append(self._users_reaped)
 
@@ -80,6 +82,11 @@ class ClusterRooms(RoomRegistry):
     def router_members(self, room_id: int) -> list[int]:
         room = self.rooms.get(str(room_id))
         return [m.user_id for m in room.members.values() if not m.away] if room is not None else []  # type: ignore[attr-defined]
+
+    def remote_nodes(self, room: Room) -> set[str]:
+        """The other nodes with connected members in a room (where its media must cross to)."""
+        mine = self.cluster.name
+        return {m.node for m in room.members.values() if not m.away and m.node != mine}  # type: ignore[attr-defined]
 
     # -- reading and changing a room in Redis ---------------------------------------------------------
     def _change(self, number: str, change: Callable[[RoomState | None], RoomState | None],
@@ -187,6 +194,8 @@ class ClusterRooms(RoomRegistry):
                     del self.by_user[user_id]
                 for hook in self.on_gone:
                     hook(room, member)
+        for applied in self.on_applied:
+            applied(room)
         return room
 
     def _register_again(self) -> None:
