@@ -117,6 +117,8 @@ class Relay:
         """``links``: this node's media links in a cluster (then ``rooms`` is the cluster's
         registry, whose members carry their node)."""
         self.server = server
+        self.config = server.config     # reloaded in place: the budgets are read per frame
+        self.stats = server.stats
         self.rooms = rooms
         self.links = links
         self.media: dict[str, RoomMedia] = {}
@@ -169,17 +171,17 @@ class Relay:
                  keyframe: bool, size: int) -> None:
         """Send one frame (as forwarded) to this node's members of the room."""
         publisher = stream.publisher
-        now = time.monotonic()
         stream.frames_in += 1
         stream.bytes_in += size
-        stream.last_frame = now
-        stats = self.server.stats
+        stream.last_frame = time.monotonic()
+        stats = self.stats
         stats.media_frames_in += 1
         video = stream.video
         if video and keyframe:
             stream.keyframe = data
             stream.wanted = False
-        budget = self.server.config.media_video_budget if video else self.server.config.media_audio_budget
+        config = self.config
+        budget = config.media_video_budget if video else config.media_audio_budget
         sent = dropped = 0
         receivers = media.receivers
         for member in room.members.values():
@@ -219,7 +221,7 @@ class Relay:
         the members' policy applied to each node's link (the same rules as in ``_fan_out``)."""
         links = self.links
         assert links is not None
-        config = self.server.config
+        config = self.config
         video = stream.video
         budget = LINK_VIDEO_SHARE * config.media_video_budget if video else LINK_AUDIO_SHARE * config.media_audio_budget
         for node, target in media.nodes.items():
@@ -290,7 +292,7 @@ class Relay:
                 if not stream.video or stream.remote:
                     continue
                 target.waiting.add(key)
-                if stream.keyframe is not None and links.queued(node) <= LINK_VIDEO_SHARE * self.server.config.media_video_budget:
+                if stream.keyframe is not None and links.queued(node) <= LINK_VIDEO_SHARE * self.config.media_video_budget:
                     links.send_media(node, room.room_id, stream.keyframe)
                     self.to_nodes += 1
                 self.want_keyframe(stream)
@@ -342,10 +344,10 @@ class Relay:
         stream from the next fresh keyframe on (which is asked for)."""
         key = (stream.publisher, stream.kind)
         receiver.waiting.add(key)
-        if stream.keyframe is not None and target.out_size <= self.server.config.media_video_budget:
+        if stream.keyframe is not None and target.out_size <= self.config.media_video_budget:
             target.send(stream.keyframe)
             stream.frames_out += 1
-            self.server.stats.media_frames_out += 1
+            self.stats.media_frames_out += 1
         self.want_keyframe(stream)
 
     # -- receivers' requests -------------------------------------------------------------------------

@@ -319,3 +319,28 @@ def test_a_node_killed_mid_meeting_its_members_come_back_through_another_node(cl
     now = {(bob, carol): decoded_video(bob, carol), (carol, bob): decoded_video(carol, bob)}
     wait_until(lambda: all(decoded_video(r, s) >= n + 10 for (r, s), n in now.items()), 5,
                "bob and carol go on seeing each other")
+
+
+def test_a_media_link_without_the_cluster_secret_is_refused_and_feeds_nothing(cluster, client_factory, redis_prefix):
+    import socket
+    from common.media import MediaHeader, media_frame
+    from server.cluster.peerlink import HELLO, RECORD, media_record_header
+
+    client, _, prefix = redis_prefix
+    n1, n2 = cluster("n1"), cluster("n2")
+    a, b = meeting_on(client_factory, [n1, n2])
+    inbox_b = Inbox(b)
+    host, port = client.hget(prefix + "links", "n2").decode().rsplit(":", 1)
+    forged = media_frame(MediaHeader(uid(a), MIC, Codec.OPUS, 0, 1, 1), b"forged")
+    number = int(a.kernel.rooms.room["number"])
+    for secret in ("0" * 32, ""):                       # a wrong secret, then no HELLO at all
+        hello = f"{secret}n1".encode()
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            if secret:
+                sock.sendall(RECORD.pack(1 + len(hello), HELLO) + hello)
+            sock.sendall(media_record_header(number, len(forged)) + forged)
+            assert sock.recv(1) == b"", "the node should close the link"
+    n2.wait_for_log("closed: the first record is not a HELLO with the cluster's link secret")
+    publish(a, MIC, 0)                                  # the real link still works
+    inbox_b.wait(lambda: inbox_b.of(uid(a), MIC))
+    assert [p for _, p in inbox_b.of(uid(a), MIC)] == [payload(MIC, 0)]

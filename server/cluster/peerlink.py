@@ -262,7 +262,7 @@ class OutgoingLink:
 
     def _failed(self, why: str) -> None:
         self.links.failures += 1
-        log.warning("media link to node %s: %s; frames for it are dropped, retry in %g s", self.node, why, RETRY_AFTER)
+        log.warning("media link to node %s: %s; frames for it are dropped until it is back", self.node, why)
         self.close(why)
 
     def _set_events(self, events: int) -> None:
@@ -320,11 +320,13 @@ class OutgoingLink:
         self._set_events(selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0))
 
     def close(self, reason: str) -> None:
+        """A link that was up is dialled again on the next frame (the peer may have restarted);
+        one that never came up only after RETRY_AFTER."""
         if self.closed:
             return
         self.closed = True
+        self.retry_at = time.monotonic() + (0.0 if self.up else RETRY_AFTER)
         self.up = False
-        self.retry_at = time.monotonic() + RETRY_AFTER
         self.out.clear()
         if self.sock is not None:
             self._set_events(0)
