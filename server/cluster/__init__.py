@@ -7,4 +7,5 @@ Imported only when ``config.redis`` is set: the single-process default never loa
 * ``bus``: events to users on other nodes, one channel per node, published in batches.
 * ``limits``: rate limits and login throttles shared by every node.
 * ``rooms``: the meeting room registry (numbers, passwords, hosts, members with their node).
+* ``peerlink``: direct TCP links between nodes for the media of meetings (the relay cascades).
 """

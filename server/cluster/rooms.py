@@ -11,9 +11,9 @@ After a change, the node that made it applies the new state to its own mirror, t
 (ROOM_MEMBERS_EVENT through the router, so members on every node get it) and sends the state
 to the other nodes with members in the room (a ``room_state`` call on the node bus), which
 apply it to their mirrors. The mirror is what ``server.rooms.RoomRegistry`` keeps for one
-process (``Room``/``Member``), so the handlers and the media relay work unchanged; media stay
-node-local (members see and hear the members of their own node: cascading media between nodes
-is the next part).
+process (``Room``/``Member``), so the handlers and the media relay work unchanged; the relay
+also follows ``on_applied`` and ``remote_nodes`` to send each frame once to every other node
+with members in the room (server/relay.py).
 
 A member whose connection drops keeps the place for ``room_grace`` seconds, marked away in
 Redis; the timer runs on the node where the connection dropped (or on the node that reaped a
