@@ -8,14 +8,16 @@ run's own) and N rooms of 4 members, publishing as ``scripts/bench_relay.py`` do
 layouts:
 
 * ``same``: every member of every room on node 1 (node 2 idle): each frame is 3 local copies;
+* ``halves``: every member of a room on the same node, half the rooms on each node: the load of
+  ``same`` over two processes, nothing crosses;
 * ``split``: 2 members of each room on each node: each frame is 1 local copy, 1 crossing to the
   other node and 2 copies there.
 
-Either way 3 copies per frame reach members, so the server CPU (both processes, psutil, over
-the publishing window) per delivered copy compares the two; ``split`` also gives the CPU per
-crossing (its extra CPU over ``same`` divided by the frames that crossed). The delay, capture
-to receipt at the load process, is split by whether publisher and receiver are on the same
-node, so the delay a crossing adds is the difference of the two.
+Every way 3 copies per frame reach members, so the server CPU (both processes, psutil, over
+the publishing window) per delivered copy compares them; the CPU per crossing is the extra CPU
+of ``split`` over ``halves`` (both two processes at the same load) divided by the frames that
+crossed. The delay, capture to receipt at the load process, is split by whether publisher and
+receiver are on the same node, so the delay a crossing adds is the difference of the two.
 
     python scripts/bench_cluster_media.py --rooms 24 --duration 8
 """
@@ -159,8 +161,8 @@ def run(layout: str, rooms: int, duration: float, procs: int) -> dict:
                 "MEETING_REDIS": redis_url, "MEETING_REDIS_PREFIX": "bench:", "MEETING_NODE_NAME": f"n{i}"}) for i in (1, 2)]
             try:
                 ports = [node.start() for node in nodes]
-                layout_of = (lambda k: 0) if layout == "same" else (lambda k: k % 2)
-                plan = [[(phones[r * MEMBERS + k], layout_of(k)) for k in range(MEMBERS)] for r in range(rooms)]
+                node_for = {"same": lambda r, k: 0, "halves": lambda r, k: r % 2, "split": lambda r, k: k % 2}[layout]
+                plan = [[(phones[r * MEMBERS + k], node_for(r, k)) for k in range(MEMBERS)] for r in range(rooms)]
                 node_of = {id_of[phone]: node for room in plan for phone, node in room}
                 ctx = multiprocessing.get_context("fork")
                 results = ctx.Queue()
@@ -222,7 +224,7 @@ def main() -> int:
     parser.add_argument("--rooms", type=int, default=24, help="4-member rooms")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of publishing per layout")
     parser.add_argument("--procs", type=int, default=2, help="load processes")
-    parser.add_argument("--layouts", default="same,split")
+    parser.add_argument("--layouts", default="same,halves,split")
     args = parser.parse_args()
     print(f"{args.rooms} rooms of {MEMBERS}, {FPS} fps, {args.duration:g} s per layout")
     print(f"{'layout':>6} {'copies/s':>8} {'crossed/s':>9} {'loss %':>6} {'server CPU % (n1, n2)':>22} "
@@ -235,9 +237,9 @@ def main() -> int:
               f"{str(r['same_p50']) + ' / ' + str(r['same_p99']):>16} "
               f"{str(r['cross_p50']) + ' / ' + str(r['cross_p99']):>17} {r['load_cpu_pct']:>10} {r['load_avg']:>7}",
               flush=True)
-    if "same" in results and "split" in results and results["split"]["crossed"]:
-        extra = results["split"]["server_cpu_s"] - results["same"]["server_cpu_s"]
-        print(f"extra server CPU per crossing (split - same, both processes): "
+    if "halves" in results and "split" in results and results["split"]["crossed"]:
+        extra = results["split"]["server_cpu_s"] - results["halves"]["server_cpu_s"]
+        print(f"server CPU per crossing (split - halves, both processes): "
               f"{1e6 * extra / results['split']['crossed']:.1f} us")
     return 0
 
