@@ -393,7 +393,10 @@ class IncomingLink:
             if not self.node:
                 self._hello(kind, bytes(payload))
             else:
-                self.links.deliver(self, kind, payload)
+                try:
+                    self.links.deliver(self, kind, payload)
+                except Exception:       # one bad record must not lose the link's place in the stream
+                    log.exception("media link from node %s: a record of type %d failed", self.node, kind)
             pos = stop
         rest = bytes(view[pos:]) if pos < end else b""
         view.release()
