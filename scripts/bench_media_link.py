@@ -102,6 +102,9 @@ class Delays:
     def link_keyframe(self, room: int, publisher: int, kind: int) -> None:
         pass
 
+    def link_subscribe(self, node: str, room: int, publisher: int, kind: int, paused: bool) -> None:
+        pass
+
     def bus_records(self, records) -> None:
         for _, _, payload in records:
             self.frame(payload)

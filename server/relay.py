@@ -35,7 +35,9 @@ once; a node that starts serving a room is sent the cached keyframes of this nod
 Keyframe requests for a stream published elsewhere (a newcomer, a loss report, a resumed
 stream) go over the link to the publisher's node, which rate-limits them per stream together
 with its own: the publisher gets at most one request per ``KEYFRAME_REQUEST_INTERVAL`` whatever
-the number of nodes asking. Frames that arrive over a link are never sent on to a third node.
+the number of nodes asking. A stream that every member of a node paused stops crossing to that
+node until one of them resumes it. Frames that arrive over a link are never sent on to a third
+node.
 The link is a direct TCP connection between the two nodes, not the Redis bus: measured, Redis
 cost 3.3–3.7 times the CPU per frame and several times the delay (server/cluster/peerlink.py,
 docs/PERFORMANCE.md "Cluster media").
@@ -111,6 +113,8 @@ class RoomMedia:
     streams: dict[tuple[int, int], Stream] = field(default_factory=dict)
     receivers: dict[int, MediaReceiver] = field(default_factory=dict)
     nodes: dict[str, MediaReceiver] = field(default_factory=dict)   # other nodes with members here
+    paused_upstream: set[tuple[int, int]] = field(default_factory=set)   # streams from other nodes
+    # that every member here paused: their node was told to stop sending them here
 
 
 class Relay:
@@ -228,6 +232,8 @@ class Relay:
         video = stream.video
         budget = LINK_VIDEO_SHARE * config.media_video_budget if video else LINK_AUDIO_SHARE * config.media_audio_budget
         for node, target in media.nodes.items():
+            if key in target.paused:
+                continue
             queued = links.queued(node)
             if video and key in target.waiting:
                 if not keyframe or queued > budget:
@@ -274,6 +280,43 @@ class Relay:
         stream = media.streams.get((publisher, kind)) if media is not None else None
         if stream is not None and stream.video and not stream.remote:
             self.want_keyframe(stream)
+
+    def link_subscribe(self, node: str, room_id: int, publisher: int, kind: int, paused: bool) -> None:
+        """Another node's members all paused a stream published here, or one wants it again
+        (then from a fresh keyframe on)."""
+        media = self.media.get(str(room_id))
+        target = media.nodes.get(node) if media is not None else None
+        if target is None:
+            return
+        key = (publisher, kind)
+        if paused:
+            target.paused.add(key)
+            target.waiting.discard(key)
+            return
+        target.paused.discard(key)
+        stream = media.streams.get(key)                 # type: ignore[union-attr]
+        if stream is not None and stream.video and not stream.remote:
+            target.waiting.add(key)
+            self.want_keyframe(stream)
+
+    def _follow_pauses(self, room: Room, media: RoomMedia) -> None:
+        """Tell the nodes of remote publishers which of their streams no member here wants
+        (every member connected here paused it), and which are wanted again."""
+        links = self.links
+        if links is None:
+            return
+        present = [r for uid, r in media.receivers.items()
+                   if (m := room.members.get(uid)) is not None and m.conn is not None]
+        for publisher, member in room.members.items():
+            node = getattr(member, "node", "")
+            if member.conn is not None or not node or node == links.node:
+                continue
+            for kind in MediaKind:
+                key = (publisher, int(kind))
+                unwanted = bool(present) and all(key in r.paused for r in present)
+                if unwanted != (key in media.paused_upstream):
+                    (media.paused_upstream.add if unwanted else media.paused_upstream.discard)(key)
+                    links.send_subscribe(node, room.room_id, publisher, int(kind), unwanted)
 
     def _room_applied(self, room: Room) -> None:
         """The room mirror changed (cluster): follow the set of other nodes with members here;
@@ -375,10 +418,12 @@ class Relay:
         if paused:
             receiver.paused.add(key)
             receiver.waiting.discard(key)
+            self._follow_pauses(room, media)
             return
         if key not in receiver.paused:
             return
         receiver.paused.discard(key)
+        self._follow_pauses(room, media)
         stream = media.streams.get(key)
         target = room.members[user_id].conn
         if stream is not None and stream.video and target is not None:
@@ -399,6 +444,8 @@ class Relay:
         if receiver is None:
             receiver = media.receivers[member.user_id] = MediaReceiver()
         assert member.conn is not None
+        if media.paused_upstream:
+            self._follow_pauses(room, media)          # a newcomer wants what the others paused
         for stream in media.streams.values():
             if stream.video and stream.publisher != member.user_id and (stream.publisher, stream.kind) not in receiver.paused:
                 self._start_stream(member.conn, receiver, stream)
@@ -413,6 +460,9 @@ class Relay:
         for receiver in media.receivers.values():
             receiver.paused = {k for k in receiver.paused if k[0] != member.user_id}
             receiver.waiting = {k for k in receiver.waiting if k[0] != member.user_id}
+        media.paused_upstream = {k for k in media.paused_upstream if k[0] != member.user_id}
+        if self.links is not None:
+            self._follow_pauses(room, media)          # the members left may all have paused a stream
 
     def _media_state(self, room: Room, member: Member) -> None:
         """A source switched off: forget its stream, so no newcomer gets a stale picture."""

@@ -134,12 +134,15 @@ def test_pausing_and_resuming_a_stream_published_on_another_node(cluster, client
     publish(a, CAMERA, 0, keyframe=True)
     publish(a, MIC, 0)
     inbox_b.wait(lambda: len(inbox_b.frames) == 2)
-    b.kernel.rooms.subscribe(uid(a), CAMERA, paused=True)
-    b.kernel.friends.friend_list()                     # the pause is in before the next frames
+    b.kernel.rooms.subscribe(uid(a), CAMERA, paused=True)     # b is n2's only member: n2 tells n1
+    b.kernel.friends.friend_list()
+    time.sleep(0.2)                                    # the pause reached n1 over the link
+    crossed = status(n1)["media_frames_to_nodes"]
     publish(a, CAMERA, 1)
     publish(a, MIC, 1)
     inbox_b.wait(lambda: 1 in inbox_b.seqs(uid(a), MIC))
     assert inbox_b.seqs(uid(a), CAMERA) == [0]
+    assert status(n1)["media_frames_to_nodes"] == crossed + 1, "the paused video should not cross"
     b.kernel.rooms.subscribe(uid(a), CAMERA, paused=False)     # resumed: the cached keyframe at once
     inbox_b.wait(lambda: len(inbox_b.seqs(uid(a), CAMERA)) == 2, timeout=1.0)
     assert inbox_b.seqs(uid(a), CAMERA) == [0, 0]
@@ -149,6 +152,32 @@ def test_pausing_and_resuming_a_stream_published_on_another_node(cluster, client
     inbox_b.wait(lambda: 3 in inbox_b.seqs(uid(a), CAMERA))
     assert inbox_b.seqs(uid(a), CAMERA) == [0, 0, 3]
 
+
+def test_a_stream_stops_crossing_only_once_every_member_of_the_node_paused_it(cluster, client_factory):
+    n1, n2 = cluster("n1"), cluster("n2")
+    a, b, c = meeting_on(client_factory, [n1, n2, n2])
+    inbox_b, inbox_c = Inbox(b), Inbox(c)
+    publish(a, CAMERA, 0, keyframe=True)
+    inbox_c.wait(lambda: inbox_c.seqs(uid(a), CAMERA) == [0])
+
+    def crossed_after_publishing(seq: int) -> int:
+        time.sleep(0.2)                                # pauses and resumes reached n1
+        before = status(n1)["media_frames_to_nodes"]
+        publish(a, CAMERA, seq)
+        publish(a, MIC, seq)                           # audio always crosses: the marker
+        inbox_b.wait(lambda: payload(MIC, seq) in [p for _, p in inbox_b.of(uid(a), MIC)])
+        return status(n1)["media_frames_to_nodes"] - before
+
+    b.kernel.rooms.subscribe(uid(a), CAMERA, paused=True)
+    assert crossed_after_publishing(1) == 2            # c still wants the video
+    inbox_c.wait(lambda: 1 in inbox_c.seqs(uid(a), CAMERA))
+    c.kernel.rooms.subscribe(uid(a), CAMERA, paused=True)
+    assert crossed_after_publishing(2) == 1            # nobody on n2 wants it: only audio crosses
+    b.kernel.rooms.subscribe(uid(a), CAMERA, paused=False)
+    publish(a, CAMERA, 3, keyframe=True)               # wanted again, from a keyframe on
+    inbox_b.wait(lambda: 3 in inbox_b.seqs(uid(a), CAMERA))
+    assert 2 not in inbox_b.seqs(uid(a), CAMERA) and 2 not in inbox_c.seqs(uid(a), CAMERA)
+    assert 3 not in inbox_c.seqs(uid(a), CAMERA)       # c still paused it
 
 def members_of(event) -> dict[int, dict]:
     return {m["user_id"]: m for m in event["room"]["members"]}

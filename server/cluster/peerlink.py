@@ -33,7 +33,9 @@ payload, at most ``MAX_RECORD``):
 * ``MEDIA``: room number u32, then the whole MEDIA_FRAME as forwarded to members (frame
   header included, the publisher written in);
 * ``KEYFRAME``: room number u32, publisher u32, kind u8: a receiving node asks the
-  publisher's node for a keyframe (that node rate-limits and asks the publisher).
+  publisher's node for a keyframe (that node rate-limits and asks the publisher);
+* ``SUBSCRIBE``: room number u32, publisher u32, kind u8, paused u8: every member of the
+  sending node has paused the stream (1), or one wants it again (0).
 """
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ log = logging.getLogger("server.cluster.link")
 RECORD = struct.Struct(">IB")
 ROOM = struct.Struct(">I")
 KEYFRAME_BODY = struct.Struct(">IIB")
-HELLO, MEDIA, KEYFRAME = 1, 2, 3
+SUBSCRIBE_BODY = struct.Struct(">IIBB")
+HELLO, MEDIA, KEYFRAME, SUBSCRIBE = 1, 2, 3, 4
 MAX_RECORD = 1 + ROOM.size + HEADER.size + MEDIA_HEADER.size + limits.MAX_MEDIA_PAYLOAD
 TOKEN_HEX = 32
 HELLO_TIMEOUT = 5.0       # seconds an accepted link may take to say HELLO
@@ -79,6 +82,7 @@ class LinkReceiver(Protocol):
 
     def link_media(self, room: int, frame: bytes) -> None: ...
     def link_keyframe(self, room: int, publisher: int, kind: int) -> None: ...
+    def link_subscribe(self, node: str, room: int, publisher: int, kind: int, paused: bool) -> None: ...
 
 
 def media_record_header(room: int, frame_length: int) -> bytes:
@@ -155,9 +159,16 @@ class PeerLinks:
             self.records_out += 1
 
     def send_keyframe_request(self, node: str, room: int, publisher: int, kind: int) -> None:
+        self._send_control(node, RECORD.pack(1 + KEYFRAME_BODY.size, KEYFRAME) + KEYFRAME_BODY.pack(room, publisher, kind))
+
+    def send_subscribe(self, node: str, room: int, publisher: int, kind: int, paused: bool) -> None:
+        self._send_control(node, RECORD.pack(1 + SUBSCRIBE_BODY.size, SUBSCRIBE)
+                           + SUBSCRIBE_BODY.pack(room, publisher, kind, int(paused)))
+
+    def _send_control(self, node: str, record: bytes) -> None:
         if self.queued(node) == DOWN:
             return
-        self.outgoing[node].send(RECORD.pack(1 + KEYFRAME_BODY.size, KEYFRAME) + KEYFRAME_BODY.pack(room, publisher, kind))
+        self.outgoing[node].send(record)
         self.records_out += 1
 
     def _dial(self, node: str) -> "OutgoingLink | None":
@@ -178,6 +189,9 @@ class PeerLinks:
             receiver.link_media(ROOM.unpack_from(payload)[0], bytes(payload[ROOM.size:]))
         elif kind == KEYFRAME and len(payload) == KEYFRAME_BODY.size:
             receiver.link_keyframe(*KEYFRAME_BODY.unpack_from(payload))
+        elif kind == SUBSCRIBE and len(payload) == SUBSCRIBE_BODY.size:
+            room, publisher, media_kind, paused = SUBSCRIBE_BODY.unpack_from(payload)
+            receiver.link_subscribe(link.node, room, publisher, media_kind, bool(paused))
         else:
             link.close(f"unexpected record type {kind} of {len(payload)} bytes")
 
