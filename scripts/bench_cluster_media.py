@@ -161,13 +161,15 @@ def run(layout: str, rooms: int, duration: float, procs: int) -> dict:
                 "MEETING_REDIS": redis_url, "MEETING_REDIS_PREFIX": "bench:", "MEETING_NODE_NAME": f"n{i}"}) for i in (1, 2)]
             try:
                 ports = [node.start() for node in nodes]
-                node_for = {"same": lambda r, k: 0, "halves": lambda r, k: r % 2, "split": lambda r, k: k % 2}[layout]
+                node_for = {"same": lambda r, k: 0, "halves": lambda r, k: r % 2,
+                            "split": lambda r, k: k % 2}[layout]
                 plan = [[(phones[r * MEMBERS + k], node_for(r, k)) for k in range(MEMBERS)] for r in range(rooms)]
                 node_of = {id_of[phone]: node for room in plan for phone, node in room}
                 ctx = multiprocessing.get_context("fork")
                 results = ctx.Queue()
                 start_at = ctx.Value("d", 0.0)
-                workers = [ctx.Process(target=load, args=(ports, plan[p::procs], node_of, start_at, duration, results))
+                workers = [ctx.Process(target=load,
+                                       args=(ports, plan[p::procs], node_of, start_at, duration, results))
                            for p in range(procs)]
                 for worker in workers:
                     worker.start()

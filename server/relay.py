@@ -343,11 +343,12 @@ class Relay:
             if node in media.nodes:
                 continue
             target = media.nodes[node] = MediaReceiver()
+            budget = LINK_VIDEO_SHARE * self.config.media_video_budget
             for key, stream in media.streams.items():
                 if not stream.video or stream.remote:
                     continue
                 target.waiting.add(key)
-                if stream.keyframe is not None and links.queued(node) <= LINK_VIDEO_SHARE * self.config.media_video_budget:
+                if stream.keyframe is not None and links.queued(node) <= budget:
                     links.send_media(node, room.room_id, stream.keyframe)
                     self.to_nodes += 1
                 self.want_keyframe(stream)

@@ -159,7 +159,8 @@ class PeerLinks:
             self.records_out += 1
 
     def send_keyframe_request(self, node: str, room: int, publisher: int, kind: int) -> None:
-        self._send_control(node, RECORD.pack(1 + KEYFRAME_BODY.size, KEYFRAME) + KEYFRAME_BODY.pack(room, publisher, kind))
+        self._send_control(node, RECORD.pack(1 + KEYFRAME_BODY.size, KEYFRAME)
+                           + KEYFRAME_BODY.pack(room, publisher, kind))
 
     def send_subscribe(self, node: str, room: int, publisher: int, kind: int, paused: bool) -> None:
         self._send_control(node, RECORD.pack(1 + SUBSCRIBE_BODY.size, SUBSCRIBE)
