@@ -158,7 +158,8 @@ def run(layout: str, rooms: int, duration: float, procs: int) -> dict:
                 id_of = {phone: uid for uid, phone in cur.all("SELECT id, phone FROM users")}
             storage.close()
             nodes = [ServerProcess(db_url, Path(tmp) / f"n{i}", args=SETTINGS, env={
-                "MEETING_REDIS": redis_url, "MEETING_REDIS_PREFIX": "bench:", "MEETING_NODE_NAME": f"n{i}"}) for i in (1, 2)]
+                "MEETING_REDIS": redis_url, "MEETING_REDIS_PREFIX": "bench:", "MEETING_NODE_NAME": f"n{i}"})
+                for i in (1, 2)]
             try:
                 ports = [node.start() for node in nodes]
                 node_for = {"same": lambda r, k: 0, "halves": lambda r, k: r % 2,
