@@ -39,7 +39,7 @@ the number of nodes asking. A stream that every member of a node paused stops cr
 node until one of them resumes it. Frames that arrive over a link are never sent on to a third
 node.
 The link is a direct TCP connection between the two nodes, not the Redis bus: measured, Redis
-cost 3.3–3.7 times the CPU per frame and several times the delay (server/cluster/peerlink.py,
+cost 2.8–3.7 times the CPU per frame and 4–6 times the delay (server/cluster/peerlink.py,
 docs/PERFORMANCE.md "Cluster media").
 """
 from __future__ import annotations

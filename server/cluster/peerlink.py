@@ -4,11 +4,11 @@ it sends media to, on the reactor thread.
 Why a direct link and not the Redis bus (``server.cluster.bus``): both were measured on the
 same media traffic with ``scripts/bench_media_link.py`` (docs/PERFORMANCE.md, "Cluster media").
 At 1,300–13,000 frames/s (77 % audio), a frame over this link, batched per reactor iteration,
-cost 11–55 µs of CPU (both nodes), against 36–203 µs through the bus batched the same way
-(3.3–3.7 times more: Redis is a third process, every byte is copied into and out of it, and
-each side hands the batch between a thread and the reactor); the delay was 0.09–0.17 ms
-against 0.4–1.1 ms at the median, and at 13,000 frames/s 3 ms against 155 ms at the 99th
-percentile. Media needs neither the bus's routing (the relay knows which nodes hold the room's
+cost 11–80 µs of CPU (both nodes), against 36–225 µs through the bus batched the same way
+(2.8–3.7 times more: Redis is a third process, every byte is copied into and out of it, and
+each side hands the batch between a thread and the reactor); the delay was 0.09–0.2 ms
+against 0.4–1.1 ms at the median, and at 13,000 frames/s 0.6–3 ms against 4.4–155 ms at the
+99th percentile (quiet and loaded machine). Media needs neither the bus's routing (the relay knows which nodes hold the room's
 members) nor Redis; the bus stays for control events (room states reach the nodes there).
 
 Finding a node: each node listens on its own port (``link_port``, any free port by default)
