@@ -373,3 +373,11 @@ def test_a_media_link_without_the_cluster_secret_is_refused_and_feeds_nothing(cl
     publish(a, MIC, 0)                                  # the real link still works
     inbox_b.wait(lambda: inbox_b.of(uid(a), MIC))
     assert [p for _, p in inbox_b.of(uid(a), MIC)] == [payload(MIC, 0)]
+
+
+def test_each_worker_of_a_host_takes_its_own_media_link_port():
+    from server.config import ServerConfig
+    from server.supervisor import worker_config
+    config = ServerConfig(workers=2, link_port=8700, redis="redis://127.0.0.1:6379", db="mysql://x@127.0.0.1/db")
+    assert [worker_config(config, i).link_port for i in (1, 2)] == [8700, 8701]
+    assert worker_config(ServerConfig(workers=2), 2).link_port == 0      # any free port, each its own
