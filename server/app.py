@@ -10,7 +10,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from common import frame as wire
 from common import messages
@@ -40,6 +40,9 @@ from .sessions import Sessions
 from .stats import Stats
 from .storage import Storage, open_storage
 from .transfers import TransferService
+
+if TYPE_CHECKING:
+    from .cluster.peerlink import PeerLinks   # redis-py is imported by a cluster node only
 
 log = logging.getLogger("server")
 
@@ -119,7 +122,7 @@ class Server:
         self.presence = Presence(self.reactor, self.pool, self.storage, self.sessions, self.router, self.cluster)
         self.rooms = self._room_registry()
         self.links = self._media_links()
-        self.relay = Relay(self, self.rooms, self.links)
+        self.relay = Relay(config, self.stats, self.reactor, self.router, self.rooms, self.links)
         self.chat_writer = GroupCommitWriter(self.storage.db, self.reactor, CHAT_WRITES, config.chat_batch_max)
         self.transfers = TransferService(self)
         # The handlers, one per domain, each given what it uses.
@@ -155,7 +158,7 @@ class Server:
         from .cluster.rooms import ClusterRooms
         return ClusterRooms(self.config, self.reactor, self.router, self.sessions, self.cluster)
 
-    def _media_links(self):
+    def _media_links(self) -> "PeerLinks | None":
         """A cluster node's links to the other nodes, over which the relay cascades media."""
         if self.cluster is None:
             return None

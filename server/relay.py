@@ -58,10 +58,12 @@ from common.packets import PacketType
 from .rooms import Member, Room, RoomRegistry
 
 if TYPE_CHECKING:
-    from .app import Server
     from .cluster.peerlink import PeerLinks
+    from .config import ServerConfig
     from .connection import Connection
-    from .reactor import Timer
+    from .reactor import Reactor, Timer
+    from .router import Router
+    from .stats import Stats
 
 log = logging.getLogger("server.relay")
 
@@ -128,12 +130,15 @@ class RoomMedia:
 class Relay:
     """Reactor thread only."""
 
-    def __init__(self, server: "Server", rooms: RoomRegistry, links: "PeerLinks | None" = None) -> None:
+    def __init__(self, config: "ServerConfig", stats: "Stats", reactor: "Reactor", router: "Router",
+                 rooms: RoomRegistry, links: "PeerLinks | None" = None) -> None:
         """``links``: this node's media links in a cluster (then ``rooms`` is the cluster's
-        registry, whose members carry their node)."""
-        self.server = server
-        self.config = server.config     # reloaded in place: the budgets are read per frame
-        self.stats = server.stats
+        registry, whose members carry their node). ``config`` is read per frame (a reload
+        changes the budgets in place)."""
+        self.config = config
+        self.stats = stats
+        self.reactor = reactor
+        self.router = router
         self.rooms = rooms
         self.links = links
         self.media: dict[str, RoomMedia] = {}
@@ -362,7 +367,7 @@ class Relay:
             self._ask(stream, now)
         if stream.retry is None:
             delay = max(0.0, stream.last_request + KEYFRAME_REQUEST_INTERVAL - now)
-            stream.retry = self.server.reactor.call_later(delay, self._retry, stream)
+            stream.retry = self.reactor.call_later(delay, self._retry, stream)
 
     def _retry(self, stream: Stream) -> None:
         stream.retry = None
@@ -375,7 +380,7 @@ class Relay:
         if now - stream.last_request >= KEYFRAME_REQUEST_INTERVAL:
             self._ask(stream, now)
         delay = max(0.0, stream.last_request + KEYFRAME_REQUEST_INTERVAL - now)
-        stream.retry = self.server.reactor.call_later(delay, self._retry, stream)
+        stream.retry = self.reactor.call_later(delay, self._retry, stream)
 
     def _ask(self, stream: Stream, now: float) -> None:
         stream.last_request = now
@@ -384,7 +389,7 @@ class Relay:
         if stream.remote:
             self._ask_node(stream)
             return
-        self.server.router.event_to_user(stream.publisher, PacketType.KEYFRAME_REQUEST_EVENT,
+        self.router.event_to_user(stream.publisher, PacketType.KEYFRAME_REQUEST_EVENT,
                                          {"kind": stream.kind})
 
     def _ask_node(self, stream: Stream) -> None:

@@ -124,7 +124,7 @@ class PeerLinks:
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         self._listener = sock
-        self.reactor.selector.register(sock, selectors.EVENT_READ, _Acceptor(self))
+        self.reactor.add_reader(sock, _Acceptor(self))
         self.client.set(self.secret_key, secrets.token_hex(TOKEN_HEX // 2), nx=True)
         self.secret = self.client.get(self.secret_key).decode()
         self.client.hset(self.key, self.node, f"{_bracket(self.advertise_host)}:{self.port}")
@@ -285,13 +285,7 @@ class OutgoingLink:
     def _set_events(self, events: int) -> None:
         if self.sock is None or events == self._events:
             return
-        selector = self.links.reactor.selector
-        if self._events == 0:
-            selector.register(self.sock, events, self)
-        elif events == 0:
-            selector.unregister(self.sock)
-        else:
-            selector.modify(self.sock, events, self)
+        self.links.reactor.set_events(self.sock, self, events, self._events)
         self._events = events
 
     def send(self, data: bytes) -> None:
@@ -362,7 +356,7 @@ class IncomingLink:
         self.buffer = bytearray()
         self.closed = False
         sock.setblocking(False)
-        links.reactor.selector.register(sock, selectors.EVENT_READ, self)
+        links.reactor.add_reader(sock, self)
         self._deadline = links.reactor.call_later(HELLO_TIMEOUT, self._hello_due)
 
     def _hello_due(self) -> None:
@@ -433,10 +427,7 @@ class IncomingLink:
             return
         self.closed = True
         self._deadline.cancel()
-        try:
-            self.links.reactor.selector.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
+        self.links.reactor.remove(self.sock)
         self.sock.close()
         self.links.incoming.discard(self)
         log.info("media link from node %s (%s) closed: %s", self.node or "?", self.peer, reason)
