@@ -97,7 +97,8 @@ class ServerConfig:
                 raise ConfigError(f"bad value for '{key}': {why}")
 
         need(0 <= self.port <= 65535, "port", "must be 0-65535")
-        need(0 <= self.link_port <= 65535, "link_port", "must be 0-65535 (0: any free port)")
+        need(0 <= self.link_port and self.link_port + max(0, self.workers - 1) <= 65535, "link_port",
+             "must be 0-65535 (0: any free port), leaving room for one port per worker")
         need(self.pool_threads >= 1, "pool_threads", "must be at least 1")
         need(self.workers >= 1, "workers", "must be at least 1 (or auto: one per core)")
         need(not self.redis or self.redis.startswith(("redis://", "rediss://", "unix://")), "redis",
