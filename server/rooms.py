@@ -125,6 +125,8 @@ MemberHook = Callable[[Room, Member], None]
 class RoomRegistry:
     """Every live room. Reactor thread only."""
 
+    blocking = False     # the room handlers run inline (a cluster's registry waits for Redis: True)
+
     def __init__(self, config: "ServerConfig", reactor: "Reactor", router: "Router", sessions: "Sessions",
                  keeper: RoomKeeper) -> None:
         self.config = config

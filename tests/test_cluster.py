@@ -14,6 +14,7 @@ from server.cluster.directory import cluster_nodes
 from tests.helpers import TestClient
 from tests.server_process import ServerProcess
 from tests.social import befriend, uid, wait_session_ready
+from tests.test_rooms import join_in_background
 
 HEARTBEAT_TIMEOUT = 3.0
 
@@ -317,9 +318,12 @@ def test_rooms_are_shared_by_the_nodes(cluster, client_factory):
     said = host.events.wait_for("room_chat", lambda e: e["text"] == "hello from node 2")
     assert said["user_id"] == uid(guest)
 
-    host.kernel.rooms.lock(True)
+    host.kernel.rooms.lock(True)                   # a locked room sends newcomers to its waiting room
+    knock = join_in_background(late, number, "s3cret")
+    host.events.wait_for("room_waiting_list", lambda e: [w["user_id"] for w in e["waiting"]] == [uid(late)])
+    host.kernel.rooms.admit(uid(late), False)
     with pytest.raises(ApiError) as locked:
-        late.kernel.rooms.join(number, "s3cret")
+        knock.result(10)
     assert locked.value.code == ErrorCode.ROOM_LOCKED
     host.kernel.rooms.lock(False)
 

@@ -58,6 +58,14 @@ class Keys:
     def user_room(self, user_id: int) -> str:
         return f"{self.prefix}user:{user_id}:room"
 
+    def user_waiting(self, user_id: int) -> str:
+        """The number of the locked room whose waiting room the user is in."""
+        return f"{self.prefix}user:{user_id}:waiting"
+
+    def backlog(self, node: str) -> str:
+        """Batches published to the node while it was not subscribed (a list, short-lived)."""
+        return f"{self.node_prefix}{node}:backlog"
+
 
 def connect(url: str) -> redis.Redis:
     """A client for ``url`` (redis://host:port/db); replies as bytes, parsed by hiredis."""

@@ -1,8 +1,10 @@
 """Meeting room packets (types 80-99): create, join, leave, host controls (kick, mute, lock,
 end, hand over, waiting room), room chat, media state.
 
-All inline on the reactor thread: rooms live in memory (server/rooms.py); their durable copy is
-written by the room keeper's own thread, so nothing here blocks.
+Inline on the reactor thread for one process: rooms live in memory (server/rooms.py); their
+durable copy is written by the room keeper's own thread, so nothing here blocks. In a cluster
+the registry (server/cluster/rooms.py) waits for Redis, so every handler that changes a room or
+spends a shared limit runs on the worker pool (``rooms.blocking``); room chat stays inline.
 Creating, joining and room chat spend the user's rate-limit tokens (server/ratelimit.py).
 """
 from __future__ import annotations
@@ -62,13 +64,13 @@ def rooms_routes(rooms: "RoomRegistry", rate_limits: "RateLimits") -> Routes:
     routes = Routes()
     handler = routes.handler
 
-    @handler(PacketType.ROOM_CREATE)
+    @handler(PacketType.ROOM_CREATE, blocking=rooms.blocking)
     def create(req: Request) -> dict:
         rate_limits.room_create(req.user_id)
         title = room_title(req.body)
         return {"room": rooms.create(req.conn, title, req.body.password or "").public()}
 
-    @handler(PacketType.ROOM_JOIN)
+    @handler(PacketType.ROOM_JOIN, blocking=rooms.blocking)
     def join(req: Request) -> dict:
         rate_limits.room_join(req.user_id, req.conn.address)   # every attempt counts: slows guessing
         number = room_number(req.body)
@@ -77,38 +79,38 @@ def rooms_routes(rooms: "RoomRegistry", rate_limits: "RateLimits") -> Routes:
             return {"waiting": True, "number": room.number, "title": room.title}
         return {"room": room.public()}
 
-    @handler(PacketType.ROOM_LEAVE)
+    @handler(PacketType.ROOM_LEAVE, blocking=rooms.blocking)
     def leave(req: Request) -> dict:
         rooms.leave(req.user_id)
         return {}
 
-    @handler(PacketType.ROOM_KICK)
+    @handler(PacketType.ROOM_KICK, blocking=rooms.blocking)
     def kick(req: Request) -> dict:
         rate_limits.room_control(req.user_id)
         rooms.kick(req.user_id, req.body.user_id)
         return {}
 
-    @handler(PacketType.ROOM_MUTE)
+    @handler(PacketType.ROOM_MUTE, blocking=rooms.blocking)
     def mute(req: Request) -> dict:
         rate_limits.room_control(req.user_id)
         rooms.mute(req.user_id, req.body.user_id)
         return {}
 
-    @handler(PacketType.ROOM_LOCK)
+    @handler(PacketType.ROOM_LOCK, blocking=rooms.blocking)
     def lock(req: Request) -> dict:
         rate_limits.room_control(req.user_id)
         return {"room": rooms.lock(req.user_id, req.body.locked).public()}
 
-    @handler(PacketType.ROOM_END)
+    @handler(PacketType.ROOM_END, blocking=rooms.blocking)
     def end(req: Request) -> dict:
         rooms.end(req.user_id)
         return {}
 
-    @handler(PacketType.ROOM_HOST)
+    @handler(PacketType.ROOM_HOST, blocking=rooms.blocking)
     def hand_over(req: Request) -> dict:
         return {"room": rooms.hand_over(req.user_id, req.body.user_id).public()}
 
-    @handler(PacketType.ROOM_ADMIT)
+    @handler(PacketType.ROOM_ADMIT, blocking=rooms.blocking)
     def admit(req: Request) -> dict:
         rooms.admit(req.user_id, req.body.user_id, req.body.admit)
         return {}
@@ -119,7 +121,7 @@ def rooms_routes(rooms: "RoomRegistry", rate_limits: "RateLimits") -> Routes:
         rate_limits.message(req.user_id)
         return {"time": rooms.chat(req.conn, text)}
 
-    @handler(PacketType.MEDIA_STATE)
+    @handler(PacketType.MEDIA_STATE, blocking=rooms.blocking)
     def media_state(req: Request) -> dict:
         rate_limits.media_state(req.user_id)
         body: messages.MediaState = req.body
