@@ -151,6 +151,10 @@ class Server:
             self.transfers.figures]
         self.shutdown_hooks: list[Callable[[], None]] = [
             self.rooms.shutdown, self.chat_writer.stop, self.transfers.close_all]
+        if self.cluster is not None:
+            from .cluster.catchup import ChatCatchUp
+            catch_up = ChatCatchUp(self.reactor, self.pool, self.storage, self.sessions, self.router, self.cluster)
+            self.status_providers.append(catch_up.status)
 
     def _room_registry(self) -> RoomRegistry:
         if self.cluster is None:

@@ -11,6 +11,15 @@ A subscriber thread per node reads its channel and hands each received batch to 
 (``call_soon_threadsafe``). When its connection breaks (Redis restarted) it reconnects with
 backoff and calls ``on_reconnect`` so the node can register its live state again.
 
+Pub/sub keeps nothing for a node that is not subscribed, so the script checks what PUBLISH
+returns: a batch nobody received (the node is between a broken connection and its resubscribe)
+goes to the node's backlog list instead (``node:NAME:backlog``, kept ``BACKLOG_TTL``, at most
+``BACKLOG_MAX`` batches), and the subscriber, once subscribed again, delivers the backlog
+before anything that arrives live (every batch in the backlog is older: it was pushed while
+nobody listened). This costs nothing while the node listens. Records that cannot be published
+at all (Redis down) are dropped and counted; chat messages are stored before their events, and
+the node catches its users up from the database when Redis is back (``server/cluster/catchup.py``).
+
 A record is ``kind (1 byte) | id (4 bytes) | length (4 bytes) | payload``, big-endian.
 """
 from __future__ import annotations
@@ -36,10 +45,13 @@ USER_CALL = 3        # id: user id; payload: JSON {"op": ..., ...} for the node 
 
 MAX_BATCH_RECORDS = 512
 RECONNECT_BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
+BACKLOG_TTL_MS = 30_000      # a node not back within this is dead: its backlog goes (and it is reaped)
+BACKLOG_MAX = 10_000         # batches kept for one node at most
+SUBSCRIBE_TIMEOUT = 2.0      # seconds for Redis to confirm a subscription
 
 _ROUTE = """
 local batches, order = {}, {}
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local target, node = ARGV[i], nil
   if string.sub(target, 1, 1) == '@' then
     node = string.sub(target, 2)
@@ -53,10 +65,25 @@ for i = 3, #ARGV, 2 do
     table.insert(batch, ARGV[i + 1])
   end
 end
+local backlogged = 0
 for _, node in ipairs(order) do
-  redis.call('PUBLISH', ARGV[1] .. node .. ARGV[2], table.concat(batches[node]))
+  local data = table.concat(batches[node])
+  if redis.call('PUBLISH', ARGV[1] .. node .. ':events', data) == 0 then
+    local backlog = ARGV[1] .. node .. ':backlog'
+    redis.call('RPUSH', backlog, data)
+    redis.call('LTRIM', backlog, -tonumber(ARGV[2]), -1)
+    redis.call('PEXPIRE', backlog, ARGV[3])
+    backlogged = backlogged + 1
+  end
 end
-return #order
+return backlogged
+"""
+
+# The backlog of a node that just subscribed again, taken whole.
+_TAKE_BACKLOG = """
+local batches = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return batches
 """
 
 Record = tuple[int, int, bytes]
@@ -89,6 +116,7 @@ class NodeBus:
         self._deliver = deliver
         self._on_reconnect = on_reconnect
         self._route = client.register_script(_ROUTE)
+        self._take_backlog = client.register_script(_TAKE_BACKLOG)
         self._pending: list[bytes | str] = []          # target, record, target, record ...
         self._outbox: queue.SimpleQueue[list | None] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -99,7 +127,9 @@ class NodeBus:
         self.received_batches = 0
         self.received_records = 0
         self.dropped_records = 0
+        self.backlogged_batches = 0
         self.outages = 0
+        self.lost_at = 0.0          # wall clock when the latest outage began
 
     # -- the reactor's side --------------------------------------------------------------------
     def send_to_users(self, user_ids: Iterable[int], kind: int, payload: bytes) -> None:
@@ -158,8 +188,8 @@ class NodeBus:
     def _publish(self, batch: list) -> None:
         records = len(batch) // 2
         try:
-            self._route(keys=[self.keys.directory],
-                        args=[self.keys.node_prefix, ":events", *batch])
+            backlogged = self._route(keys=[self.keys.directory],
+                                     args=[self.keys.node_prefix, BACKLOG_MAX, BACKLOG_TTL_MS, *batch])
         except UNREACHABLE as exc:
             self.dropped_records += records
             log.warning("cannot publish %d events to other nodes (Redis unreachable: %s)", records, exc)
@@ -170,39 +200,72 @@ class NodeBus:
             return
         self.published_batches += 1
         self.published_records += records
+        self.backlogged_batches += backlogged
 
     def _subscribe_loop(self) -> None:
+        """One PubSub for the node's life: after a broken connection redis-py connects it again
+        and subscribes again by itself (before it even raises), so batches already arriving on
+        the new connection are never thrown away with a closed one."""
         channel = self.keys.channel(self.node)
         failures = 0
-        while not self._stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(channel)
-                pubsub.get_message(timeout=1.0)     # the subscribe confirmation: listening now
-                if failures:
-                    log.warning("Redis is reachable again: resubscribed to %s", channel)
-                    self._call_soon_threadsafe(self._on_reconnect)
-                failures = 0
-                self._subscribed.set()
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "message":
-                        records = decode_records(message["data"])
-                        self.received_batches += 1
-                        self.received_records += len(records)
-                        self._call_soon_threadsafe(self._deliver, records)
-            except UNREACHABLE as exc:
-                if not failures:
-                    self.outages += 1
-                    log.error("lost the connection to Redis (%s): events from other nodes stop until it is back",
-                              exc)
-                time.sleep(RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF) - 1)])
-                failures += 1
-            finally:
+        pubsub = self.client.pubsub()
+        try:
+            while not self._stop.is_set():
                 try:
-                    pubsub.close()
-                except Exception:     # closing a broken connection may fail again; nothing to do
-                    pass
+                    held = self._subscribe(pubsub, channel)
+                    if not self._subscribed.is_set():
+                        self.client.delete(self.keys.backlog(self.node))   # a previous process's, stale
+                    if failures:
+                        missed = self._take_backlog(keys=[self.keys.backlog(self.node)])
+                        for data in missed:
+                            self._received(data)
+                        log.warning("Redis is reachable again: resubscribed to %s (%d batches published meanwhile "
+                                    "delivered from the backlog)", channel, len(missed))
+                        self._call_soon_threadsafe(self._on_reconnect)
+                    for data in held:
+                        self._received(data)
+                    failures = 0
+                    self._subscribed.set()
+                    while not self._stop.is_set():
+                        message = pubsub.get_message(timeout=1.0)
+                        if message is not None and message["type"] == "message":
+                            self._received(message["data"])
+                except UNREACHABLE as exc:
+                    if not failures:
+                        self.outages += 1
+                        self.lost_at = time.time()
+                        log.error("lost the connection to Redis (%s): events from other nodes stop until it is back",
+                                  exc)
+                    time.sleep(RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF) - 1)])
+                    failures += 1
+        finally:
+            try:
+                pubsub.close()
+            except Exception:     # closing a broken connection may fail again; nothing to do
+                pass
+
+    def _subscribe(self, pubsub: redis.client.PubSub, channel: str) -> list[bytes]:
+        """Subscribe (again) and return once Redis confirmed it: from then on nothing published
+        to the node goes to its backlog. Batches that came first (on a connection redis-py
+        had subscribed again already) are returned, to be delivered after the backlog."""
+        pubsub.subscribe(channel)
+        held: list[bytes] = []
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is None:
+                continue
+            if message["type"] == "message":
+                held.append(message["data"])
+            elif message["type"] == "subscribe":
+                return held
+        raise redis.TimeoutError(f"no confirmation of the subscription to {channel}")
+
+    def _received(self, data: bytes) -> None:
+        records = decode_records(data)
+        self.received_batches += 1
+        self.received_records += len(records)
+        self._call_soon_threadsafe(self._deliver, records)
 
     def status(self) -> dict[str, int]:
         return {"cluster_published_batches": self.published_batches,
@@ -210,4 +273,5 @@ class NodeBus:
                 "cluster_received_batches": self.received_batches,
                 "cluster_received_events": self.received_records,
                 "cluster_dropped_events": self.dropped_records,
+                "cluster_backlogged_batches": self.backlogged_batches,
                 "cluster_redis_outages": self.outages}

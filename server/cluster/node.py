@@ -79,6 +79,7 @@ class ClusterNode:
         self.users_reaped: list[Callable[[str, list[int]], None]] = []   # reactor thread
         self.session_buckets: list[SessionTokenBucket] = []
         self.registered_again: list[Callable[[], None]] = []              # reactor thread
+        self.redis_back: list[Callable[[float], None]] = []               # reactor thread: (outage began)
         self.calls: dict[str, Callable[[dict], None]] = {}                # (USER_)CALL records by op
         self.node_status = node_status
         self.started = time.time()
@@ -269,6 +270,11 @@ class ClusterNode:
     def _redis_back(self) -> None:
         """Reactor thread: the subscriber reconnected; the next lease tick re-registers."""
         log.info("node %s: Redis reachable again", self.name)
+        for hook in self.redis_back:
+            try:
+                hook(self.bus.lost_at)
+            except Exception:
+                log.exception("a Redis-back hook failed")
 
     def _reaped(self, node: str, users: list[int]) -> None:
         for hook in self.users_reaped:

@@ -179,6 +179,19 @@ class MessageStore:
                            "AND m.read_at IS NULL AND m.id > ? ORDER BY m.id LIMIT ?", (recipient_id, after_id, limit))
         return [_message(r) for r in rows]
 
+    def undelivered_since(self, recipient_ids: list[int], since_ms: int, limit: int) -> list[Message]:
+        """Messages to any of these users never delivered and sent since ``since_ms``, oldest
+        first, at most ``limit`` per chunk of users (a cluster node catching its users up on
+        the events Redis lost)."""
+        found: list[Message] = []
+        with self.db.tx() as cur:
+            for chunk in _chunks(recipient_ids, 500):
+                rows = cur.all(f"SELECT {SHOWN_COLUMNS} FROM {SHOWN_FROM} WHERE m.recipient_id IN "
+                               f"({', '.join('?' for _ in chunk)}) AND m.read_at IS NULL AND m.delivered_at IS NULL "
+                               "AND m.created_at >= ? ORDER BY m.id LIMIT ?", (*chunk, since_ms, limit))
+                found += [_message(r) for r in rows]
+        return found
+
     def history_page(self, user_id: int, peer_id: int, before_id: int | None, limit: int) -> list[Message]:
         """The newest ``limit`` messages between the two users below ``before_id``, newest first."""
         before = before_id if before_id is not None else 2 ** 62
