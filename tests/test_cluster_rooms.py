@@ -193,3 +193,20 @@ def test_rooms_with_lock_host_and_waiting_room_survive_a_redis_restart(own_redis
     finally:
         n1.stop()
         n2.stop()
+
+
+def test_a_grace_runs_out_even_when_the_node_where_the_member_dropped_dies(cluster, client_factory):
+    n1, n2 = cluster("n1", MEETING_ROOM_GRACE="3"), cluster("n2", MEETING_ROOM_GRACE="3")
+    host, guest = user_on(client_factory, n2, "Host"), user_on(client_factory, n1, "Guest")
+    number = host.kernel.rooms.create()["number"]
+    guest.kernel.rooms.join(number)
+    mark = host.events.mark()
+    guest.kernel.reconnect_enabled = False
+    guest.kernel.link.drop("test: gone")                     # away, its grace counted on n1 ...
+    host.events.wait_for("room_members", lambda e: members_of(e).get(uid(guest), {}).get("away") is True,
+                         start=mark)
+    n1.kill()                                                # ... which dies before the grace ends
+    gone = host.events.wait_for("room_members", lambda e: uid(guest) not in members_of(e), start=mark, timeout=15)
+    assert set(members_of(gone)) == {uid(host)}
+    late = user_on(client_factory, n2, "Late")
+    late.kernel.rooms.join(number)                           # the room goes on with the host

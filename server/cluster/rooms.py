@@ -26,8 +26,10 @@ the media relay work unchanged; the relay also follows ``on_applied`` and ``remo
 send each frame once to every other node with members in the room (server/relay.py).
 
 A member whose connection drops keeps the place for ``room_grace`` seconds, marked away in
-Redis; the timer runs on the node where the connection dropped (or on the node that reaped a
-dead node), and a member who comes back on any node within that time takes the place back.
+Redis with the time the grace ends; a member who comes back on any node within that time takes
+the place back. Each room's earliest grace end is also in a sorted set, which every node
+sweeps about once a second, so a grace runs out even if the node where the member dropped died
+meanwhile (no member is left away for ever, no room kept alive by members who never return).
 When a node dies, its members are marked away and, if the host was among them, the host passes
 at once to the earliest member still connected; its waiting users leave the waiting rooms.
 """
@@ -83,6 +85,7 @@ class ClusterMember(Member):
     node: str = ""
     conn_id: int = 0
     away: bool = False
+    away_until: int = 0          # wall-clock ms: the end of the grace while away
 
     def public(self, host_id: int) -> dict[str, Any]:
         return {**super().public(host_id), "away": self.away}
@@ -122,6 +125,8 @@ class ClusterRooms(RoomRegistry):
         self.waiting_for: dict[int, str] = {}       # this node's users in a waiting room -> number
         self._put_back = self.client.register_script(_PUT_BACK)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cluster-rooms")
+        self._sweeping = False
+        reactor.call_every(max(0.2, min(1.0, config.room_grace / 4)), self._sweep_soon)
         cluster.calls["room_state"] = self._room_state_call
         # The media relay's: the mirror of a room changed (members, their node, away or back).
         self.on_applied: list[Callable[[Room], None]] = []
@@ -201,6 +206,11 @@ class ClusterRooms(RoomRegistry):
                                 pipe.delete(index(gone))
                             for came in new_ids - old_ids:
                                 pipe.set(index(came), number)
+                        graces = [m["away_until"] for m in after["members"] if m["away"]] if after else []
+                        if graces:
+                            pipe.zadd(self.keys.room_graces, {number: min(graces)})
+                        else:
+                            pipe.zrem(self.keys.room_graces, number)
                         if after is None:
                             pipe.delete(key)
                             pipe.srem(self.keys.rooms, number)
@@ -309,6 +319,7 @@ class ClusterRooms(RoomRegistry):
                 member = ClusterMember(m["user_id"], m["nickname"], None, m.get("avatar", {}))
             was_conn, was_media = member.conn, (member.camera, member.microphone, member.screen)
             member.nickname, member.node, member.away = m["nickname"], m["node"], m["away"]
+            member.away_until = m.get("away_until", 0)
             member.avatar = m.get("avatar", {})
             member.conn_id = m["conn_id"]
             member.camera, member.microphone, member.screen = m["camera"], m["microphone"], m["screen"]
@@ -368,7 +379,8 @@ class ClusterRooms(RoomRegistry):
                  "members": [{"user_id": m.user_id, "nickname": m.nickname, "avatar": m.avatar,
                               "node": m.node, "conn_id": m.conn_id, "camera": m.camera,  # type: ignore[attr-defined]
                               "microphone": m.microphone, "screen": m.screen,
-                              "away": m.away} for m in room.members.values()],  # type: ignore[attr-defined]
+                              "away": m.away, "away_until": m.away_until}  # type: ignore[attr-defined]
+                             for m in room.members.values()],
                  "waiting": [{"user_id": w.user_id, "nickname": w.nickname, "node": w.node,  # type: ignore[attr-defined]
                               "conn_id": w.conn_id, "avatar": w.avatar or {}}  # type: ignore[attr-defined]
                              for w in room.waiting.values()]}
@@ -686,7 +698,7 @@ class ClusterRooms(RoomRegistry):
                     raise _Unchanged(state)    # type: ignore[arg-type]
                 entry.update(node=self.cluster.name, conn_id=conn.id, nickname=conn.nickname)
                 if field == "members":
-                    entry["away"] = False
+                    entry.update(away=False, away_until=0)
                 return state
 
             before, after = self._change(number, change)
@@ -713,39 +725,44 @@ class ClusterRooms(RoomRegistry):
         self._queue(self._mark_away, room.number, {user_id}, False)
 
     def _mark_away(self, number: str, users: set[int], hand_over: bool) -> None:
-        """Room thread: members without a session: away, with a grace timer on this node;
-        ``hand_over`` passes the host on at once if the host is among them (their node died)."""
-        def change(state: RoomState | None) -> RoomState | None:
-            if state is None:
-                return None
-            for m in state["members"]:
-                if m["user_id"] in users:
-                    m["away"] = True
-            if hand_over and state["host_id"] in users:
-                state["host_id"] = _next_host(state)
-            return state
+        """Room thread: members without a session: away until the grace is over; ``hand_over``
+        passes the host on at once if the host is among them (their node died)."""
+        until = _now_ms() + int(self.config.room_grace * 1000)
+        before, after = self._change(number, lambda state: _away(state, users, until, hand_over))
+        self._on_reactor(self._tell, before, after, number)
 
-        before, after = self._change(number, change)
-        grace = self.config.room_grace
+    def _sweep_soon(self) -> None:
+        """Reactor thread, every ``sweep`` seconds: remove the members whose grace is over."""
+        if not self._sweeping:
+            self._sweeping = True
+            self._queue(self._sweep)
 
-        def tell() -> None:
-            self._tell(before, after, number)
-            for user_id in users:
-                self.reactor.call_later(grace, self._queue, self._grace_over_in, number, user_id)
-        self._on_reactor(tell)
+    def _sweep(self) -> None:
+        """Room thread. Every node sweeps the rooms whose earliest grace ran out (a sorted set
+        in Redis), so a grace outlives the node where the member dropped."""
+        try:
+            now = _now_ms()
+            try:
+                due = self.client.zrangebyscore(self.keys.room_graces, "-inf", now)
+            except UNREACHABLE:
+                return                              # logged by the lease thread; swept when Redis is back
 
-    def _grace_over_in(self, number: str, user_id: int) -> None:
-        def change(state: RoomState | None) -> RoomState | None:
-            if state is None:
-                return None
-            if any(m["user_id"] == user_id and m["away"] for m in state["members"]):
-                log.info("user=%d did not come back to room %s in time: removed", user_id, number)
-                return _without(state, {user_id})
-            raise _Unchanged(state)
+            def change(state: RoomState | None) -> RoomState | None:
+                if state is None:
+                    return None
+                over = {m["user_id"] for m in state["members"] if m["away"] and m.get("away_until", 0) <= now}
+                if not over:
+                    raise _Unchanged(state)
+                log.info("users %s did not come back to room %s in time: removed", sorted(over), state["number"])
+                return _without(state, over)
 
-        before, after = self._change(number, change)
-        if after is not before:
-            self._on_reactor(self._tell, before, after, number)
+            for raw in due:
+                number = raw.decode()
+                before, after = self._change(number, change)
+                if after is not before:
+                    self._on_reactor(self._tell, before, after, number)
+        finally:
+            self._sweeping = False
 
     def _users_reaped(self, node: str, users: list[int]) -> None:
         """A dead node's users: away in their rooms (host handed over), removed after the
@@ -778,9 +795,10 @@ class ClusterRooms(RoomRegistry):
                 number = self._get(self.keys.user_waiting(user_id))
                 if number is not None:
                     changes.append((*self._change(number, lambda s, u=user_id: _not_waiting(s, u)), number))
+            until = _now_ms() + int(self.config.room_grace * 1000)
             for number, users in mine.items():
                 if users:
-                    changes.append((*self._change(number, lambda s, u=users: _away(s, u)), number))
+                    changes.append((*self._change(number, lambda s, u=users: _away(s, u, until, True)), number))
             return changes
 
         try:
@@ -810,6 +828,9 @@ class ClusterRooms(RoomRegistry):
                     pipe.set(self.keys.user_room(member["user_id"]), number)
                 for waiter in state["waiting"]:
                     pipe.set(self.keys.user_waiting(waiter["user_id"]), number)
+                graces = [m["away_until"] for m in state["members"] if m["away"]]
+                if graces:
+                    pipe.zadd(self.keys.room_graces, {number: min(graces)})
                 pipe.execute()
             except UNREACHABLE as exc:
                 log.warning("room %s not registered again (Redis unreachable: %s)", number, exc)
@@ -875,15 +896,21 @@ def _without(state: RoomState, users: set[int]) -> RoomState | None:
     return state
 
 
-def _away(state: RoomState | None, users: set[int]) -> RoomState | None:
+def _away(state: RoomState | None, users: set[int], until_ms: int, hand_over: bool) -> RoomState | None:
+    """Members away until ``until_ms`` (wall clock) unless they come back; ``hand_over``: the
+    host among them passes the role on at once."""
     if state is None:
         return None
     for m in state["members"]:
         if m["user_id"] in users:
-            m["away"] = True
-    if state["host_id"] in users:
+            m["away"], m["away_until"] = True, until_ms
+    if hand_over and state["host_id"] in users:
         state["host_id"] = _next_host(state)
     return state
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _not_waiting(state: RoomState | None, user_id: int) -> RoomState | None:

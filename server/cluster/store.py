@@ -52,6 +52,10 @@ class Keys:
         return f"{self.prefix}room:{number}:order"
 
     @property
+    def room_graces(self) -> str:
+        return self.prefix + "room-graces"               # sorted set: room number -> earliest grace end (ms)
+
+    @property
     def rooms(self) -> str:
         return self.prefix + "rooms"                      # set of live room numbers
 
