@@ -1,8 +1,8 @@
 """This process as a node of a cluster: its name, lease, session directory, bus and router.
 
 Built by ``server.app.Server`` only when ``config.redis`` is set. Blocking Redis calls run on
-worker threads or on the node's own threads; the reactor only appends to the bus and, for a
-few lookups (friend lists' online flags), asks the directory directly.
+worker threads or on the node's own threads (lease, bus, rooms); the reactor only appends to
+the bus.
 
 * Login and RESUME bind the directory on the worker that verified them (``claim``); the
   session that was replaced gets its token deleted there, before its node sends KICKED.

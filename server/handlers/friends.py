@@ -75,13 +75,14 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
             raise ApiError(ErrorCode.USER_NOT_FOUND)
         return user
 
-    def became_friends(a: User, b: User) -> None:
-        """Reactor thread: both sides get FRIEND_ADDED_EVENT with the other's presence."""
+    def became_friends(a: User, b: User, online: set[int]) -> None:
+        """Reactor thread: both sides get FRIEND_ADDED_EVENT with the other's presence
+        (``online``: looked up on the worker, which may ask Redis in a cluster)."""
         presence.friendship_added(a.id, b.id)
         router.event_to_user(a.id, PacketType.FRIEND_ADDED_EVENT,
-                             messages.FriendAddedEvent(friend=friend_view(b, presence.is_online(b.id))))
+                             messages.FriendAddedEvent(friend=friend_view(b, b.id in online)))
         router.event_to_user(b.id, PacketType.FRIEND_ADDED_EVENT,
-                             messages.FriendAddedEvent(friend=friend_view(a, presence.is_online(a.id))))
+                             messages.FriendAddedEvent(friend=friend_view(a, a.id in online)))
 
     @handler(PacketType.USER_SEARCH, blocking=True)
     def user_search(req: Request) -> dict:
@@ -104,13 +105,14 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
             outcome = storage.request_friend(req.user_id, target.id, greeting, now_ms())
         except FriendRefusal as exc:
             raise ApiError(_REFUSALS[exc.reason]) from None
+        online = presence.online_among((me.id, target.id)) if outcome.status == "friends" else set()
 
         def finish() -> None:
             if outcome.status == "friends":
                 log.info("%s and user %d asked each other: now friends", req.conn.who, target.id)
-                became_friends(me, target)
+                became_friends(me, target, online)
                 send_result(req.conn, req.request_id, {
-                    "status": "friends", "friend": friend_view(target, presence.is_online(target.id))})
+                    "status": "friends", "friend": friend_view(target, target.id in online)})
                 return
             log.info("%s asked user %d for friendship (request %d)", req.conn.who, target.id, outcome.request.id)
             router.event_to_user(target.id, PacketType.FRIEND_REQUEST_EVENT,
@@ -128,6 +130,7 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
         except FriendRefusal as exc:
             raise ApiError(_REFUSALS[exc.reason]) from None
         me, asker = storage.get_user(req.user_id), storage.get_user(request.from_id)
+        online = presence.online_among((me.id, asker.id)) if accept and asker is not None else set()
 
         def finish() -> None:
             log.info("%s %s the friend request %d of user %d", req.conn.who,
@@ -136,8 +139,8 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
                                  messages.FriendAnswerEvent(request_id=request_id, accepted=accept, user=user_view(me)))
             body: dict = {"request_id": request_id, "accepted": accept}
             if accept and asker is not None:
-                became_friends(me, asker)
-                body["friend"] = friend_view(asker, presence.is_online(asker.id))
+                became_friends(me, asker, online)
+                body["friend"] = friend_view(asker, asker.id in online)
             send_result(req.conn, req.request_id, body)
         req.on_reactor(finish)
 
