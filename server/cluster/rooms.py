@@ -687,10 +687,14 @@ class ClusterRooms(RoomRegistry):
 
     def _take_place_back(self, conn: "Connection", replaced: bool) -> None:
         user_id = self._user(conn)
-        for index, field in ((self.keys.user_room, "members"), (self.keys.user_waiting, "waiting")):
-            number = self._get(index(user_id))
-            if number is None:
+        try:      # one round trip for the (usual) user in no room and no waiting room
+            numbers = self.client.mget(self.keys.user_room(user_id), self.keys.user_waiting(user_id))
+        except UNREACHABLE as exc:
+            raise unavailable(exc) from None
+        for raw, field in zip(numbers, ("members", "waiting")):
+            if raw is None:
                 continue
+            number = raw.decode()
 
             def change(state: RoomState | None, field: str = field) -> RoomState | None:
                 entry = next((e for e in state[field] if e["user_id"] == user_id), None) if state else None
