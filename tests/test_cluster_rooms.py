@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from common.errors import ErrorCode
+from common.errors import ApiError, ErrorCode
 from server.admin import query_status
 from tests.test_cluster import HEARTBEAT_TIMEOUT, cluster, members_of, own_redis, user_on  # noqa: F401
 from tests.social import uid
@@ -210,3 +211,32 @@ def test_a_grace_runs_out_even_when_the_node_where_the_member_dropped_dies(clust
     assert set(members_of(gone)) == {uid(host)}
     late = user_on(client_factory, n2, "Late")
     late.kernel.rooms.join(number)                           # the room goes on with the host
+
+
+def test_joins_racing_on_two_nodes_for_the_last_places_never_overfill_the_room(cluster, client_factory):
+    n1, n2 = cluster("n1", MEETING_ROOM_MAX_MEMBERS="3"), cluster("n2", MEETING_ROOM_MAX_MEMBERS="3")
+    host = user_on(client_factory, n1, "Host")
+    racers = [user_on(client_factory, node, f"R{i}") for i, node in enumerate((n1, n2, n1, n2))]
+    for _ in range(4):
+        number = host.kernel.rooms.create()["number"]
+        mark, marks = host.events.mark(), {c: c.events.mark() for c in racers}
+        with ThreadPoolExecutor(len(racers)) as pool:
+            outcomes = list(pool.map(lambda c: _join_or_error(c, number), racers))
+        inside = [c for c, outcome in zip(racers, outcomes) if outcome is None]
+        assert sorted(o for o in outcomes if o is not None) == [ErrorCode.ROOM_FULL] * 2
+        assert len(inside) == 2
+        final = {uid(host), *(uid(c) for c in inside)}
+        host.events.wait_for("room_members", lambda e: set(members_of(e)) == final, start=mark)
+        for client in inside:                                 # everyone ends up seeing the same room
+            client.events.wait_for("room_members", lambda e: e["room"]["number"] == number
+                                   and set(members_of(e)) == final, start=marks[client])
+            client.kernel.rooms.leave()
+        host.kernel.rooms.leave()
+
+
+def _join_or_error(client, number: str):
+    try:
+        client.kernel.rooms.join(number, "", 10.0)
+    except ApiError as exc:
+        return exc.code
+    return None
