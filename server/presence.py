@@ -56,20 +56,23 @@ class Presence:
     def status(self) -> dict[str, int]:
         return {"presence_online_events": self.online_events, "presence_offline_events": self.offline_events}
 
-    # -- queries (reactor thread) ---------------------------------------------------------------
-    def is_online(self, user_id: int) -> bool:
-        """Announced here, or (in a cluster) holding a session on another node."""
-        return bool(self.online_among((user_id,)))
+    # -- queries ---------------------------------------------------------------------------------
+    def elsewhere(self, user_ids: Iterable[int]) -> set[int]:
+        """Worker thread: which of these users hold a session on another node (one directory
+        lookup in Redis in a cluster; nobody, without a call, in one process). The reply is
+        then finished on the reactor with ``online_among``."""
+        if self.cluster is None:
+            return set()
+        others = {uid for uid in user_ids if self.sessions.get(uid) is None}
+        return self.router.online_among(others) if others else set()
 
-    def online_among(self, user_ids: Iterable[int]) -> set[int]:
-        """``is_online`` for many users: one directory lookup for those on other nodes."""
+    def online_among(self, user_ids: Iterable[int], elsewhere: Iterable[int] = ()) -> set[int]:
+        """Reactor thread: the users announced online here, and those of ``elsewhere`` (from
+        ``elsewhere()``) still without a session here; so a reply and the FRIEND_ONLINE/OFFLINE
+        events of this node's users around it agree."""
         ids = set(user_ids)
         online = {uid for uid in ids if uid in self._friends}
-        if self.cluster is not None:
-            others = {uid for uid in ids - online if self.sessions.get(uid) is None}
-            if others:
-                online |= self.router.online_among(others)
-        return online
+        return online | {uid for uid in set(elsewhere) & (ids - online) if self.sessions.get(uid) is None}
 
     def are_friends(self, user_id: int, other_id: int) -> bool | None:
         """From the cache of an announced user; None if ``user_id`` is not announced."""

@@ -75,14 +75,16 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
             raise ApiError(ErrorCode.USER_NOT_FOUND)
         return user
 
-    def became_friends(a: User, b: User, online: set[int]) -> None:
+    def became_friends(a: User, b: User, elsewhere: set[int]) -> set[int]:
         """Reactor thread: both sides get FRIEND_ADDED_EVENT with the other's presence
-        (``online``: looked up on the worker, which may ask Redis in a cluster)."""
+        (``elsewhere``: ``presence.elsewhere`` of both, from the worker); returns who is online."""
         presence.friendship_added(a.id, b.id)
+        online = presence.online_among((a.id, b.id), elsewhere)
         router.event_to_user(a.id, PacketType.FRIEND_ADDED_EVENT,
                              messages.FriendAddedEvent(friend=friend_view(b, b.id in online)))
         router.event_to_user(b.id, PacketType.FRIEND_ADDED_EVENT,
                              messages.FriendAddedEvent(friend=friend_view(a, a.id in online)))
+        return online
 
     @handler(PacketType.USER_SEARCH, blocking=True)
     def user_search(req: Request) -> dict:
@@ -105,12 +107,12 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
             outcome = storage.request_friend(req.user_id, target.id, greeting, now_ms())
         except FriendRefusal as exc:
             raise ApiError(_REFUSALS[exc.reason]) from None
-        online = presence.online_among((me.id, target.id)) if outcome.status == "friends" else set()
+        elsewhere = presence.elsewhere((me.id, target.id)) if outcome.status == "friends" else set()
 
         def finish() -> None:
             if outcome.status == "friends":
                 log.info("%s and user %d asked each other: now friends", req.conn.who, target.id)
-                became_friends(me, target, online)
+                online = became_friends(me, target, elsewhere)
                 send_result(req.conn, req.request_id, {
                     "status": "friends", "friend": friend_view(target, target.id in online)})
                 return
@@ -130,7 +132,7 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
         except FriendRefusal as exc:
             raise ApiError(_REFUSALS[exc.reason]) from None
         me, asker = storage.get_user(req.user_id), storage.get_user(request.from_id)
-        online = presence.online_among((me.id, asker.id)) if accept and asker is not None else set()
+        elsewhere = presence.elsewhere((me.id, asker.id)) if accept and asker is not None else set()
 
         def finish() -> None:
             log.info("%s %s the friend request %d of user %d", req.conn.who,
@@ -139,7 +141,7 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
                                  messages.FriendAnswerEvent(request_id=request_id, accepted=accept, user=user_view(me)))
             body: dict = {"request_id": request_id, "accepted": accept}
             if accept and asker is not None:
-                became_friends(me, asker, online)
+                online = became_friends(me, asker, elsewhere)
                 body["friend"] = friend_view(asker, asker.id in online)
             send_result(req.conn, req.request_id, body)
         req.on_reactor(finish)
@@ -162,11 +164,12 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
     def friend_list(req: Request) -> None:
         after = req.body.after or 0
         users = storage.friends_page(req.user_id, after, PAGE_ROWS)
+        elsewhere = presence.elsewhere(u.id for u in users)     # Redis in a cluster: here, not on the reactor
 
         def finish() -> None:
             # "online": false is the longest form, so the page fits whatever the flags are
             page, cut = fit_page(users, lambda u: friend_view(u, False))
-            online = presence.online_among(entry.id for entry in page)
+            online = presence.online_among((entry.id for entry in page), elsewhere)
             for entry in page:
                 entry.online = entry.id in online
             more = cut or len(users) == PAGE_ROWS
