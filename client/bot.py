@@ -27,11 +27,11 @@ from typing import Sequence
 from common.errors import ApiError, ErrorCode
 from common.media import MediaKind
 
-from .events import Event, EventRecorder
+from .events import Event, EventKind, EventRecorder
 from .kernel import ClientKernel, ConnectionLost
 from .link import ConnectError
 from .media.audio_io import NullSink, ToneSource, open_speakers
-from .media.pipeline import AudioPublisher, Receiver, VideoPublisher, delay_percentiles
+from .media.pipeline import AudioPublisher, MeetingReceiver, VideoPublisher, delay_percentiles
 from .media.sources import TestPatternSource, open_camera
 from .servers import Address, parse_servers
 from .media.video_codec import H264Encoder, VideoProfile
@@ -67,7 +67,7 @@ class Bot:
         self.rooms = self.kernel.rooms
         self.video: VideoPublisher | None = None
         self.audio: AudioPublisher | None = None
-        self.receiver: Receiver | None = None
+        self.receiver: MeetingReceiver | None = None
         self.joined_at: float | None = None     # time.monotonic() of the last create/join call
 
     # -- session and room -------------------------------------------------------------------------
@@ -104,7 +104,7 @@ class Bot:
         if self.receiver is not None:
             return
         m = self.media
-        self.receiver = Receiver(self.rooms, open_speakers() if m.speakers else NullSink())
+        self.receiver = MeetingReceiver(self.rooms, open_speakers() if m.speakers else NullSink())
         if m.video:
             if m.camera:
                 source = open_camera(0, m.width, m.height, m.fps, label=self.nickname)
@@ -119,13 +119,13 @@ class Bot:
         """Network thread: keep the receivers in step with the member list."""
         if self.receiver is None:
             return
-        if event.kind == "room_members":
+        if event.kind == EventKind.ROOM_MEMBERS:
             me = (self.kernel.user or {}).get("id")
             others = {m["user_id"] for m in event["room"].get("members", []) if m["user_id"] != me}
             self.receiver.retain(others)
-        elif event.kind in ("room_left", "room_closed", "room_removed"):
+        elif event.kind in (EventKind.ROOM_LEFT, EventKind.ROOM_CLOSED, EventKind.ROOM_REMOVED):
             self.receiver.retain(set())
-        elif event.kind == "room_mute" and self.audio is not None:
+        elif event.kind == EventKind.ROOM_MUTE and self.audio is not None:
             self.audio.muted = True          # the host asked: a bot obeys, and says so
             self.kernel.run_task(self.rooms.set_media_state, self.media.video, False, False)
 

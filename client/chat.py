@@ -23,10 +23,10 @@ from common import limits, messages
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
+from .events import Event, EventKind
 from .ordered import wait
 
 if TYPE_CHECKING:
-    from .events import Event
     from .kernel import ClientKernel
 
 # Refusals worth another try later; any other ApiError drops the message from the outbox.
@@ -72,7 +72,7 @@ class ChatClient:
         entry = OutboxEntry(client_msg_id or uuid.uuid4().hex, self.kernel.user["id"], to, text)
         with self._lock:
             self.outbox[entry.client_msg_id] = entry
-            self.kernel.emit("chat_pending", client_msg_id=entry.client_msg_id, to=to, text=text)
+            self.kernel.emit(EventKind.CHAT_PENDING, client_msg_id=entry.client_msg_id, to=to, text=text)
             if self._ready:
                 self._dispatch(entry)
         return entry
@@ -103,12 +103,12 @@ class ChatClient:
                     id=reply["id"], from_id=entry.sender, to_id=entry.to, client_msg_id=entry.client_msg_id,
                     text=entry.text, time=reply["time"], delivered_at=None, read_at=None))
                 self.conversations[entry.to].setdefault(reply["id"], message)
-                self.kernel.emit("chat_sent", message=message, duplicate=reply.get("duplicate", False))
+                self.kernel.emit(EventKind.CHAT_SENT, message=message, duplicate=reply.get("duplicate", False))
                 entry.acked.set_result(reply)
                 return
             if isinstance(error, ApiError) and error.code not in RETRYABLE:
                 self.outbox.pop(entry.client_msg_id, None)
-                self.kernel.emit("chat_failed", client_msg_id=entry.client_msg_id, to=entry.to,
+                self.kernel.emit(EventKind.CHAT_FAILED, client_msg_id=entry.client_msg_id, to=entry.to,
                                  code=int(error.code), name=error.code.name, message=error.message)
                 entry.acked.set_exception(error)
                 return
@@ -180,14 +180,14 @@ class ChatClient:
             for message in reply["messages"]:
                 if self._store(message):
                     count += 1
-                    self.kernel.emit("chat_message", message=message, backlog=True)
+                    self.kernel.emit(EventKind.CHAT_MESSAGE, message=message, backlog=True)
                 if message["delivered_at"] is None:
                     undelivered.append(message["id"])
             if not reply["more"]:
                 break
             after = reply["next"]
         self._send_delivered(undelivered)
-        self.kernel.emit("unread_loaded", count=count)
+        self.kernel.emit(EventKind.UNREAD_LOADED, count=count)
 
     def remember(self, message: dict) -> bool:
         """Keep a message another module received (a file offered in the conversation); False
@@ -207,7 +207,7 @@ class ChatClient:
     def _on_message(self, body: dict) -> None:
         message = body["message"]
         if self._store(message):
-            self.kernel.emit("chat_message", message=message, backlog=False)
+            self.kernel.emit(EventKind.CHAT_MESSAGE, message=message, backlog=False)
         if message["delivered_at"] is None:
             self._receipt(message["id"])
 
@@ -246,17 +246,17 @@ class ChatClient:
                     if message["to"] == peer and message["id"] <= body["up_to"] and message["read_at"] is None:
                         message["read_at"] = at
                         message["delivered_at"] = message["delivered_at"] or at
-        self.kernel.emit("chat_status", status=status, peer=peer, ids=body.get("ids"), up_to=body.get("up_to"),
+        self.kernel.emit(EventKind.CHAT_STATUS, status=status, peer=peer, ids=body.get("ids"), up_to=body.get("up_to"),
                          at=at)
 
     def _on_typing(self, body: dict) -> None:
-        self.kernel.emit("typing", user_id=body["from"], typing=bool(body.get("typing", True)))
+        self.kernel.emit(EventKind.TYPING, user_id=body["from"], typing=bool(body.get("typing", True)))
 
     def _on_kernel_event(self, event: "Event") -> None:
-        if event.kind == "disconnected":
+        if event.kind == EventKind.DISCONNECTED:
             with self._lock:
                 self._ready = False
-        elif event.kind == "logged_out":
+        elif event.kind == EventKind.LOGGED_OUT:
             with self._lock:
                 self._ready = False
                 dropped, self.outbox = list(self.outbox.values()), collections.OrderedDict()

@@ -1,16 +1,83 @@
-"""Events the client core posts for the UI, bots and tests."""
+"""What the client core tells the UI, bots and tests: its events, and where its session stands."""
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Callable
+
+
+class SessionState(StrEnum):
+    """``kernel.state``: offline → connecting → connected (HELLO answered) → online (logged in);
+    reconnecting while a lost link is being restored."""
+
+    OFFLINE = "offline"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    ONLINE = "online"
+    RECONNECTING = "reconnecting"
+
+
+class EventKind(StrEnum):
+    """Every kind of event the core emits (a ``str``: listeners may compare with plain strings).
+    Each module's docstring says what data its events carry."""
+
+    # the session (kernel)
+    LOGGED_IN = "logged_in"
+    LOGGED_OUT = "logged_out"
+    RECONNECTED = "reconnected"
+    RECONNECTING = "reconnecting"
+    RECONNECT_FAILED = "reconnect_failed"
+    DISCONNECTED = "disconnected"
+    SESSION_EXPIRED = "session_expired"
+    KICKED = "kicked"
+    GOING_AWAY = "going_away"
+    HEARTBEAT = "heartbeat"
+    SERVER_ERROR = "server_error"
+    PROFILE_CHANGED = "profile_changed"
+    # friends
+    FRIENDS_CHANGED = "friends_changed"
+    FRIEND_REQUEST = "friend_request"
+    FRIEND_REQUESTS_CHANGED = "friend_requests_changed"
+    FRIEND_ANSWER = "friend_answer"
+    FRIEND_ADDED = "friend_added"
+    FRIEND_REMOVED = "friend_removed"
+    FRIEND_ONLINE = "friend_online"
+    FRIEND_OFFLINE = "friend_offline"
+    # chat
+    CHAT_MESSAGE = "chat_message"
+    CHAT_SENT = "chat_sent"
+    CHAT_PENDING = "chat_pending"
+    CHAT_FAILED = "chat_failed"
+    CHAT_STATUS = "chat_status"
+    TYPING = "typing"
+    UNREAD_LOADED = "unread_loaded"
+    # files
+    FILE_OFFER = "file_offer"
+    FILE_OFFERED = "file_offered"
+    FILE_ACCEPTED = "file_accepted"
+    FILE_DECLINED = "file_declined"
+    FILE_PROGRESS = "file_progress"
+    FILE_SPOOLED = "file_spooled"
+    FILE_DONE = "file_done"
+    FILE_CANCELLED = "file_cancelled"
+    FILE_FAILED = "file_failed"
+    # meetings
+    ROOM_MEMBERS = "room_members"
+    ROOM_CHAT = "room_chat"
+    ROOM_MUTE = "room_mute"
+    ROOM_LEFT = "room_left"
+    ROOM_CLOSED = "room_closed"
+    ROOM_REMOVED = "room_removed"
+    ROOM_WAITING = "room_waiting"
+    ROOM_REFUSED = "room_refused"
+    ROOM_WAITING_LIST = "room_waiting_list"
 
 
 @dataclass(frozen=True)
 class Event:
-    kind: str
+    kind: EventKind
     data: dict = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
@@ -51,22 +118,3 @@ class EventRecorder:
     def mark(self) -> int:
         with self._cond:
             return len(self.events)
-
-
-class EventQueue:
-    """What the Tk UI drains with ``after()``: a plain thread-safe queue of events."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[Event] = queue.Queue()
-
-    def __call__(self, event: Event) -> None:
-        self.queue.put(event)
-
-    def drain(self, limit: int = 1000) -> list[Event]:
-        out = []
-        for _ in range(limit):
-            try:
-                out.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        return out

@@ -26,14 +26,15 @@ from typing import Callable, Sequence, TextIO
 
 from common.errors import ApiError
 
-from .events import Event
+from .events import Event, EventKind
 from .kernel import ClientKernel, ConnectionLost
 from .link import ConnectError
 from .tls import TlsOptions
 from .servers import parse_servers
 
 MiB = 1024 * 1024
-ENDINGS = ("file_done", "file_spooled", "file_failed", "file_cancelled", "file_declined")
+ENDINGS = (EventKind.FILE_DONE, EventKind.FILE_SPOOLED, EventKind.FILE_FAILED, EventKind.FILE_CANCELLED,
+           EventKind.FILE_DECLINED)
 
 
 class UsageError(Exception):
@@ -63,10 +64,10 @@ class Terminal:
 
     def __call__(self, event: Event) -> None:
         transfer_id = event.data.get("transfer_id")
-        if event.kind == "file_offer":
+        if event.kind == EventKind.FILE_OFFER:
             with self.changed:
                 self.offers.append(event.data)
-        elif event.kind == "file_progress" and transfer_id in self.names:
+        elif event.kind == EventKind.FILE_PROGRESS and transfer_id in self.names:
             line = format_progress(self.names[transfer_id], event["done"], event["total"], event["rate"],
                                    event["eta"])
             self.out.write(f"\r{line}\033[K")
@@ -77,14 +78,14 @@ class Terminal:
             with self.changed:
                 self.outcomes[transfer_id] = event
                 self.changed.notify_all()
-        elif event.kind == "disconnected" and event.data.get("will_reconnect"):
+        elif event.kind == EventKind.DISCONNECTED and event.data.get("will_reconnect"):
             self.say(f"disconnected ({event['reason']}), reconnecting...")
-        elif event.kind == "reconnected":
+        elif event.kind == EventKind.RECONNECTED:
             self.say("reconnected, resuming")
-        elif event.kind in ("kicked", "session_expired", "logged_out") or (
-                event.kind == "disconnected" and not event.data.get("will_reconnect")):
-            reason = {"kicked": "your account logged in somewhere else",
-                      "session_expired": "your session expired"}.get(event.kind, "disconnected")
+        elif event.kind in (EventKind.KICKED, EventKind.SESSION_EXPIRED, EventKind.LOGGED_OUT) or (
+                event.kind == EventKind.DISCONNECTED and not event.data.get("will_reconnect")):
+            reason = {EventKind.KICKED: "your account logged in somewhere else",
+                      EventKind.SESSION_EXPIRED: "your session expired"}.get(event.kind, "disconnected")
             with self.changed:
                 self.fatal = self.fatal or reason
         with self.changed:
@@ -114,14 +115,14 @@ class Terminal:
 
 
 def describe_ending(name: str, event: Event) -> str:
-    if event.kind == "file_done":
+    if event.kind == EventKind.FILE_DONE:
         where = f" -> {event.data['path']}" if event.data.get("path") else ""
         return f"{name}: delivered{where}"
-    if event.kind == "file_spooled":
+    if event.kind == EventKind.FILE_SPOOLED:
         return f"{name}: your friend is offline; the server keeps it and offers it at their next login"
-    if event.kind == "file_declined":
+    if event.kind == EventKind.FILE_DECLINED:
         return f"{name}: declined"
-    if event.kind == "file_cancelled":
+    if event.kind == EventKind.FILE_CANCELLED:
         reason = event.data.get("reason")
         return f"{name}: cancelled" + (f" ({reason})" if reason else "")
     return f"{name}: failed: {event.data.get('message') or event.data.get('error')}"
@@ -200,7 +201,7 @@ def _send(args: argparse.Namespace, terminal: Terminal) -> int:
             pending.append(transfer_id)
             terminal.say(f"{path.name}: offered, waiting for {friend['nickname']} to accept")
         terminal.wait(lambda: all(t in terminal.outcomes for t in pending), args.timeout)
-        good = all(terminal.outcomes[t].kind in ("file_done", "file_spooled") for t in pending)
+        good = all(terminal.outcomes[t].kind in (EventKind.FILE_DONE, EventKind.FILE_SPOOLED) for t in pending)
         return 0 if good else 1
     finally:
         kernel.close()
@@ -236,7 +237,7 @@ def _receive(args: argparse.Namespace, terminal: Terminal) -> int:
                 continue
             accepted.append(offer["transfer_id"])
         terminal.wait(lambda: all(t in terminal.outcomes for t in accepted), args.timeout)
-        return 0 if all(terminal.outcomes[t].kind == "file_done" for t in accepted) else 1
+        return 0 if all(terminal.outcomes[t].kind == EventKind.FILE_DONE for t in accepted) else 1
     finally:
         kernel.close()
 

@@ -35,6 +35,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import Future
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +43,10 @@ from common import limits
 from common.errors import ApiError, ErrorCode
 from common.filenames import sanitize_filename
 from common.chunks import FRAME_PREFIX, pack_chunk_prefix_into, unpack_chunk
+from common.messages import TransferState
 from common.packets import PacketType
 
-from .events import Event
+from .events import Event, EventKind
 
 if TYPE_CHECKING:
     from .kernel import ClientKernel
@@ -54,7 +56,6 @@ log = logging.getLogger("client.files")
 CHUNK = limits.MAX_FILE_CHUNK
 QUEUE_LIMIT = CHUNK              # link output queued before the sender adds a chunk (<= 2 queued)
 ACK_EVERY = 4 * CHUNK            # the receiver confirms this often (less with a window under 2 MiB)
-HASH_BLOCK = 1024 * 1024
 PROGRESS_INTERVAL = 0.25
 DEFAULT_WINDOW = 2 * 1024 * 1024
 MAX_EARLY = 64                   # stashed early events kept at most
@@ -66,11 +67,8 @@ ERROR_MESSAGES = {
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def write_all(fd: int, data: memoryview) -> None:
@@ -120,8 +118,21 @@ class Progress:
             self.rate = current if self.rate == 0 else 0.6 * self.rate + 0.4 * current
         self._last_time, self._last_done = now, done
         eta = round((self.total - done) / self.rate, 1) if self.rate > 0 else None
-        self.kernel.emit("file_progress", transfer_id=self.transfer_id, direction=self.direction, done=done,
+        self.kernel.emit(EventKind.FILE_PROGRESS, transfer_id=self.transfer_id, direction=self.direction, done=done,
                          total=self.total, rate=round(self.rate), eta=eta)
+
+
+class SendState(StrEnum):
+    OFFERED = "offered"         # waiting for the answer
+    SENDING = "sending"
+    PAUSED = "paused"           # the link dropped: the session hook resumes it
+    ENDED = "ended"
+
+
+class ReceiveState(StrEnum):
+    RECEIVING = "receiving"
+    VERIFIED = "verified"       # complete and in place; the final ack not confirmed yet
+    ENDED = "ended"
 
 
 class Outgoing:
@@ -138,7 +149,7 @@ class Outgoing:
         self.size = size
         self.sha256 = sha256
         self.window = window
-        self.state = "offered"      # offered | sending | paused | ended
+        self.state = SendState.OFFERED
         self.interrupted = False    # the link dropped since the last resume
         self.next = 0
         self.acked = 0
@@ -149,9 +160,9 @@ class Outgoing:
     def go(self, offset: int, confirmed: int) -> None:
         """Stream from ``offset``; the server has ``confirmed`` bytes confirmed."""
         with self.cond:
-            if self.state == "ended":
+            if self.state == SendState.ENDED:
                 return
-            self.state = "sending"
+            self.state = SendState.SENDING
             self.next = offset
             self.acked = confirmed
             self.cond.notify_all()
@@ -165,25 +176,25 @@ class Outgoing:
 
     def pause(self) -> None:
         with self.cond:
-            if self.state == "sending":
-                self.state = "paused"
+            if self.state == SendState.SENDING:
+                self.state = SendState.PAUSED
 
     def end(self) -> bool:
         """Stop for good; False if it had already ended."""
         with self.cond:
-            if self.state == "ended":
+            if self.state == SendState.ENDED:
                 return False
-            self.state = "ended"
+            self.state = SendState.ENDED
             self.cond.notify_all()
             return True
 
     def _next_chunk(self) -> tuple[int, int] | None:
         with self.cond:
             while True:
-                if self.state == "ended" or not self.files.alive:
+                if self.state == SendState.ENDED or not self.files.alive:
                     return None
                 size = min(CHUNK, self.size - self.next)
-                if self.state == "sending" and size > 0 and self.next + size - self.acked <= self.window:
+                if self.state == SendState.SENDING and size > 0 and self.next + size - self.acked <= self.window:
                     offset = self.next
                     self.next += size
                     return offset, size
@@ -199,14 +210,14 @@ class Outgoing:
         try:
             while (chunk := self._next_chunk()) is not None:
                 offset, size = chunk
-                kernel.link.wait_for_room(QUEUE_LIMIT, timeout=5.0)
+                kernel.wait_for_room(QUEUE_LIMIT, timeout=5.0)
                 # The whole frame in one pooled buffer, the file read straight into it.
-                frame = kernel.link.buffers.take(FRAME_PREFIX + size)
+                frame = kernel.buffers.take(FRAME_PREFIX + size)
                 pack_chunk_prefix_into(frame, self.raw_id, offset, size)
                 if os.preadv(fd, [memoryview(frame)[FRAME_PREFIX:]], offset) != size:
                     self.files.local_failure(self.id, f"{self.path.name} became shorter while being sent")
                     return
-                if not kernel.link.send(frame, recycle=True):
+                if not kernel.send_frame(frame, recycle=True):
                     self.pause()   # the session hook resumes from the server's offset
         except OSError as exc:
             self.files.local_failure(self.id, f"cannot read {self.path.name}: {exc.strerror}")
@@ -226,7 +237,7 @@ class Incoming:
         self.sha256 = offer["sha256"]
         self.destination = destination
         self.temp = destination.with_name(f".{destination.name}.{self.id[:8]}.part")
-        self.state = "receiving"    # receiving | verified (final ack not yet sent) | ended
+        self.state = ReceiveState.RECEIVING
         self.interrupted = False    # the link dropped since the last resume
         self.received = 0           # network thread: the next offset expected
         self.written = 0
@@ -243,7 +254,7 @@ class Incoming:
     def on_chunk(self, offset: int, data: memoryview) -> None:
         """Network thread: keep the chunk if it is the next one, ignore it otherwise."""
         with self.cond:
-            if self.state != "receiving" or offset != self.received or offset + len(data) > self.size:
+            if self.state != ReceiveState.RECEIVING or offset != self.received or offset + len(data) > self.size:
                 return
             self.received += len(data)
             self.queue.append(data)
@@ -255,9 +266,9 @@ class Incoming:
 
     def stop(self) -> bool:
         with self.cond:
-            if self.state == "ended":
+            if self.state == ReceiveState.ENDED:
                 return False
-            self.state = "ended"
+            self.state = ReceiveState.ENDED
             self.queue.clear()
             self.cond.notify()
             return True
@@ -268,16 +279,16 @@ class Incoming:
         try:
             while self.written < self.size:
                 with self.cond:
-                    while not self.queue and self.state == "receiving" and self.files.alive:
+                    while not self.queue and self.state == ReceiveState.RECEIVING and self.files.alive:
                         self.cond.wait(1.0)
-                    if self.state != "receiving" or not self.queue:
+                    if self.state != ReceiveState.RECEIVING or not self.queue:
                         return
                     data = self.queue.popleft()
                     self.queued -= len(data)
                 write_all(self.fd, data)
                 self.hasher.update(data)
-                if isinstance(data.obj, bytearray):   # a large body: from the link's pool
-                    kernel.link.buffers.give(data.obj)
+                if isinstance(data.obj, bytearray):   # a large body: from the kernel's pool
+                    kernel.buffers.give(data.obj)
                 self.written += len(data)
                 if self.written - last_ack >= self.ack_every:
                     last_ack = self.written
@@ -308,9 +319,9 @@ class Incoming:
         os.replace(self.temp, final)
         self.final_path = final
         with self.cond:
-            if self.state != "receiving":
+            if self.state != ReceiveState.RECEIVING:
                 return
-            self.state = "verified"
+            self.state = ReceiveState.VERIFIED
         self.progress.update(self.size, force=True)
         self.files.delivered(self)
 
@@ -339,7 +350,7 @@ class FilesClient:
     @property
     def alive(self) -> bool:
         """False once the kernel is closed: the transfer threads then stop."""
-        return self.kernel.link.is_alive()
+        return self.kernel.running
 
     # -- sending ---------------------------------------------------------------------------------
     def send_file(self, to: int, path: str | os.PathLike, name: str | None = None,
@@ -368,7 +379,7 @@ class FilesClient:
             outgoing.thread.start()
             message = reply.get("message")
             if isinstance(message, dict) and self.kernel.chat.remember(message):
-                self.kernel.emit("chat_sent", message=message, duplicate=False)
+                self.kernel.emit(EventKind.CHAT_SENT, message=message, duplicate=False)
             if reply.get("mode") == "spool":
                 outgoing.go(int(reply.get("offset", 0)), 0)
             for handler, body in early:
@@ -381,7 +392,7 @@ class FilesClient:
             reply = future.result(timeout or self.kernel.request_timeout)
         except TimeoutError:
             raise TimeoutError("no answer to the file offer in time") from None
-        self.kernel.emit("file_offered", transfer_id=reply["transfer_id"], to=to, name=reply["name"], size=size,
+        self.kernel.emit(EventKind.FILE_OFFERED, transfer_id=reply["transfer_id"], to=to, name=reply["name"], size=size,
                          mode=reply.get("mode"))
         return reply["transfer_id"]
 
@@ -410,9 +421,9 @@ class FilesClient:
             return
         if body.get("accepted"):
             outgoing.go(int(body.get("offset", 0)), int(body.get("offset", 0)))
-            self.kernel.emit("file_accepted", transfer_id=outgoing.id)
+            self.kernel.emit(EventKind.FILE_ACCEPTED, transfer_id=outgoing.id)
         elif self._forget_outgoing(outgoing):
-            self.kernel.emit("file_declined", transfer_id=outgoing.id, name=outgoing.name)
+            self.kernel.emit(EventKind.FILE_DECLINED, transfer_id=outgoing.id, name=outgoing.name)
 
     def _on_ack(self, body: dict) -> None:
         outgoing = self._outgoing.get(str(body.get("transfer_id")))
@@ -430,12 +441,12 @@ class FilesClient:
         if body.get("stage") == "spooled":
             if outgoing is not None and self._forget_outgoing(outgoing):
                 outgoing.progress.update(outgoing.size, force=True)
-                self.kernel.emit("file_spooled", transfer_id=file_id, name=outgoing.name, size=outgoing.size)
+                self.kernel.emit(EventKind.FILE_SPOOLED, transfer_id=file_id, name=outgoing.name, size=outgoing.size)
             return
         if outgoing is not None:
             self._forget_outgoing(outgoing)
             outgoing.progress.update(outgoing.size, force=True)
-        self.kernel.emit("file_done", transfer_id=file_id, direction="send", size=body.get("size"))
+        self.kernel.emit(EventKind.FILE_DONE, transfer_id=file_id, direction="send", size=body.get("size"))
 
     def _forget_outgoing(self, outgoing: Outgoing) -> bool:
         with self._lock:
@@ -447,7 +458,7 @@ class FilesClient:
         outgoing = self._outgoing.get(file_id)
         if outgoing is None or not self._forget_outgoing(outgoing):
             return
-        self.kernel.emit("file_failed", transfer_id=file_id, direction="send", error=None, message=message)
+        self.kernel.emit(EventKind.FILE_FAILED, transfer_id=file_id, direction="send", error=None, message=message)
         self._send_cancel(file_id, message, None)
 
     # -- receiving ---------------------------------------------------------------------------------
@@ -467,8 +478,8 @@ class FilesClient:
             self.offers[offer["transfer_id"]] = offer
         message = body.get("message")
         if isinstance(message, dict) and self.kernel.chat.remember(message):
-            self.kernel.emit("chat_message", message=message, backlog=False)
-        self.kernel.emit("file_offer", **offer)
+            self.kernel.emit(EventKind.CHAT_MESSAGE, message=message, backlog=False)
+        self.kernel.emit(EventKind.FILE_OFFER, **offer)
 
     def destination_for(self, file_id: str, directory: str | os.PathLike | None = None) -> Path:
         """Where an offered file would be saved in ``directory``: always inside it."""
@@ -540,7 +551,7 @@ class FilesClient:
             error = future.exception()
             if (error is None or isinstance(error, ApiError)) and self._forget_incoming(incoming):
                 self.paths[incoming.id] = incoming.final_path
-                self.kernel.emit("file_done", transfer_id=incoming.id, direction="receive",
+                self.kernel.emit(EventKind.FILE_DONE, transfer_id=incoming.id, direction="receive",
                                  path=str(incoming.final_path), size=incoming.size)
         future = self.kernel.request_async(PacketType.FILE_ACK, {"transfer_id": incoming.id,
                                                                  "offset": incoming.size, "complete": True})
@@ -550,7 +561,8 @@ class FilesClient:
         """The receiving side cannot go on: remove the partial file, tell the sender and user."""
         if not self._forget_incoming(incoming):
             return
-        self.kernel.emit("file_failed", transfer_id=incoming.id, direction="receive", error=error, message=message)
+        self.kernel.emit(EventKind.FILE_FAILED, transfer_id=incoming.id, direction="receive", error=error,
+                         message=message)
         self._send_cancel(incoming.id, message, error)
 
     def _forget_incoming(self, incoming: Incoming) -> bool:
@@ -564,7 +576,7 @@ class FilesClient:
         """Cancel a transfer in either direction (or an offer); the other side is told."""
         self._end_locally(file_id)
         self.kernel.request(PacketType.FILE_CANCEL, {"transfer_id": file_id, "reason": reason[:200]})
-        self.kernel.emit("file_cancelled", transfer_id=file_id, by="me", reason=reason)
+        self.kernel.emit(EventKind.FILE_CANCELLED, transfer_id=file_id, by="me", reason=reason)
 
     def _send_cancel(self, file_id: str, reason: str, error: str | None) -> None:
         body: dict[str, Any] = {"transfer_id": file_id, "reason": reason[:200]}
@@ -597,16 +609,16 @@ class FilesClient:
         reason = str(body.get("reason") or "")
         error = body.get("error")
         if error:
-            self.kernel.emit("file_failed", transfer_id=file_id, direction=direction, error=str(error),
+            self.kernel.emit(EventKind.FILE_FAILED, transfer_id=file_id, direction=direction, error=str(error),
                              message=reason or ERROR_MESSAGES.get(str(error), str(error)))
         else:
-            self.kernel.emit("file_cancelled", transfer_id=file_id, direction=direction, by=body.get("by"),
+            self.kernel.emit(EventKind.FILE_CANCELLED, transfer_id=file_id, direction=direction, by=body.get("by"),
                              reason=reason)
 
     # -- after a login or a reconnect ------------------------------------------------------------------
     def _on_kernel_event(self, event: Event) -> None:
         """Network thread: when the link drops, mark what is in flight for the session hook."""
-        if event.kind != "disconnected":
+        if event.kind != EventKind.DISCONNECTED:
             return
         with self._lock:
             transfers: list[Outgoing | Incoming] = [*self._outgoing.values(), *self._incoming.values()]
@@ -626,7 +638,7 @@ class FilesClient:
             self._resume_outgoing(transfer)
         for transfer in incoming:
             transfer.interrupted = False
-            if transfer.state == "verified":
+            if transfer.state == ReceiveState.VERIFIED:
                 self._confirm_complete(transfer)
             else:
                 self._resume_incoming(transfer)
@@ -634,7 +646,8 @@ class FilesClient:
         while True:
             reply = self.kernel.request(PacketType.FILE_PENDING, {"after": after} if after else {})
             for item in reply.get("transfers", []):
-                if item.get("role") == "recipient" and item.get("state") in ("offered", "spooled"):
+                if item.get("role") == "recipient" and item.get("state") in (TransferState.OFFERED,
+                                                                              TransferState.SPOOLED):
                     self._on_offer(item)
             if not reply.get("more") or not reply.get("next") or reply["next"] == after:
                 break
@@ -645,16 +658,17 @@ class FilesClient:
             reply = self.kernel.request(PacketType.FILE_RESUME, {"transfer_id": outgoing.id})
         except ApiError as exc:
             if self._forget_outgoing(outgoing):
-                self.kernel.emit("file_failed", transfer_id=outgoing.id, direction="send", error=exc.code.name,
+                self.kernel.emit(EventKind.FILE_FAILED, transfer_id=outgoing.id, direction="send", error=exc.code.name,
                                  message=exc.message)
             return
         state = reply.get("state")
-        if state in ("sending", "uploading"):
+        if state in (TransferState.SENDING, TransferState.UPLOADING):
             if "offset" in reply:   # else the server restarted and waits for the recipient: FILE_PULL_EVENT follows
                 outgoing.go(int(reply["offset"]), int(reply.get("confirmed", reply["offset"])))
-        elif state in ("offered", "spooled"):
-            if state == "spooled" and self._forget_outgoing(outgoing):
-                self.kernel.emit("file_spooled", transfer_id=outgoing.id, name=outgoing.name, size=outgoing.size)
+        elif state in (TransferState.OFFERED, TransferState.SPOOLED):
+            if state == TransferState.SPOOLED and self._forget_outgoing(outgoing):
+                self.kernel.emit(EventKind.FILE_SPOOLED, transfer_id=outgoing.id, name=outgoing.name,
+                                 size=outgoing.size)
         else:
             self._ended_while_away(outgoing.id, "send", str(state), lambda: self._forget_outgoing(outgoing))
 
@@ -666,7 +680,7 @@ class FilesClient:
             self.fail_incoming(incoming, None, exc.message)
             return
         state = reply.get("state")
-        if state in ("sending", "downloading"):
+        if state in (TransferState.SENDING, TransferState.DOWNLOADING):
             incoming.ack_every = ack_interval(int(reply.get("window", DEFAULT_WINDOW)))
         else:
             self._ended_while_away(incoming.id, "receive", str(state), lambda: self._forget_incoming(incoming))
@@ -674,11 +688,11 @@ class FilesClient:
     def _ended_while_away(self, file_id: str, direction: str, state: str, forget) -> None:
         if not forget():
             return
-        if state == "done":
-            self.kernel.emit("file_done", transfer_id=file_id, direction=direction, size=None)
-        elif state in ("cancelled", "declined"):
-            self.kernel.emit("file_cancelled" if state == "cancelled" else "file_declined", transfer_id=file_id,
-                             direction=direction, by=None, reason=f"{state} while you were offline")
+        if state == TransferState.DONE:
+            self.kernel.emit(EventKind.FILE_DONE, transfer_id=file_id, direction=direction, size=None)
+        elif state in (TransferState.CANCELLED, TransferState.DECLINED):
+            kind = EventKind.FILE_CANCELLED if state == TransferState.CANCELLED else EventKind.FILE_DECLINED
+            self.kernel.emit(kind, transfer_id=file_id, direction=direction, by=None, reason=f"{state} while you were offline")
         else:
-            self.kernel.emit("file_failed", transfer_id=file_id, direction=direction, error=None,
+            self.kernel.emit(EventKind.FILE_FAILED, transfer_id=file_id, direction=direction, error=None,
                              message=f"the transfer {state} while you were offline")

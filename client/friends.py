@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from common.packets import PacketType
 from common.validation import normalize_phone
 
+from .events import Event, EventKind
 from .ordered import request_in_order, wait
 
 if TYPE_CHECKING:
-    from .events import Event
     from .kernel import ClientKernel
 
 
@@ -103,7 +103,7 @@ class FriendsClient:
             if not reply.get("more"):
                 for gone in set(self.friends) - seen - self._touched:
                     del self.friends[gone]
-                self.kernel.emit("friends_changed", friends=self.friend_list())
+                self.kernel.emit(EventKind.FRIENDS_CHANGED, friends=self.friend_list())
 
         after = 0
         while True:
@@ -138,16 +138,16 @@ class FriendsClient:
                 after = reply["next"]
 
     def _requests_changed(self) -> None:
-        self.kernel.emit("friend_requests_changed", incoming=list(self.incoming.values()),
+        self.kernel.emit(EventKind.FRIEND_REQUESTS_CHANGED, incoming=list(self.incoming.values()),
                          outgoing=list(self.outgoing.values()))
 
     def _on_kernel_event(self, event: "Event") -> None:
-        if event.kind == "logged_out":
+        if event.kind == EventKind.LOGGED_OUT:
             with self._lock:
                 self.friends.clear()
                 self.incoming.clear()
                 self.outgoing.clear()
-            self.kernel.emit("friends_changed", friends=[])
+            self.kernel.emit(EventKind.FRIENDS_CHANGED, friends=[])
             self._requests_changed()
 
     # -- events (network thread) ------------------------------------------------------------------------
@@ -156,13 +156,13 @@ class FriendsClient:
         with self._lock:
             self.incoming[request["id"]] = request
             self._touched_requests.add(request["id"])
-        self.kernel.emit("friend_request", request=request)
+        self.kernel.emit(EventKind.FRIEND_REQUEST, request=request)
         self._requests_changed()
 
     def _on_answer(self, body: dict) -> None:
         with self._lock:
             self.outgoing.pop(body["request_id"], None)
-        self.kernel.emit("friend_answer", request_id=body["request_id"], accepted=body["accepted"],
+        self.kernel.emit(EventKind.FRIEND_ANSWER, request_id=body["request_id"], accepted=body["accepted"],
                          user=body["user"])
         self._requests_changed()
 
@@ -176,8 +176,8 @@ class FriendsClient:
                 for request_id in [k for k, r in table.items() if r[side] == friend["id"]]:
                     del table[request_id]
                     settled += 1
-        self.kernel.emit("friend_added", friend=friend)
-        self.kernel.emit("friends_changed", friends=self.friend_list())
+        self.kernel.emit(EventKind.FRIEND_ADDED, friend=friend)
+        self.kernel.emit(EventKind.FRIENDS_CHANGED, friends=self.friend_list())
         if settled:
             self._requests_changed()
 
@@ -186,8 +186,8 @@ class FriendsClient:
         with self._lock:
             self.friends.pop(user_id, None)
             self._touched.add(user_id)
-        self.kernel.emit("friend_removed", user_id=user_id)
-        self.kernel.emit("friends_changed", friends=self.friend_list())
+        self.kernel.emit(EventKind.FRIEND_REMOVED, user_id=user_id)
+        self.kernel.emit(EventKind.FRIENDS_CHANGED, friends=self.friend_list())
 
     def _set_online(self, user_id: int, online: bool) -> None:
         with self._lock:
@@ -196,15 +196,15 @@ class FriendsClient:
 
     def _on_online(self, body: dict) -> None:
         self._set_online(body["user_id"], True)
-        self.kernel.emit("friend_online", user_id=body["user_id"])
+        self.kernel.emit(EventKind.FRIEND_ONLINE, user_id=body["user_id"])
 
     def _on_offline(self, body: dict) -> None:
         self._set_online(body["user_id"], False)
-        self.kernel.emit("friend_offline", user_id=body["user_id"])
+        self.kernel.emit(EventKind.FRIEND_OFFLINE, user_id=body["user_id"])
 
     def _on_profile(self, body: dict) -> None:
         user = body["user"]
         with self._lock:
             if user["id"] in self.friends:
                 self.friends[user["id"]] = {**user, "online": self.friends[user["id"]].get("online", False)}
-        self.kernel.emit("profile_changed", user=user)
+        self.kernel.emit(EventKind.PROFILE_CHANGED, user=user)

@@ -23,14 +23,21 @@ from common.packets import PacketType
 from common.protocol import BadEvent, BinaryEvent, ClientProtocol, Failure, Refusal, Reply, ServerEvent
 from common.validation import check_password, normalize_nickname, normalize_phone
 
-from .events import Event
+from .buffers import BufferPool
+from .chat import ChatClient
+from .events import Event, EventKind, SessionState
+from .files import FilesClient
+from .friends import FriendsClient
 from .link import PROTOCOL_ERROR_REASON, ConnectError, Link
+from .profile import ProfileClient
+from .rooms import RoomsClient
 from .servers import Address, format_address
 from .tls import TlsOptions
 
 log = logging.getLogger("client")
 
 CLIENT_NAME = "real-time-meeting-client/0.1"
+POOL_BYTES = 8 * 1024 * 1024   # large frame buffers kept for reuse (file chunks, both directions)
 
 
 class ConnectionLost(Exception):
@@ -55,7 +62,8 @@ class ClientKernel:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         ssl_context, fingerprint_check = (tls.build() if tls else (None, None))
-        self.link = Link(self, ssl_context, fingerprint_check)
+        self.buffers = BufferPool(POOL_BYTES)
+        self._link = Link(self, self.buffers, ssl_context, fingerprint_check)
         self._listeners: list[Callable[[Event], None]] = []
         self._packet_handlers: dict[int, Callable[[dict], None]] = {}
         self._binary_handlers: dict[int, Callable[[bytes], None]] = {}
@@ -70,7 +78,7 @@ class ClientKernel:
         self.heartbeat_interval = 10.0
         self.heartbeat_timeout = 30.0
         self.last_rtt: float | None = None
-        self.state = "offline"
+        self.state = SessionState.OFFLINE
         self._want_session = False
         self._reconnect_at: float | None = None
         self._reconnect_floor = 0.0
@@ -80,12 +88,6 @@ class ClientKernel:
         self._closed = False
         self.on_packet(PacketType.KICKED, self._on_kicked)
         self.on_packet(PacketType.GOING_AWAY, self._on_going_away)
-        # The domain modules import names from this module, hence the imports here.
-        from .chat import ChatClient
-        from .files import FilesClient
-        from .friends import FriendsClient
-        from .profile import ProfileClient
-        from .rooms import RoomsClient
         self.friends = FriendsClient(self)
         self.chat = ChatClient(self)
         self.profile = ProfileClient(self)
@@ -139,7 +141,7 @@ class ClientKernel:
         with self._pending_lock:
             request_id, data = self._protocol.request(packet_type, body)
             self._pending[request_id] = future
-        if not self.link.send(data):
+        if not self._link.send(data):
             self._forget(request_id)
             future.set_exception(ConnectionLost("not connected to the server"))
         future.request_id = request_id  # type: ignore[attr-defined]
@@ -162,7 +164,28 @@ class ClientKernel:
 
     def send(self, packet_type: PacketType, body: messages.Body | dict | bytes | None = None) -> bool:
         """Fire and forget (typing, delivery receipts, binary packets)."""
-        return self.link.send(self._protocol.event(packet_type, body))
+        return self._link.send(self._protocol.event(packet_type, body))
+
+    # -- bulk output (media frames, file chunks) ------------------------------------------------
+    def send_frame(self, data: bytes | bytearray, recycle: bool = False) -> bool:
+        """Queue a whole encoded frame (any thread); False if not connected. With ``recycle``
+        the frame is a bytearray taken from ``buffers``, given back once sent."""
+        return self._link.send(data, recycle)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued for the server and not sent yet."""
+        return self._link.out_size
+
+    def wait_for_room(self, limit: int, timeout: float) -> bool:
+        """Block until at most ``limit`` bytes are queued (or the link is down); False on timeout.
+        A bulk sender calls it before each frame so control traffic never waits long behind it."""
+        return self._link.wait_for_room(limit, timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the network thread runs: False once the kernel is closed."""
+        return self._link.is_alive()
 
     # -- session ----------------------------------------------------------------------------------
     def connect(self) -> dict:
@@ -171,9 +194,9 @@ class ClientKernel:
         ConnectionLost (the only server refused us) or ApiError."""
         if self._closed:
             raise ConnectError("this client has been closed")
-        if not self.link.is_alive():
-            self.link.start()
-        self.state = "connecting"
+        if not self._link.is_alive():
+            self._link.start()
+        self.state = SessionState.CONNECTING
         self._hello_done = False
         failures: list[tuple[str, Exception]] = []
         for _ in self.servers:
@@ -183,9 +206,9 @@ class ClientKernel:
                 failures.append((self._address(), exc))
                 self._next_server()
                 continue
-            self.state = "connected"
+            self.state = SessionState.CONNECTED
             return info
-        self.state = "offline"
+        self.state = SessionState.OFFLINE
         if len(failures) == 1:
             raise failures[0][1]
         raise ConnectError("; ".join(str(exc) if isinstance(exc, ConnectError) else f"{address}: {exc}"
@@ -193,7 +216,7 @@ class ClientKernel:
 
     def _connect_here(self) -> dict:
         """Connect to the current server and exchange HELLO."""
-        self.link.connect(self.host, self.port, timeout=self.request_timeout)
+        self._link.connect(self.host, self.port, timeout=self.request_timeout)
         try:
             info = self.request(PacketType.HELLO, self._hello_body())
         except ConnectionLost as exc:
@@ -213,7 +236,7 @@ class ClientKernel:
     def _hello_lost(self, reason: str) -> str:
         """Why the connection dropped before HELLO was answered, for the user. A server that
         speaks only TLS drops a plain connection without a word: say so."""
-        if self.link.ssl_context is None:
+        if self._link.ssl_context is None:
             return (f"{reason}: the server closed the connection before answering; it may require TLS "
                     "(connect with TLS: --tls-ca or --tls-pin)")
         return reason
@@ -229,7 +252,7 @@ class ClientKernel:
         self._last_heartbeat = time.monotonic()
 
     def _ensure_connected(self) -> None:
-        if not self.link.connected or not self._hello_done:
+        if not self._link.connected or not self._hello_done:
             self.connect()
 
     def register(self, phone: str, password: str, nickname: str) -> dict:
@@ -258,8 +281,8 @@ class ClientKernel:
         self.token = reply["token"]
         self._want_session = True
         self._attempt = 0
-        self.state = "online"
-        self.emit("reconnected" if resumed else "logged_in", user=self.user)
+        self.state = SessionState.ONLINE
+        self.emit(EventKind.RECONNECTED if resumed else EventKind.LOGGED_IN, user=self.user)
         for hook in list(self.session_hooks):
             self.run_task(self._run_hook, hook, resumed)
 
@@ -275,27 +298,27 @@ class ClientKernel:
     def logout(self) -> None:
         self._want_session = False
         try:
-            if self.link.connected:
+            if self._link.connected:
                 self.request(PacketType.LOGOUT, {}, timeout=5.0)
         except (ApiError, ConnectionLost, TimeoutError):
             pass
-        self.link.drop("logged out")
+        self._link.drop("logged out")
         self._hello_done = False   # the next login connects again (after the drop: commands run in order)
         self.user = None
         self.token = None
-        self.state = "offline"
-        self.emit("logged_out")
+        self.state = SessionState.OFFLINE
+        self.emit(EventKind.LOGGED_OUT)
 
     def close(self) -> None:
         """Stop everything (the session stays valid on the server until it expires)."""
         self._closed = True
         self._want_session = False
-        self.link.stop()
-        if self.link.is_alive() and threading.current_thread() is not self.link:
-            self.link.join(timeout=5)
+        self._link.stop()
+        if self._link.is_alive() and threading.current_thread() is not self._link:
+            self._link.join(timeout=5)
         self._tasks.shutdown(wait=False, cancel_futures=True)
         self._fail_pending("client closed")
-        self.state = "offline"
+        self.state = SessionState.OFFLINE
 
     # -- LinkHandler (network thread) --------------------------------------------------------------
     def on_connected(self) -> None:
@@ -325,33 +348,34 @@ class ClientKernel:
                     log.exception("handling %s failed", PacketType(event.type).name)
         elif isinstance(event, Refusal):
             error = event.error
-            self.emit("server_error", code=int(error.code), name=error.code.name, message=error.message)
+            self.emit(EventKind.SERVER_ERROR, code=int(error.code), name=error.code.name, message=error.message)
         elif isinstance(event, BadEvent):
             log.warning("bad %s body from server: %s", PacketType(event.type).name, event.reason)
 
     def on_disconnected(self, reason: str) -> None:
         self._hello_done = False
         self._fail_pending(reason)
-        self.state = "reconnecting" if self._want_session and self.reconnect_enabled else "offline"
-        self.emit("disconnected", reason=reason, will_reconnect=self.state == "reconnecting")
-        if self.state == "reconnecting":
+        reconnect = self._want_session and self.reconnect_enabled
+        self.state = SessionState.RECONNECTING if reconnect else SessionState.OFFLINE
+        self.emit(EventKind.DISCONNECTED, reason=reason, will_reconnect=self.state == SessionState.RECONNECTING)
+        if self.state == SessionState.RECONNECTING:
             self._schedule_reconnect(first=True, at_least=self._reconnect_floor)
             self._reconnect_floor = 0.0
 
     def on_tick(self, now: float) -> None:
-        if self.link.connected:
+        if self._link.connected:
             if self._hello_done and now - self._last_heartbeat >= self.heartbeat_interval:
                 self._last_heartbeat = now
                 self._send_heartbeat(now)
-            if now - self.link.last_recv > self.heartbeat_timeout:
-                self.link.drop(f"the server was silent for {self.heartbeat_timeout:g} s")
+            if now - self._link.last_recv > self.heartbeat_timeout:
+                self._link.drop(f"the server was silent for {self.heartbeat_timeout:g} s")
         elif self._reconnect_at is not None and now >= self._reconnect_at and self._want_session:
             self._reconnect_at = None
             self._attempt += 1
             try:
-                self.link.open_now(self.host, self.port, timeout=5.0)
+                self._link.open_now(self.host, self.port, timeout=5.0)
             except ConnectError as exc:
-                self.emit("reconnect_failed", attempt=self._attempt, reason=str(exc), server=self._address())
+                self.emit(EventKind.RECONNECT_FAILED, attempt=self._attempt, reason=str(exc), server=self._address())
                 self._next_server()
                 self._schedule_reconnect()
 
@@ -360,14 +384,14 @@ class ClientKernel:
         def done(fut: Future) -> None:
             if not fut.exception():
                 self.last_rtt = time.monotonic() - sent
-                self.emit("heartbeat", rtt=self.last_rtt)
+                self.emit(EventKind.HEARTBEAT, rtt=self.last_rtt)
         future.add_done_callback(done)
 
     def _schedule_reconnect(self, first: bool = False, at_least: float = 0.0) -> None:
         delay = 0.05 if first and self._attempt == 0 else min(self.backoff_max, self.backoff_base * 2 ** self._attempt)
         delay = max(at_least, random.uniform(delay / 2, delay))  # jitter: no reconnect herd
         self._reconnect_at = time.monotonic() + delay
-        self.emit("reconnecting", attempt=self._attempt + 1, delay=round(delay, 2), server=self._address())
+        self.emit(EventKind.RECONNECTING, attempt=self._attempt + 1, delay=round(delay, 2), server=self._address())
 
     def _resume(self) -> None:
         """Network thread, right after a reconnect: HELLO then RESUME, chained without waiting."""
@@ -376,7 +400,7 @@ class ClientKernel:
             if error is not None:
                 reason = self._hello_lost(str(error)) if isinstance(error, ConnectionLost) else str(error)
                 self._next_server()
-                self.link.drop(f"HELLO failed: {reason}")
+                self._link.drop(f"HELLO failed: {reason}")
                 return
             self._apply_hello(fut.result())
             resume = self.request_async(PacketType.RESUME, {"token": self.token})
@@ -389,12 +413,12 @@ class ClientKernel:
             elif isinstance(error, ApiError) and error.code == ErrorCode.INVALID_TOKEN:
                 self._want_session = False
                 self.token = None
-                self.state = "offline"
-                self.emit("session_expired", message=error.message)
-                self.link.drop("session expired")
+                self.state = SessionState.OFFLINE
+                self.emit(EventKind.SESSION_EXPIRED, message=error.message)
+                self._link.drop("session expired")
             else:
                 self._next_server()
-                self.link.drop(f"resume failed: {error}")
+                self._link.drop(f"resume failed: {error}")
 
         self.request_async(PacketType.HELLO, self._hello_body()).add_done_callback(after_hello)
 
@@ -409,12 +433,12 @@ class ClientKernel:
     def _on_kicked(self, body: dict) -> None:
         self._want_session = False
         self.token = None
-        self.state = "offline"
-        self.emit("kicked", reason=body.get("reason", ""), address=body.get("address", ""),
+        self.state = SessionState.OFFLINE
+        self.emit(EventKind.KICKED, reason=body.get("reason", ""), address=body.get("address", ""),
                   time=body.get("time", 0))
 
     def _on_going_away(self, body: dict) -> None:
-        self.emit("going_away", reason=body.get("reason", ""))
+        self.emit(EventKind.GOING_AWAY, reason=body.get("reason", ""))
         retry = float(body.get("retry_after", 1.0)) if isinstance(body.get("retry_after"), (int, float)) else 1.0
         self._next_server()             # this one is stopping: the next (if any) takes the session
         self._reconnect_floor = retry

@@ -17,15 +17,15 @@ import threading
 import time
 from typing import Protocol
 
-from common.buffers import BufferPool
 from common.frame import Frame, FrameDecoder, ProtocolError
 from common.sendqueue import SendQueue
+
+from .buffers import BufferPool
 
 log = logging.getLogger("client.link")
 
 TICK = 0.2
 READ_SIZE = 256 * 1024
-POOL_BYTES = 8 * 1024 * 1024   # file chunk buffers kept for reuse (both directions)
 
 
 class LinkHandler(Protocol):
@@ -43,8 +43,10 @@ class ConnectError(Exception):
 
 
 class Link(threading.Thread):
-    def __init__(self, handler: LinkHandler, ssl_context: ssl.SSLContext | None = None,
+    def __init__(self, handler: LinkHandler, buffers: BufferPool, ssl_context: ssl.SSLContext | None = None,
                  fingerprint_check=None) -> None:
+        """``buffers``: where large frame bodies are read into, and where a frame sent with
+        ``recycle`` goes back once sent."""
         super().__init__(name="client-network", daemon=True)
         self.handler = handler
         self.ssl_context = ssl_context
@@ -55,7 +57,7 @@ class Link(threading.Thread):
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._sock: socket.socket | None = None
-        self.buffers = BufferPool(POOL_BYTES)
+        self.buffers = buffers
         self._decoder = FrameDecoder(new_body=self.buffers.take)
         self._out = SendQueue(recycle=self.buffers.give)
         self.out_size = 0              # bytes queued (kept apart from the queue: read without the lock)

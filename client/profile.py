@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import threading
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common import limits
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from common.validation import normalize_nickname, normalize_signature
+
+from .events import EventKind
 
 if TYPE_CHECKING:
     from .kernel import ClientKernel
@@ -56,15 +57,9 @@ class ProfileClient:
         reply = self.kernel.request(PacketType.AVATAR_UPLOAD, picture, timeout=max(30.0, self.kernel.request_timeout))
         return self._changed(reply)
 
-    def upload_avatar_file(self, path: str | Path) -> dict:
-        path = Path(path)
-        if path.stat().st_size > limits.MAX_AVATAR_BYTES:
-            raise ApiError(ErrorCode.AVATAR_TOO_LARGE)
-        return self.upload_avatar(path.read_bytes())
-
     def _changed(self, reply: dict) -> dict:
         self.kernel.user = reply["user"]
-        self.kernel.emit("profile_changed", user=reply["user"])
+        self.kernel.emit(EventKind.PROFILE_CHANGED, user=reply["user"])
         return reply["user"]
 
     # -- pictures -----------------------------------------------------------------------------------

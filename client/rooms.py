@@ -40,6 +40,8 @@ from common.errors import ApiError, ErrorCode
 from common.media import FLAG_KEYFRAME, Codec, MediaHeader, MediaKind, media_frame, unpack_media
 from common.packets import PacketType
 
+from .events import EventKind, SessionState
+
 if TYPE_CHECKING:
     from .kernel import ClientKernel
 
@@ -124,7 +126,7 @@ class RoomsClient:
                 self._password = password
                 self.waiting = {"number": reply.get("number", number), "title": reply.get("title", "")}
         if reply.get("waiting"):
-            self.kernel.emit("room_waiting", number=self.waiting["number"], title=self.waiting["title"])
+            self.kernel.emit(EventKind.ROOM_WAITING, number=self.waiting["number"], title=self.waiting["title"])
             if early is not None:           # the host answered before our thread saw the reply
                 self._on_admit(early)
         return reply
@@ -140,13 +142,13 @@ class RoomsClient:
             self._answered(ApiError(ErrorCode.NOT_WAITING, "you left the waiting room"))
             return
         self._forget()
-        self.kernel.emit("room_left")
+        self.kernel.emit(EventKind.ROOM_LEFT)
 
     def end(self) -> None:
         """Host: end the meeting for everyone."""
         self.kernel.request(PacketType.ROOM_END, {})
         self._forget()
-        self.kernel.emit("room_closed", message="You ended the meeting for everyone.")
+        self.kernel.emit(EventKind.ROOM_CLOSED, message="You ended the meeting for everyone.")
 
     def hand_over(self, user_id: int) -> None:
         """Host: make another member the host."""
@@ -195,7 +197,7 @@ class RoomsClient:
             raise ValueError(f"a media frame carries at most {limits.MAX_MEDIA_PAYLOAD} bytes")
         if self.room is None:
             return False
-        if self.kernel.state != "online":
+        if self.kernel.state != SessionState.ONLINE:
             # reconnecting: nothing goes out before the session is resumed (the server would
             # refuse a large frame from a connection that has not logged in yet)
             if kind != MediaKind.MICROPHONE:
@@ -207,7 +209,7 @@ class RoomsClient:
             if kind != MediaKind.MICROPHONE:
                 if keyframe:
                     self._held.discard(kind)
-                hold = kind in self._held or self.kernel.link.out_size > VIDEO_SEND_BUDGET
+                hold = kind in self._held or self.kernel.queued_bytes > VIDEO_SEND_BUDGET
                 newly_held = hold and kind not in self._held
                 if hold:
                     self._held.add(kind)
@@ -220,7 +222,7 @@ class RoomsClient:
     def _send_locked(self, kind: MediaKind, codec: Codec, payload: bytes, keyframe: bool, capture_us: int) -> bool:
         seq = self._seq.get(kind, 0)
         header = MediaHeader(0, kind, codec, FLAG_KEYFRAME if keyframe else 0, seq, capture_us)
-        if not self.kernel.link.send(media_frame(header, payload)):
+        if not self.kernel.send_frame(media_frame(header, payload)):
             return False
         self._seq[kind] = (seq + 1) & 0xFFFFFFFF
         return True
@@ -273,7 +275,7 @@ class RoomsClient:
             self._set_room(room)
 
     def _on_chat(self, body: dict) -> None:
-        self.kernel.emit("room_chat", user_id=body.get("user_id"), nickname=body.get("nickname", ""),
+        self.kernel.emit(EventKind.ROOM_CHAT, user_id=body.get("user_id"), nickname=body.get("nickname", ""),
                          text=body.get("text", ""), time=body.get("time", 0))
 
     def _on_removed(self, body: dict) -> None:
@@ -283,15 +285,15 @@ class RoomsClient:
         reason = str(body.get("reason", ""))
         message = str(body.get("message", ""))
         if reason in ("closed", "ended"):
-            self.kernel.emit("room_closed", message=message)
+            self.kernel.emit(EventKind.ROOM_CLOSED, message=message)
         else:
-            self.kernel.emit("room_removed", reason=reason, message=message)
+            self.kernel.emit(EventKind.ROOM_REMOVED, reason=reason, message=message)
 
     def _on_waiting_list(self, body: dict) -> None:
         waiting = body.get("waiting")
         if isinstance(waiting, list):
             self.waiting_list = [w for w in waiting if isinstance(w, dict)]
-            self.kernel.emit("room_waiting_list", number=body.get("number"), waiting=self.waiting_list)
+            self.kernel.emit(EventKind.ROOM_WAITING_LIST, number=body.get("number"), waiting=self.waiting_list)
 
     def _on_admit(self, body: dict) -> None:
         with self._waiting_lock:
@@ -304,7 +306,7 @@ class RoomsClient:
             self._answered(self._entered(body["room"], self._password))
         else:
             message = str(body.get("message") or "the host did not let you in")
-            self.kernel.emit("room_refused", number=body.get("number"), message=message)
+            self.kernel.emit(EventKind.ROOM_REFUSED, number=body.get("number"), message=message)
             self._answered(ApiError(ErrorCode.ROOM_LOCKED, message))
 
     def _answered(self, outcome: dict | ApiError) -> None:
@@ -320,7 +322,7 @@ class RoomsClient:
             admission.set_result(outcome)
 
     def _on_mute(self, body: dict) -> None:
-        self.kernel.emit("room_mute", by=body.get("by"), all=bool(body.get("all")))
+        self.kernel.emit(EventKind.ROOM_MUTE, by=body.get("by"), all=bool(body.get("all")))
 
     # -- state ---------------------------------------------------------------------------------------
     def _entered(self, room: dict, password: str) -> dict:
@@ -333,7 +335,7 @@ class RoomsClient:
 
     def _set_room(self, room: dict) -> None:
         self.room = room
-        self.kernel.emit("room_members", room=room)
+        self.kernel.emit(EventKind.ROOM_MEMBERS, room=room)
 
     def _forget(self) -> None:
         self.room = None
@@ -359,9 +361,9 @@ class RoomsClient:
                 return                      # the user left or joined another room meanwhile
             self._forget()
             if exc.code == ErrorCode.NO_SUCH_ROOM:
-                self.kernel.emit("room_closed", message="the meeting ended while you were away")
+                self.kernel.emit(EventKind.ROOM_CLOSED, message="the meeting ended while you were away")
             else:
-                self.kernel.emit("room_removed", reason="rejoin_failed", message=exc.message)
+                self.kernel.emit(EventKind.ROOM_REMOVED, reason="rejoin_failed", message=exc.message)
             return
         if "room" in reply:
             self._entered(reply["room"], self._password)

@@ -60,6 +60,11 @@ def encode_json(packet_type: int, body: messages.Body | dict | None = None, requ
     return encode_frame(packet_type, messages.encode(body), request_id)
 
 
+def encode_error(error: ApiError, request_id: int = 0) -> bytes:
+    """The ERROR frame that refuses request ``request_id`` (0: a refusal tied to no request)."""
+    return encode_json(packets.PacketType.ERROR, error.to_body(), request_id)
+
+
 def decode_json(body: bytes) -> dict:
     """Parse a control body of no fixed shape: a UTF-8 JSON object. Anything else is a
     ProtocolError. (Packet bodies with a definition go through ``common.messages``.)"""

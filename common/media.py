@@ -46,10 +46,6 @@ class MediaHeader(NamedTuple):
     def keyframe(self) -> bool:
         return bool(self.flags & FLAG_KEYFRAME)
 
-    @property
-    def is_video(self) -> bool:
-        return self.kind in (MediaKind.CAMERA, MediaKind.SCREEN)
-
 
 def pack_media(header: MediaHeader, payload: bytes) -> bytes:
     """A MEDIA_FRAME body."""

@@ -20,6 +20,7 @@ and ``encode`` are the only ways bodies become fields and fields become bytes.
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -83,6 +84,25 @@ class FriendRequestInfo(msgspec.Struct, kw_only=True, gc=False):
     greeting: str
     time: int
     user: User
+
+
+class TransferState(StrEnum):
+    """Where a file transfer stands: the ``state`` of a ``FileAttachment``, a FILE_RESUME reply
+    and a FILE_PENDING item (the fields stay ``str``: a newer server may add states).
+
+    A live transfer goes offered → sending; a spooled one uploading → spooled → downloading;
+    every one ends in done, declined, cancelled, failed or expired."""
+
+    OFFERED = "offered"
+    SENDING = "sending"
+    UPLOADING = "uploading"
+    SPOOLED = "spooled"
+    DOWNLOADING = "downloading"
+    DONE = "done"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    EXPIRED = "expired"
 
 
 class FileAttachment(msgspec.Struct, kw_only=True, gc=False):

@@ -201,7 +201,7 @@ def bench_media(a: ClientKernel, counter: MediaCounter, payload_size: int, secon
     started = time.perf_counter()
     end = started + seconds
     while time.perf_counter() < end:
-        if a.link.out_size > 1024 * 1024:
+        if a.queued_bytes > 1024 * 1024:
             time.sleep(0.0005)
             continue
         a.rooms.publish(MediaKind.MICROPHONE, Codec.OPUS, payload, False, int(time.time() * 1e6))

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Callable
 from common import frame as wire
 from common.errors import ApiError, ErrorCode
 from common.frame import HEADER, Frame, FrameDecoder, FrameTooLarge, ProtocolError
-from common.packets import PacketType
 from common.sendqueue import SendQueue
 
 if TYPE_CHECKING:
@@ -180,8 +179,8 @@ class Connection:
             try:
                 frames = self.decoder.commit(received)
             except FrameTooLarge as exc:
-                self.send(wire.encode_json(PacketType.ERROR, ApiError(
-                    ErrorCode.TOO_LARGE, str(exc), type=exc.packet_type, limit=exc.limit).to_body()))
+                self.send(wire.encode_error(ApiError(ErrorCode.TOO_LARGE, str(exc), type=exc.packet_type,
+                                                     limit=exc.limit)))
                 self.close_after_flush(f"protocol error: {exc}", deadline=1.0)
                 return
             except ProtocolError as exc:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -32,6 +31,7 @@ from common import frame as wire
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
+from .clock import now_ms
 from .passwords import ScryptParams, hash_password, verify_password
 from .room_keeper import RoomKeeper
 from .storage import StoredRoom
@@ -49,10 +49,6 @@ NUMBER_DIGITS = 9
 MEDIA_STATE_COALESCE = 0.1   # seconds: media-state changes within this go to the room as one event
 WAITING_MAX = 50                      # people in one waiting room at a time
 ROOM_PASSWORD_PARAMS = ScryptParams(n=2 ** 11)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def new_room_number(taken: dict[str, Any]) -> str:
@@ -146,9 +142,6 @@ class RoomRegistry:
         reactor.call_every(config.room_keep / 4, self._touch)
 
     # -- lookups -----------------------------------------------------------------------------------
-    def room_of(self, user_id: int) -> Room | None:
-        return self.by_user.get(user_id)
-
     def require_room(self, user_id: int) -> Room:
         room = self.by_user.get(user_id)
         if room is None:

@@ -7,6 +7,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 import pytest
 
@@ -17,6 +18,8 @@ from common.packets import PacketType
 from server.app import Server
 from server.config import ServerConfig
 from server.storage import Storage, open_storage
+from server.storage.messages import Message, NewMessage, store_messages_tx
+from server.storage.sql import Cursor
 
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
@@ -108,6 +111,23 @@ def fresh_storage(backend: str, tmp_path) -> tuple[Storage, callable]:
     return storage, cleanup
 
 
+def insert_message_tx(cur: Cursor, sender_id: int, recipient_id: int, client_msg_id: str, body: str,
+                      now_ms: int) -> tuple[Message, bool]:
+    """Store one message without a friendship check; see store_messages_tx."""
+    result = store_messages_tx(cur, [NewMessage(sender_id, recipient_id, client_msg_id, body, True)], now_ms)[0]
+    if result is None:
+        raise ValueError("a user cannot send a message to itself")
+    return result
+
+
+def count_sent(storage: Storage, sender_id: int, client_msg_id: str) -> int:
+    """How many stored messages the sender sent with this client message id (1 after any retries)."""
+    with storage.db.tx() as cur:
+        row = cur.one("SELECT COUNT(*) FROM messages WHERE sender_id = ? AND client_msg_id = ?",
+                      (sender_id, client_msg_id))
+    return int(row[0])
+
+
 @dataclass
 class RunningServer:
     server: Server
@@ -160,6 +180,50 @@ def logged_in_friends(running: RunningServer, client_factory) -> tuple[TestClien
     bob.register_and_login("bob")
     running.server.storage.add_friendship(alice.kernel.user["id"], bob.kernel.user["id"], int(time.time() * 1000))
     return alice, bob
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``predicate`` until it holds; fail the test if it does not within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.01)
+
+
+def barrier(client: TestClient, timeout: float = 10.0) -> None:
+    """Let everything already on its way to ``client`` arrive, without sleeping.
+
+    First the work its kernel queued on the task thread (session hooks: the friend list, the
+    unread backlog, pending file offers) has run; then one ordered round trip on its connection
+    (HEARTBEAT): the server answers the requests of a connection in order and queues the reply
+    behind whatever it queued for it before, and the network thread handles the frames in order.
+    So once this returns, every event the server had sent to the client has been emitted, and a
+    test may assert that something did not arrive."""
+    client.kernel.run_task(lambda: None).result(timeout)
+    client.kernel.request(PacketType.HEARTBEAT, {}, timeout=timeout)
+
+
+def raw_barrier(sock: socket.socket, decoder: wire.FrameDecoder, request_id: int,
+                timeout: float = 10.0) -> list[wire.Frame]:
+    """``barrier`` for a raw connection: a HEARTBEAT request, then every frame up to its reply.
+    Returns the frames that came before the reply: all the server had queued for ``sock``."""
+    sock.settimeout(timeout)
+    sock.sendall(wire.encode_json(PacketType.HEARTBEAT, {}, request_id))
+    before: list[wire.Frame] = []
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        for frame in decoder.feed(data):
+            if frame.request_id == request_id and frame.type in (PacketType.RESULT, PacketType.ERROR):
+                return before
+            before.append(frame)
+
+
+def cut_connection(kernel: ClientKernel, reason: str) -> None:
+    """Drop the client's connection as a network failure would (the kernel then reconnects)."""
+    kernel._link.drop(reason)
 
 
 def raw_connect(port: int, timeout: float = 5.0) -> socket.socket:

@@ -12,7 +12,7 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from server.chat_writer import GroupCommitWriter, Job
 from server.storage.messages import NewMessage, store_messages_tx
-from tests.helpers import make_mysql_database
+from tests.helpers import barrier, count_sent, cut_connection, make_mysql_database, wait_until
 from tests.server_process import ServerProcess
 from tests.social import befriend, trio, uid  # noqa: F401 - trio is a fixture
 
@@ -82,13 +82,8 @@ def test_offline_recipient_gets_everything_in_order_at_login(trio):
     got = [e["message"] for e in b.events.events[mark_b:] if e.kind == "chat_message"]
     assert [m["text"] for m in got] == texts
     assert all(m["delivered_at"] is None for m in got)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        done = {i for e in a.events.events[mark_a:] if e.kind == "chat_status" for i in e["ids"] or []}
-        if done >= {x["id"] for x in acks}:
-            break
-        time.sleep(0.05)
-    assert done >= {x["id"] for x in acks}
+    wait_until(lambda: {i for e in a.events.events[mark_a:] if e.kind == "chat_status" for i in e["ids"] or []}
+               >= {x["id"] for x in acks}, 5, "the delivery receipts")
 
     # a second login brings the still unread messages again (they were delivered, not read)
     b.kernel.chat.mark_read(a.kernel.user["id"])
@@ -129,6 +124,7 @@ def test_typing_indicator(trio):
     c.kernel.chat.typing(uid(b))                  # not friends: dropped silently...
     refused = error_of(c.kernel.request, PacketType.TYPING, {"to": uid(b)})   # ...or refused if asked
     assert refused.code == ErrorCode.NOT_FRIENDS
+    barrier(b)
     assert b.events.count("typing", lambda e: e["user_id"] == uid(c)) == 0
 
 
@@ -141,8 +137,8 @@ def test_same_client_message_id_is_stored_once(trio):
     again = a.kernel.request(PacketType.CHAT_SEND, body)
     assert again["id"] == first["id"] and again["time"] == first["time"]
     assert first["duplicate"] is False and again["duplicate"] is True
-    assert running.server.storage.count_sent(uid(a), "fixed-id-1") == 1
-    time.sleep(0.2)
+    assert count_sent(running.server.storage, uid(a), "fixed-id-1") == 1
+    barrier(b)
     assert received(b, "only once") == 1
 
 
@@ -173,7 +169,7 @@ def test_outbox_resends_after_the_connection_drops_before_the_ack(trio):
     def lose_the_ack(frame: wire.Frame) -> None:
         if not swallowed and frame.type == PacketType.RESULT and b"lost-ack" in frame.body:
             swallowed.append(frame)
-            kernel.link.drop("test: the connection broke before the ack")
+            cut_connection(kernel, "test: the connection broke before the ack")
             return
         original(frame)
     kernel.on_frame = lose_the_ack
@@ -183,19 +179,19 @@ def test_outbox_resends_after_the_connection_drops_before_the_ack(trio):
     a.events.wait_for("reconnected", start=mark)
     ack = entry.acked.result(10)
     assert swallowed and ack["duplicate"] is True          # the first try was stored; the repeat found it
-    assert running.server.storage.count_sent(uid(a), "lost-ack") == 1
+    assert count_sent(running.server.storage, uid(a), "lost-ack") == 1
     assert not kernel.chat.outbox
 
     # sent while disconnected: waits in the outbox, goes out after the reconnect, once
     mark = a.events.mark()
-    kernel.link.drop("test: offline for a moment")
+    cut_connection(kernel, "test: offline for a moment")
     a.events.wait_for("disconnected", start=mark)
     late = kernel.chat.send(uid(b), "typed while offline", client_msg_id="offline-1")
     assert "offline-1" in kernel.chat.outbox
     assert late.acked.result(10)["duplicate"] is False
-    assert running.server.storage.count_sent(uid(a), "offline-1") == 1
+    assert count_sent(running.server.storage, uid(a), "offline-1") == 1
     b.events.wait_for("chat_message", lambda e: e["message"]["text"] == "typed while offline")
-    time.sleep(0.2)
+    barrier(b)
     assert received(b, "sent just before the connection broke") == 1
     assert received(b, "typed while offline") == 1
 
@@ -283,7 +279,7 @@ def test_batch_store_semantics(storage):
     assert stranger is None and self_note is None
     assert resend == (kept, False)
     assert other[1] is True and other[0].id != first[0].id and first[0].id < other[0].id
-    assert storage.count_sent(alice, "m1") == 1 and storage.count_sent(alice, "m2") == 0
+    assert count_sent(storage, alice, "m1") == 1 and count_sent(storage, alice, "m2") == 0
 
 
 class InlineReactor:

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from client.buffers import BufferPool
 from common import frame as wire
 from common import limits
-from common.buffers import BufferPool
 from common.frame import Frame, FrameDecoder, ProtocolError
 from common.media import Codec, MediaHeader, MediaKind, forwarded_frame, media_frame, pack_media, unpack_media
 from common.packets import PacketType

@@ -18,7 +18,7 @@ from common.filenames import sanitize_filename
 from common.packets import PacketType
 from server import spool as server_spool
 from server.storage.files import FileRecord
-from tests.helpers import TestClient, logged_in_friends
+from tests.helpers import TestClient, barrier, logged_in_friends, wait_until
 
 MiB = 1024 * 1024
 DiskUsage = collections.namedtuple("DiskUsage", "total used free")
@@ -190,8 +190,8 @@ def test_cancel_midway_tells_the_other_side_and_leaves_nothing(pair, tmp_path, s
     event = other.events.wait_for("file_cancelled", lambda e: e["transfer_id"] == transfer_id)
     assert event["by"] == user_id(canceller) and event["reason"] == "changed my mind"
     assert canceller.events.count("file_cancelled", lambda e: e["by"] == "me") == 1
-    time.sleep(0.2)   # let the writer thread notice and clean up
-    assert list(inbox.iterdir()) == []
+    wait_until(lambda: list(inbox.iterdir()) == [], 5, "the writer thread to remove the partial file")
+    barrier(bob)
     assert bob.events.count("file_done") == 0
 
 
@@ -337,10 +337,7 @@ def test_offline_recipient_gets_the_spooled_file_at_login(server_factory, client
     assert sha256_of(Path(done["path"])) == digest
     if not restart:
         alice.events.wait_for("file_done", lambda e: e["transfer_id"] == transfer_id and e["direction"] == "send")
-    deadline = time.monotonic() + 5
-    while spool_files(running) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert spool_files(running) == []
+    wait_until(lambda: spool_files(running) == [], 5, "the spooled copy to be removed")
     assert running.server.storage.get_file(transfer_id).state == "done"
 
 
@@ -429,8 +426,7 @@ def test_expired_spool_files_are_removed(server_factory, client_factory, tmp_pat
     assert spool_files(running) == []
     assert running.server.storage.get_file(transfer_id).state == "expired"
     bob = log_back_in(running, client_factory, bob)
-    bob.kernel.request(PacketType.HEARTBEAT, {})
-    time.sleep(0.3)
+    barrier(bob)                                     # its FILE_PENDING after the login was answered
     assert bob.events.count("file_offer") == 0
 
 
@@ -451,10 +447,7 @@ def test_full_server_disk_fails_cleanly(server_factory, client_factory, tmp_path
     transfer_id = alice.kernel.files.send_file(running.server.storage.get_user_by_phone(bob.phone).id, source)
     event = alice.events.wait_for("file_failed", lambda e: e["transfer_id"] == transfer_id)
     assert event["error"] == "DISK_FULL" and "disk is full" in event["message"]
-    deadline = time.monotonic() + 5
-    while spool_files(running) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert spool_files(running) == []
+    wait_until(lambda: spool_files(running) == [], 5, "the partial spool file to be removed")
     assert running.server.storage.get_file(transfer_id).state == "failed"
 
 
@@ -476,8 +469,7 @@ def test_full_client_disk_removes_the_partial_file(pair, tmp_path, monkeypatch):
     failed = bob.events.wait_for("file_failed", lambda e: e["transfer_id"] == transfer_id)
     assert failed["error"] == "DISK_FULL" and failed["message"] == "the disk is full"
     assert alice.events.wait_for("file_failed", lambda e: e["transfer_id"] == transfer_id)["error"] == "DISK_FULL"
-    time.sleep(0.1)
-    assert list(inbox.iterdir()) == []
+    wait_until(lambda: list(inbox.iterdir()) == [], 5, "the partial file to be removed")
 
 
 def test_accept_refuses_when_the_disk_is_too_small(pair, tmp_path, monkeypatch):
@@ -504,8 +496,7 @@ def test_damaged_file_is_reported_and_removed(pair, tmp_path, monkeypatch):
     assert failed["error"] == "CHECKSUM_MISMATCH"
     assert alice.events.wait_for("file_failed", lambda e: e["transfer_id"] == transfer_id)["error"] == \
         "CHECKSUM_MISMATCH"
-    time.sleep(0.1)
-    assert list(inbox.iterdir()) == []
+    wait_until(lambda: list(inbox.iterdir()) == [], 5, "the damaged file to be removed")
 
 
 # -- who may send what -------------------------------------------------------------------------------------------------

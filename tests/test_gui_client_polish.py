@@ -19,10 +19,9 @@ from client.ui.app import App
 from client.ui.login import LoginView
 from client.ui.main_window import MainWindow
 from client.ui.widgets import COLORS, Dialog, format_clock, keep_on_screen
-from server.storage.messages import insert_message_tx
 from tests.gui_helpers import (find_toplevels, gui_app, pump, pump_until, register_in_window,  # noqa: F401
                                wait_event, xdisplay)
-from tests.helpers import TestClient, unique_phone
+from tests.helpers import TestClient, insert_message_tx, unique_phone
 from tests.server_process import ServerProcess
 from tests.test_gui_chat import befriend, new_friend
 from tests.test_gui_meeting import open_meeting

@@ -16,7 +16,7 @@ from client.ui.main_window import MainWindow
 from client.tls import TlsOptions, certificate_fingerprint
 from client.ui.widgets import Dialog
 from tests.gui_helpers import find_toplevels, pump_until, xdisplay  # noqa: F401
-from tests.helpers import unique_phone
+from tests.helpers import cut_connection, unique_phone
 
 pytestmark = pytest.mark.gui
 
@@ -85,7 +85,7 @@ def test_register_login_remember_reconnect_and_kicked(make_app, server, client_f
     saved = json.loads((tmp_path / "config" / "real-time-meeting" / "client.json").read_text())
     assert saved["phone"] == phone and saved["server"] == f"127.0.0.1:{server.port}"
 
-    app.kernel.link.drop("test: network cut")
+    cut_connection(app.kernel, "test: network cut")
     pump_until(app.root, lambda: "Reconnecting" in main.status.cget("text"), 5, "'Reconnecting…'")
     pump_until(app.root, lambda: "Reconnected" in main.status.cget("text") or "Online" in main.status.cget("text"),
                15, "back online")

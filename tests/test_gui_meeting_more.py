@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from client.media.audio_io import ToneSource
-from client.media.pipeline import AudioPublisher, Receiver
+from client.media.pipeline import AudioPublisher, MeetingReceiver
 from client.media.sources import HIDDEN_FILL
 from client.ui.app import App
 from client.ui.device_settings import DeviceSettings
@@ -260,7 +260,7 @@ def test_share_the_screen_or_a_window_never_the_meeting_itself(gui_app, server, 
     bob = bot(client_factory, server.port, "Bob")
     bob.kernel.rooms.join(meeting.room["number"])
     pictures: dict = {}
-    receiver = Receiver(bob.kernel.rooms, on_picture=lambda user, kind, frame, _t: kind == MediaKind.SCREEN
+    receiver = MeetingReceiver(bob.kernel.rooms, on_picture=lambda user, kind, frame, _t: kind == MediaKind.SCREEN
                         and pictures.__setitem__("last", frame.to_ndarray(format="bgr24")))
     try:
         pump_until(app.root, lambda: "Red document" in subprocess.run(

@@ -1,4 +1,4 @@
-"""Publisher -> (a fake relay on loopback) -> Receiver: decoding, loss recovery, mute, lip sync, rejoin.
+"""Publisher -> (a fake relay on loopback) -> MeetingReceiver: decoding, loss recovery, mute, lip sync, rejoin.
 
 The fake relay stands in for ``kernel.rooms`` plus the server: it numbers frames per stream,
 fills in the publisher's user id and delivers to the other members after a per-kind delay,
@@ -16,11 +16,12 @@ import pytest
 from common.media import FLAG_KEYFRAME, MediaHeader, MediaKind
 from client.media.audio_io import ToneSource
 from client.media.echo import DuckingSuppressor
-from client.media.pipeline import (AudioPublisher, Receiver, VideoPublisher, camera_publisher, delay_percentiles,
-                                   screen_publisher)
+from client.media.pipeline import (AudioPublisher, MeetingReceiver, VideoPublisher, camera_publisher,
+                                   delay_percentiles, screen_publisher)
 from client.media.sources import TestPatternSource, read_barcode
 from client.media.vad import level_dbfs
 from client.media.video_codec import H264Encoder, VideoProfile
+from tests.helpers import wait_until
 
 PROFILE = VideoProfile(320, 240, 15.0, 250_000)
 
@@ -33,6 +34,7 @@ class Hub:
         self._heap: list = []
         self._cond = threading.Condition()
         self._count = 0
+        self.delivered = 0
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -56,6 +58,13 @@ class Hub:
                 _due, _n, member, header, payload = heapq.heappop(self._heap)
             for listener in member.media_listeners:
                 listener(header, payload)
+            with self._cond:
+                self.delivered += 1
+
+    def idle(self) -> bool:
+        """Nothing on its way: every frame handed to the hub has been delivered."""
+        with self._cond:
+            return self.delivered == self._count
 
     def close(self) -> None:
         with self._cond:
@@ -117,11 +126,25 @@ def hub():
     h.close()
 
 
-def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
+def after_steps(publisher, steps: int) -> None:
+    """Wait until the publisher's thread has captured ``steps`` more frames: the step that was
+    under way when the caller changed something has ended, and later ones saw the change."""
+    captured = publisher.stats.captured
+    wait_until(lambda: publisher.stats.captured >= captured + steps, 10, f"{steps} more captured frames")
+
+
+def handled_more(stream, frames: int) -> None:
+    """Wait until ``frames`` more frames of a video stream have arrived and its decoder thread
+    has taken every one of them."""
+    received = stream.stats.received
+    wait_until(lambda: stream.stats.received >= received + frames and stream._queue.empty(), 10,
+               f"{frames} more frames handled")
+
+
+def after_mixes(receiver: MeetingReceiver, mixes: int) -> None:
+    """Wait until the playout clock has mixed ``mixes`` more frames."""
+    played = receiver.frames_played
+    wait_until(lambda: receiver.frames_played >= played + mixes, 10, f"{mixes} more mixed frames")
 
 
 def start_publishers(rooms: FakeRooms, tone: float = 440.0):
@@ -133,7 +156,8 @@ def start_publishers(rooms: FakeRooms, tone: float = 440.0):
 def test_a_member_sees_and_hears_another(hub):
     alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
     pictures = []
-    receiver = Receiver(bob, on_picture=lambda uid, kind, frame, cap: pictures.append(frame.to_ndarray(format="bgr24")))
+    receiver = MeetingReceiver(bob, on_picture=lambda uid, kind, frame, cap: pictures.append(
+        frame.to_ndarray(format="bgr24")))
     video, audio = start_publishers(alice)
     try:
         wait_until(lambda: 1 in receiver.members and receiver.members[1].audio.decoded >= 25
@@ -157,7 +181,7 @@ def test_loss_triggers_a_keyframe_request_and_recovery(hub):
     alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
     hub.drop_video_seqs = {10, 11}
     pictures = []
-    receiver = Receiver(bob, on_picture=lambda uid, kind, frame, cap: pictures.append(read_barcode(
+    receiver = MeetingReceiver(bob, on_picture=lambda uid, kind, frame, cap: pictures.append(read_barcode(
         frame.to_ndarray(format="bgr24"))))
     video = VideoPublisher(alice, TestPatternSource(320, 240, 15), H264Encoder(PROFILE)).start()
     try:
@@ -177,18 +201,18 @@ def test_loss_triggers_a_keyframe_request_and_recovery(hub):
 
 def test_mute_stops_sending_and_local_mute_stops_mixing(hub):
     alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
-    receiver = Receiver(bob)
+    receiver = MeetingReceiver(bob)
     audio = AudioPublisher(alice, ToneSource(440.0)).start()
     try:
         wait_until(lambda: 1 in receiver.members and receiver.members[1].audio.decoded >= 10)
         assert receiver.last_played.any() or receiver.members[1].audio.decoded
         receiver.members[1].audio.muted = True
-        time.sleep(0.2)
+        after_mixes(receiver, 2)
         assert not receiver.last_played.any(), "a member muted locally is not mixed"
         audio.muted = True
-        time.sleep(0.1)
+        after_steps(audio, 1)
         sent = audio.stats.sent
-        time.sleep(0.3)
+        after_steps(audio, 15)
         assert audio.stats.sent == sent, "a muted microphone sends nothing"
     finally:
         audio.stop()
@@ -200,7 +224,7 @@ def test_video_is_shown_in_sync_with_delayed_audio(hub):
     wait for it, so the shown picture and the heard audio stay within 80 ms of each other."""
     alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
     hub.delay[MediaKind.MICROPHONE] = 0.16
-    receiver = Receiver(bob)
+    receiver = MeetingReceiver(bob)
     video, audio = start_publishers(alice)
     audio_offsets, video_offsets = [], []
     try:
@@ -228,7 +252,7 @@ def test_video_is_shown_in_sync_with_delayed_audio(hub):
 
 def test_pausing_a_stream_and_a_member_who_rejoins(hub):
     alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
-    receiver = Receiver(bob)
+    receiver = MeetingReceiver(bob)
     video = VideoPublisher(alice, TestPatternSource(320, 240, 15), H264Encoder(PROFILE)).start()
     try:
         wait_until(lambda: 1 in receiver.members and MediaKind.CAMERA in receiver.members[1].video
@@ -236,16 +260,18 @@ def test_pausing_a_stream_and_a_member_who_rejoins(hub):
         receiver.set_paused(1, MediaKind.CAMERA, True)
         assert bob.subscriptions == [(1, MediaKind.CAMERA, True)]
         stream = receiver.members[1].video[MediaKind.CAMERA]
+        handled_more(stream, 1)                       # what was being decoded as it paused is done
         decoded = stream.stats.decoded
-        time.sleep(0.3)
+        handled_more(stream, 5)
         assert stream.stats.decoded == decoded
         receiver.set_paused(1, MediaKind.CAMERA, False)
         wait_until(lambda: stream.stats.decoded >= decoded + 5)
         # alice leaves and comes back: her numbering restarts, bob gets fresh decoders
         alice.room = None
+        after_steps(video, 1)
+        wait_until(hub.idle, 5, "the frames on their way")
         receiver.retain(set())
         assert 1 not in receiver.members
-        time.sleep(0.2)
         alice.rejoin()
         alice.room = {"number": "123456789"}
         wait_until(lambda: 1 in receiver.members and MediaKind.CAMERA in receiver.members[1].video
@@ -260,7 +286,8 @@ def test_screen_share_without_a_display_sends_the_pattern_as_the_screen_stream(h
     monkeypatch.delenv("DISPLAY", raising=False)
     alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
     shown = []
-    receiver = Receiver(bob, on_picture=lambda uid, kind, frame, cap: shown.append((kind, frame.width, frame.height)))
+    receiver = MeetingReceiver(bob, on_picture=lambda uid, kind, frame, cap: shown.append(
+        (kind, frame.width, frame.height)))
     screen = screen_publisher(alice, fps=5.0).start()
     try:
         wait_until(lambda: len(shown) >= 3)
@@ -279,13 +306,13 @@ def test_camera_publisher_falls_back_to_the_pattern(hub):
 
 def test_echo_suppression_is_applied_against_what_the_speakers_play(hub):
     alice, bob = FakeRooms(hub, 1), FakeRooms(hub, 2)
-    receiver = Receiver(bob)
+    receiver = MeetingReceiver(bob)
     loud_far_end = ToneSource(300.0, 0.5, paced=False).read()
     audio = AudioPublisher(alice, ToneSource(300.0, 0.1), echo=DuckingSuppressor(),
                            far_end=lambda: loud_far_end).start()
     try:
         wait_until(lambda: 1 in receiver.members and receiver.members[1].audio.decoded >= 20)
-        time.sleep(0.1)
+        after_mixes(receiver, 5)
         assert level_dbfs(receiver.last_played) < -40, "the microphone (all echo here) was ducked"
     finally:
         audio.stop()
@@ -325,9 +352,9 @@ def test_camera_off_sends_nothing_and_camera_on_starts_with_a_keyframe(hub):
     try:
         wait_until(lambda: len(sent) >= 5)
         video.muted = True
-        time.sleep(0.1)
+        after_steps(video, 1)
         count = len(sent)
-        time.sleep(0.3)
+        after_steps(video, 5)
         assert len(sent) == count, "a muted camera sends nothing"
         video.muted = False
         wait_until(lambda: len(sent) >= count + 3)

@@ -16,19 +16,11 @@ import pytest
 from client.bot import Bot, BotMedia
 from client.media.clock import now_us
 from common.media import MediaKind
-from tests.helpers import unique_phone
+from tests.helpers import unique_phone, wait_until
 
 MEDIA = BotMedia(width=640, height=480, fps=15.0, bitrate=500_000)
 MEETING_SECONDS = 10.0
 IN_FLIGHT_US = 500_000       # frames captured this close to the end may still be on their way
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
 
 
 def camera_stream(receiver_bot: Bot, sender_id: int):

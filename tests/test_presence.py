@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from common.packets import PacketType
-from tests.helpers import HELLO, RESULT, raw_connect, raw_request
+from tests.helpers import HELLO, RESULT, barrier, cut_connection, raw_connect, raw_request
 from tests.social import uid, wait_session_ready
 
 FRIENDS = 50
@@ -44,8 +44,8 @@ def test_fifty_friends_get_exactly_one_online_and_one_offline_each(storage, serv
     assert online_after < 1.0 and offline_after < 1.0
 
     # exactly one of each per friend, and nothing more arrives
-    time.sleep(0.2)
     for friend in friends:
+        barrier(friend)
         assert friend.events.count("friend_online", lambda e: e["user_id"] == star_id) == 1
         assert friend.events.count("friend_offline", lambda e: e["user_id"] == star_id) == 1
         assert not friend.kernel.friends.is_online(star_id)
@@ -74,7 +74,7 @@ def test_list_has_presence_kick_is_silent_logout_is_offline(storage, server_fact
 
     # Alice's connection breaks; her client reconnects and resumes: offline, then online again
     mark = b.events.mark()
-    a.kernel.link.drop("test: the network went away")
+    cut_connection(a.kernel, "test: the network went away")
     b.events.wait_for("friend_offline", lambda e: e["user_id"] == ids["a"], start=mark)
     a.events.wait_for("reconnected")
     b.events.wait_for("friend_online", lambda e: e["user_id"] == ids["a"], start=mark)
@@ -86,7 +86,8 @@ def test_list_has_presence_kick_is_silent_logout_is_offline(storage, server_fact
     elsewhere.kernel.login(a.phone, a.password)
     a.events.wait_for("kicked")
     wait_session_ready(elsewhere)
-    time.sleep(0.3)
+    barrier(elsewhere)                                        # its login has settled on the server
+    barrier(b)
     assert b.kernel.friends.is_online(ids["a"])
     assert [e.kind for e in b.events.events[mark:] if e.kind in ("friend_online", "friend_offline")] == []
 

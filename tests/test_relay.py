@@ -14,7 +14,7 @@ import pytest
 from common import frame as wire
 from common.media import Codec, MediaHeader, MediaKind, unpack_media
 from common.packets import PacketType
-from tests.helpers import HELLO, TestClient, unique_phone
+from tests.helpers import HELLO, TestClient, barrier, raw_barrier, unique_phone, wait_until
 
 CAMERA, MIC = MediaKind.CAMERA, MediaKind.MICROPHONE
 
@@ -112,6 +112,21 @@ def uid(client: TestClient) -> int:
     return client.kernel.user["id"]
 
 
+def keyframes_asked(server, publisher: TestClient, kind: MediaKind) -> int:
+    """How many keyframes the relay has asked of the publisher's stream so far."""
+    return server.server.relay.media[publisher.kernel.rooms.room["number"]].streams[(uid(publisher), kind)] \
+        .keyframe_requests
+
+
+def asking_stopped(server, publisher: TestClient, kind: MediaKind) -> None:
+    """Wait until the relay neither wants a keyframe of the publisher's stream nor has a retry
+    pending (it keeps rescheduling one while it wants a keyframe), then let every request it
+    sent arrive."""
+    stream = server.server.relay.media[publisher.kernel.rooms.room["number"]].streams[(uid(publisher), kind)]
+    wait_until(lambda: not stream.wanted and stream.retry is None, 5, "the relay to stop asking for a keyframe")
+    barrier(publisher)
+
+
 def test_frames_reach_every_other_member_never_the_sender(server, meeting):
     a, b, c = meeting(3)
     inboxes = {person: Inbox(person) for person in (a, b, c)}
@@ -172,12 +187,12 @@ def test_newcomer_gets_the_cached_keyframe_at_once(server, meeting, client_facto
     assert inbox_c.seqs(uid(a), MIC) == [1]
     inbox_b.wait(lambda: 8 in inbox_b.seqs(uid(a), CAMERA))
     assert inbox_b.seqs(uid(a), CAMERA) == list(range(9))
-    count = asks.count()
-    time.sleep(0.8)                                            # the keyframe came: no more asking
-    assert asks.count() == count
+    asked = keyframes_asked(server, a, CAMERA)                 # up to the keyframe (it went out before b got it)
+    asking_stopped(server, a, CAMERA)                          # the keyframe came: no more asking
+    assert asks.count() == keyframes_asked(server, a, CAMERA) == asked
 
 
-def test_keyframe_requests_are_rate_limited_and_repeated_until_one_arrives(meeting):
+def test_keyframe_requests_are_rate_limited_and_repeated_until_one_arrives(server, meeting):
     a, b = meeting(2)
     asks = KeyframeAsks(a)
     inbox_b = Inbox(b)
@@ -198,11 +213,12 @@ def test_keyframe_requests_are_rate_limited_and_repeated_until_one_arrives(meeti
     assert min(gaps) >= 0.2, gaps
     publish(a, CAMERA, seq, keyframe=True)
     inbox_b.wait(lambda: seq in inbox_b.seqs(uid(a), CAMERA))
-    settled = asks.count()
+    asked = keyframes_asked(server, a, CAMERA)
     for extra in range(1, 20):
         publish(a, CAMERA, seq + extra)
         time.sleep(0.03)
-    assert asks.count() == settled                             # it arrived: the asking stopped
+    asking_stopped(server, a, CAMERA)
+    assert asks.count() == keyframes_asked(server, a, CAMERA) == asked   # it arrived: the asking stopped
 
 
 def test_a_paused_stream_is_not_sent_and_resumes_from_a_keyframe(meeting):
@@ -254,7 +270,8 @@ def test_frames_outside_a_room_and_malformed_frames(server, meeting, client_fact
     loner.kernel.send(PacketType.MEDIA_FRAME, b"\x00" * 4 + bytes([1, 1, 1]) + b"\x00" * 12 + b"x")
     publish(a, MIC, 0)
     inbox_b.wait(lambda: inbox_b.frames)
-    time.sleep(0.2)
+    barrier(loner)                                             # the server has read the loner's frame ...
+    barrier(b)                                                 # ... and b has all it was sent
     assert [h.user_id for h, _ in inbox_b.frames] == [uid(a)]
     assert server.server.status()["media_frames_ignored"] == 1
 
@@ -288,16 +305,12 @@ class RawMember:
                 self.events.append(frame)
 
     def drain(self) -> list[MediaHeader]:
-        """Read until nothing arrives for half a second; the media headers received."""
-        self.sock.settimeout(0.5)
-        headers: list[MediaHeader] = []
-        try:
-            while True:
-                headers += [unpack_media(f.body)[0] for f in self.read() if f.type == PacketType.MEDIA_FRAME]
-        except socket.timeout:
-            pass
-        self.sock.settimeout(10)
-        return headers
+        """Read everything the server queued for this member (up to a barrier); the media
+        headers received."""
+        rid = self.next_id
+        self.next_id += 1
+        frames = raw_barrier(self.sock, self.decoder, rid)
+        return [unpack_media(f.body)[0] for f in frames if f.type == PacketType.MEDIA_FRAME]
 
     def read(self) -> list[wire.Frame]:
         data = self.sock.recv(1 << 20)
@@ -359,6 +372,7 @@ def test_a_receiver_that_stops_reading_hurts_nobody_and_memory_stays_bounded(ser
     assert not conn.closed
 
     # it was never asked for while the receiver stayed stuck: no keyframe storm for the others
+    barrier(a)
     assert asks.count() == 0
     # once it reads again: audio was kept flowing, and video restarts at a keyframe
     received = stalled.drain()
@@ -370,7 +384,7 @@ def test_a_receiver_that_stops_reading_hurts_nobody_and_memory_stays_bounded(ser
     asks.wait(1)                                               # ... and, as it reads again, a keyframe is asked for
     publish(a, CAMERA, frames + 1, keyframe=True)
     publish(a, CAMERA, frames + 2)
-    time.sleep(0.3)
+    barrier(a)                                                 # the server has forwarded both
     resumed = [h for h in stalled.drain() if h.kind == CAMERA]
     assert [(h.seq, h.keyframe) for h in resumed] == [(frames + 1, True), (frames + 2, False)]
     assert "time" in stalled.request(PacketType.ROOM_CHAT, {"text": "still here"})
@@ -381,7 +395,7 @@ def test_a_congested_publisher_holds_video_until_a_keyframe(meeting):
     asks = KeyframeAsks(a)
     inbox_b = Inbox(b)
     assert publish(a, CAMERA, 0, keyframe=True)
-    link = a.kernel.link
+    link = a.kernel._link
     with link._lock:                                           # the network thread updates it too
         link.out_size += 10 ** 9                               # as if the uplink had stalled
     try:

@@ -11,7 +11,7 @@ from common import frame as wire
 from common.errors import ApiError, ErrorCode
 from common.media import Codec, MediaKind
 from common.packets import PacketType
-from tests.helpers import TestClient
+from tests.helpers import TestClient, cut_connection
 
 @pytest.fixture
 def people(client_factory):
@@ -190,7 +190,7 @@ def test_dropped_member_gets_the_place_back_within_the_grace_period(server, peop
     b.kernel.rooms.join(number)
     wait_members(a, lambda r: member_ids(r) == [uid(a), uid(b)])
     mark = a.events.mark()
-    b.kernel.link.drop("test: network blip")
+    cut_connection(b.kernel, "test: network blip")
     away = a.events.wait_for("room_members", lambda e: any(m["away"] for m in e["room"]["members"]), start=mark)
     assert member_ids(away["room"]) == [uid(a), uid(b)]
     back = a.events.wait_for("room_members", lambda e: not any(m["away"] for m in e["room"]["members"])
@@ -293,7 +293,7 @@ def test_no_media_before_the_session_resumes_and_video_restarts_at_a_keyframe(se
     assert not a.kernel.rooms.publish(MediaKind.MICROPHONE, Codec.OPUS, b"a" * 40, False, 1)
     a.kernel.state = "online"
     mark = a.events.mark()
-    a.kernel.link.drop("test: link cut")
+    cut_connection(a.kernel, "test: link cut")
     a.events.wait_for("reconnected", start=mark, timeout=15)
     assert requests.get(timeout=10) == MediaKind.CAMERA   # our publishers restart with a keyframe
     assert a.kernel.rooms.room["number"] == number

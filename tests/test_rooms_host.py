@@ -8,6 +8,7 @@ import pytest
 
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
+from tests.helpers import cut_connection
 from tests.test_rooms import error_of, join_in_background, member_ids, people, uid, wait_members  # noqa: F401
 
 
@@ -71,7 +72,7 @@ def test_the_host_hands_the_role_over(srv, people):
     a.events.wait_for("room_mute")
     # an away member cannot be made host
     c.kernel.reconnect_enabled = False
-    c.kernel.link.drop("test: gone")
+    cut_connection(c.kernel, "test: gone")
     wait_members(b, lambda r: any(m["away"] for m in r["members"]))
     assert error_of(b.kernel.rooms.hand_over, uid(c)) == ErrorCode.MEMBER_AWAY
     stored_rooms(srv, lambda rooms: [r.host_id for r in rooms] == [uid(b)])
@@ -130,7 +131,7 @@ def test_waiting_people_hear_when_the_meeting_ends_or_they_drop(srv, people):
     c.events.wait_for("room_waiting")
     mark = a.events.mark()
     c.kernel.reconnect_enabled = False
-    c.kernel.link.drop("test: gone")                  # a waiting user who drops leaves the queue
+    cut_connection(c.kernel, "test: gone")            # a waiting user who drops leaves the queue
     waiting_ids(a, lambda ids: ids == [uid(b)], start=mark)
     with pytest.raises(Exception):
         c_join.result(5)
@@ -147,7 +148,7 @@ def test_a_waiting_user_resumed_after_a_blip_is_queued_again(srv, people):
     b_join = join_in_background(b, number)
     b.events.wait_for("room_waiting")
     mark, b_mark = a.events.mark(), b.events.mark()
-    b.kernel.link.drop("test: network blip")
+    cut_connection(b.kernel, "test: network blip")
     b.events.wait_for("reconnected", start=b_mark)
     b.events.wait_for("room_waiting", start=b_mark)           # asked again after the resume
     waiting_ids(a, lambda ids: ids == [uid(b)], start=mark)

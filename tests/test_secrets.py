@@ -12,7 +12,7 @@ import pytest
 from common.errors import ErrorCode
 from common.packets import PacketType
 from server.admin import query_status
-from tests.helpers import HELLO, raw_connect, raw_request, unique_phone
+from tests.helpers import HELLO, cut_connection, raw_connect, raw_request, unique_phone, wait_until
 
 PASSWORD = "correct horse battery"
 
@@ -57,15 +57,6 @@ def resume_raw(port: int, token: str) -> dict:
         sock.close()
 
 
-def wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def test_no_password_or_token_in_logs_errors_or_status(server, client_factory, all_logs):
     secrets_seen: set[str] = {PASSWORD}
     wrong_password = "Wrong-Password-7731"
@@ -97,7 +88,7 @@ def test_no_password_or_token_in_logs_errors_or_status(server, client_factory, a
 
     # Resume after a dropped link (the kernel uses the token by itself).
     mark = alice.events.mark()
-    alice.kernel.link.drop("test: cut the link")
+    cut_connection(alice.kernel, "test: cut the link")
     alice.events.wait_for("reconnected", start=mark, timeout=10)
     # A kick: the same account logs in elsewhere.
     second = client_factory(server.port)
@@ -172,8 +163,8 @@ def test_token_dies_at_a_kick(server, client_factory):
     second = client_factory(server.port)
     second.kernel.login(first.phone, PASSWORD)
     first.events.wait_for("kicked", timeout=10)
-    assert wait_until(lambda: server.server.storage.session_user(
-        hashlib.sha256(old_token.encode()).hexdigest(), int(time.time() * 1000)) is None)
+    wait_until(lambda: server.server.storage.session_user(
+        hashlib.sha256(old_token.encode()).hexdigest(), int(time.time() * 1000)) is None, 5, "the token to end")
     reply = resume_raw(server.port, old_token)
     assert not reply["ok"] and reply["code"] == ErrorCode.INVALID_TOKEN
     assert resume_raw(server.port, second.kernel.token)["ok"], "the new session lives on"
@@ -191,4 +182,4 @@ def test_expired_tokens_are_purged_from_the_database(server_factory, client_fact
         with srv.server.storage.db.tx() as cur:
             return len(cur.all("SELECT 1 FROM sessions WHERE token_hash = ?", (hashed,)))
     assert rows() == 1
-    assert wait_until(lambda: rows() == 0, timeout=5), "the expired token is still stored"
+    wait_until(lambda: rows() == 0, 5, "the expired token to be purged")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import ast
 import re
-import time
 from pathlib import Path
 
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
+from server.clock import now_ms
 from server.storage.files import FileRecord
-from server.storage.messages import insert_message_tx
 from tests import helpers
-from tests.helpers import start_server, unique_phone
+from tests.helpers import insert_message_tx, start_server, unique_phone
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +27,6 @@ NASTY = [
     "\u202eRTL override \u200b zero width",
     "中文 ünïcödé ﷽",
 ]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # -- every query is parameterised ------------------------------------------------------------------

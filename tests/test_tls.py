@@ -53,7 +53,7 @@ def test_pinned_client_logs_in_over_tls(tls_server, cert, client_factory):
     client = client_factory(tls_server.port, tls=TlsOptions(fingerprint=cert["printed"]))
     user = client.register_and_login("pinned")
     assert user["nickname"] == "pinned"
-    sock = client.kernel.link._sock
+    sock = client.kernel._link._sock
     assert isinstance(sock, ssl.SSLSocket) and sock.version() in ("TLSv1.2", "TLSv1.3")
     conns = list(tls_server.server.connections.values())
     assert conns and all(isinstance(c.sock, ssl.SSLSocket) for c in conns)
@@ -118,7 +118,7 @@ def test_plain_tcp_works_and_says_so_in_the_log(server_factory, client_factory, 
     assert any("plain TCP" in r.getMessage() and "no encryption" in r.getMessage() for r in caplog.records)
     client = client_factory(srv.port)
     assert client.register_and_login("plain")["nickname"] == "plain"
-    assert not isinstance(client.kernel.link._sock, ssl.SSLSocket)
+    assert not isinstance(client.kernel._link._sock, ssl.SSLSocket)
 
 
 def test_tls_server_logs_that_it_is_tls(server_factory, cert, caplog):
@@ -205,7 +205,7 @@ def test_login_chat_and_meeting_over_each_transport(transport, server_factory, c
     alice, bob = client_factory(srv.port, **options), client_factory(srv.port, **options)
     alice.register_and_login("alice")
     bob.register_and_login("bob")
-    assert isinstance(alice.kernel.link._sock, ssl.SSLSocket) == (transport == "tls")
+    assert isinstance(alice.kernel._link._sock, ssl.SSLSocket) == (transport == "tls")
     # Chat.
     befriend(alice, bob)
     ack = alice.kernel.chat.send_and_wait(uid(bob), f"hello over {transport}")

@@ -402,7 +402,7 @@ class MemberReceiver:
                 stream.close()
 
 
-class Receiver:
+class MeetingReceiver:
     """All remote members of the meeting, the mix and the playout clock.
 
     ``retain(user_ids)`` (called on every member list) drops members who left, so a member

@@ -20,7 +20,7 @@ from PIL import Image
 
 from client.media.clock import Pacer
 from client.media.echo import make_echo_suppressor
-from client.media.pipeline import AudioPublisher, Receiver, VideoPublisher
+from client.media.pipeline import AudioPublisher, MeetingReceiver, VideoPublisher
 from client.media.sources import Picture, Region, ShareTarget, VideoSource, open_screen
 from client.media.video_codec import CAMERA_VGA, H264Encoder, screen_profile
 from common.media import MediaKind
@@ -85,7 +85,7 @@ class MeetingMedia:
         # The meeting's own windows, never sent when sharing the screen (no hall of mirrors).
         # Replaced whole by the Tk thread (MeetingWindow.own_regions), read by the capture thread.
         self.hidden_regions: list[Region] = []
-        self.receiver = Receiver(self.rooms, sink=open_speakers_choice(speakers))
+        self.receiver = MeetingReceiver(self.rooms, sink=open_speakers_choice(speakers))
         self.camera: VideoPublisher | None = None
         self.camera_tap: PreviewTap | None = None
         self.screen: VideoPublisher | None = None

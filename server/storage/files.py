@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.messages import TransferState
+
 from .messages import insert_file_message_tx
 from .sql import Database
 
 FILE_COLUMNS = "id, sender_id, recipient_id, name, size, sha256, state, spooled_bytes, created_at, expires_at"
-LIVE_STATES = ("offered", "sending")
-SPOOL_STATES = ("uploading", "spooled")
+LIVE_STATES = (TransferState.OFFERED, TransferState.SENDING)
+SPOOL_STATES = (TransferState.UPLOADING, TransferState.SPOOLED)
 OPEN_STATES = LIVE_STATES + SPOOL_STATES
-FINAL_STATES = ("done", "declined", "cancelled", "failed", "expired")
+FINAL_STATES = (TransferState.DONE, TransferState.DECLINED, TransferState.CANCELLED, TransferState.FAILED,
+                TransferState.EXPIRED)
 
 
 @dataclass(frozen=True)

@@ -121,15 +121,6 @@ def store_messages_tx(cur: Cursor, items: list[NewMessage], now_ms: int) -> list
     return results
 
 
-def insert_message_tx(cur: Cursor, sender_id: int, recipient_id: int, client_msg_id: str, body: str,
-                      now_ms: int) -> tuple[Message, bool]:
-    """Store one message without a friendship check (tools and tests); see store_messages_tx."""
-    result = store_messages_tx(cur, [NewMessage(sender_id, recipient_id, client_msg_id, body, True)], now_ms)[0]
-    if result is None:
-        raise ValueError("a user cannot send a message to itself")
-    return result
-
-
 def insert_file_message_tx(cur: Cursor, sender_id: int, recipient_id: int, file_id: str, name: str,
                            now_ms: int) -> int:
     """Store the chat message that stands for a file offered in the conversation; its id."""
@@ -205,9 +196,3 @@ class MessageStore:
         with self.db.tx() as cur:
             row = cur.one(f"SELECT {SHOWN_COLUMNS} FROM {SHOWN_FROM} WHERE m.id = ?", (message_id,))
         return _message(row) if row else None
-
-    def count_sent(self, sender_id: int, client_msg_id: str) -> int:
-        with self.db.tx() as cur:
-            row = cur.one("SELECT COUNT(*) FROM messages WHERE sender_id = ? AND client_msg_id = ?",
-                          (sender_id, client_msg_id))
-        return int(row[0])
