@@ -2,8 +2,8 @@
 a flood of every packet type from a peer that does not read its replies, and many accounts
 from one address.
 
-Both tables below must name every packet type the server handles, so a new packet type fails
-here until its string fields and a flood body are listed.
+``tests.samples.REQUEST_SAMPLES`` and the flood tables below must name every packet type the
+server handles, so a new packet type fails here until a body for it is listed.
 """
 from __future__ import annotations
 
@@ -18,55 +18,11 @@ from common.media import MEDIA_HEADER
 from common.packets import BINARY_TYPES, PacketType
 from server.mediator import PRE_LOGIN_TYPES
 from tests.helpers import HELLO, raw_connect, raw_login, raw_register, raw_request, unique_phone
+from tests.samples import REQUEST_SAMPLES
 from tests.social import befriend, uid
 from tests.test_hostile import log_watch  # noqa: F401  (a fixture)
 
 SURROGATE = "ok\ud800"
-
-# Every JSON packet type a client sends: a valid body, and the names of its string fields.
-BODIES: dict[int, dict] = {
-    PacketType.HELLO: {"version": 1, "client": "c"},
-    PacketType.HEARTBEAT: {},
-    PacketType.REGISTER: {"phone": "13800000000", "password": "long enough", "nickname": "n"},
-    PacketType.LOGIN: {"phone": "13800000000", "password": "long enough"},
-    PacketType.RESUME: {"token": "t"},
-    PacketType.LOGOUT: {},
-    PacketType.USER_SEARCH: {"phone": "13800000000"},
-    PacketType.FRIEND_REQUEST: {"phone": "13800000000", "greeting": "hi"},
-    PacketType.FRIEND_ANSWER: {"request_id": 1, "accept": True},
-    PacketType.FRIEND_LIST: {"after": 0},
-    PacketType.FRIEND_REMOVE: {"user_id": 1},
-    PacketType.PROFILE_UPDATE: {"nickname": "n", "signature": "s"},
-    PacketType.AVATAR_GET: {"user_id": 1},
-    PacketType.FRIEND_REQUESTS: {"direction": "incoming"},
-    PacketType.CHAT_SEND: {"to": 1, "text": "hello", "client_msg_id": "m-1"},
-    PacketType.CHAT_DELIVERED: {"ids": [1]},
-    PacketType.CHAT_READ: {"user_id": 1, "up_to": 1},
-    PacketType.CHAT_HISTORY: {"user_id": 1},
-    PacketType.TYPING: {"to": 1, "typing": True},
-    PacketType.CHAT_UNREAD: {"after": 0},
-    PacketType.FILE_OFFER: {"to": 1, "name": "a.txt", "size": 10, "sha256": "ab" * 32},
-    PacketType.FILE_ANSWER: {"transfer_id": "00" * 16, "accept": True},
-    PacketType.FILE_ACK: {"transfer_id": "00" * 16, "offset": 0},
-    PacketType.FILE_CANCEL: {"transfer_id": "00" * 16, "reason": "r", "error": ""},
-    PacketType.FILE_RESUME: {"transfer_id": "00" * 16, "offset": 0},
-    PacketType.FILE_PENDING: {"after": ""},
-    PacketType.ROOM_CREATE: {"title": "t", "password": "p"},
-    PacketType.ROOM_JOIN: {"number": "123456789", "password": "p"},
-    PacketType.ROOM_LEAVE: {},
-    PacketType.ROOM_KICK: {"user_id": 1},
-    PacketType.ROOM_MUTE: {"user_id": 1},
-    PacketType.ROOM_LOCK: {"locked": True},
-    PacketType.ROOM_CHAT: {"text": "hello"},
-    PacketType.MEDIA_STATE: {"camera": True, "microphone": False, "screen": False},
-    PacketType.ROOM_END: {},
-    PacketType.ROOM_HOST: {"user_id": 1},
-    PacketType.ROOM_ADMIT: {"user_id": 1, "admit": True},
-    PacketType.KEYFRAME_REQUEST: {"user_id": 1, "kind": 1},
-    PacketType.MEDIA_SUBSCRIBE: {"user_id": 1, "kind": 1, "paused": False},
-    PacketType.MEDIA_STATS: {},
-}
-
 
 def handled_json_types(running) -> set[int]:
     return {t for t in running.server.mediator.handlers if t not in BINARY_TYPES}
@@ -79,7 +35,7 @@ def string_fields(body: dict) -> list[str]:
 def variants(ptype: int) -> list[tuple[str, bytes]]:
     """Bodies with one lone surrogate each: in every string field, in an unknown field, in a
     key, and deep inside a list."""
-    body = BODIES[ptype]
+    body = REQUEST_SAMPLES[ptype]
     out = [(name, {**body, name: SURROGATE}) for name in string_fields(body)]
     out.append(("unknown field", {**body, "extra": SURROGATE}))
     out.append(("key", {**body, SURROGATE: 1}))
@@ -99,7 +55,7 @@ def send_raw(sock: socket.socket, ptype: int, body: bytes, request_id: int) -> w
 
 
 def test_the_tables_name_every_handled_type(server):
-    assert handled_json_types(server) == set(BODIES)
+    assert handled_json_types(server) == set(REQUEST_SAMPLES)
     assert set(FLOOD_BODIES) | set(BINARY_FLOODS) == set(server.server.mediator.handlers)
 
 
@@ -109,7 +65,7 @@ def test_a_lone_surrogate_in_any_string_field_of_any_packet_is_bad_request(
     owner = client_factory(running.port)
     owner.register_and_login("owner")
     checked = 0
-    for ptype in sorted(BODIES):
+    for ptype in sorted(REQUEST_SAMPLES):
         if ptype in PRE_LOGIN_TYPES:
             sock = raw_connect(running.port)
             if ptype != PacketType.HELLO:
@@ -125,7 +81,7 @@ def test_a_lone_surrogate_in_any_string_field_of_any_packet_is_bad_request(
                 f"{PacketType(ptype).name}.{where}: {error}"
             checked += 1
         sock.close()
-    assert checked >= 3 * len(BODIES)
+    assert checked >= 3 * len(REQUEST_SAMPLES)
     assert not log_watch.bad, log_watch.bad[:3]
     # Nothing was half done: no room, no profile change, the account works as before.
     assert running.server.rooms.rooms == {}
@@ -139,7 +95,7 @@ def test_a_lone_surrogate_in_any_string_field_of_any_packet_is_bad_request(
 FLOOD = 200
 # Per type: a body (from the index and the friend's id and phone) that a real client could send.
 FLOOD_BODIES = {
-    **{t: (lambda i, f, p, body=body: body) for t, body in BODIES.items()},
+    **{t: (lambda i, f, p, body=body: body) for t, body in REQUEST_SAMPLES.items()},
     PacketType.USER_SEARCH: lambda i, f, p: {"phone": p},
     PacketType.FRIEND_REQUEST: lambda i, f, p: {"user_id": f, "greeting": "again"},
     PacketType.FRIEND_REMOVE: lambda i, f, p: {"user_id": f + 1000},
