@@ -692,7 +692,8 @@ class FilesClient:
             self.kernel.emit(EventKind.FILE_DONE, transfer_id=file_id, direction=direction, size=None)
         elif state in (TransferState.CANCELLED, TransferState.DECLINED):
             kind = EventKind.FILE_CANCELLED if state == TransferState.CANCELLED else EventKind.FILE_DECLINED
-            self.kernel.emit(kind, transfer_id=file_id, direction=direction, by=None, reason=f"{state} while you were offline")
+            self.kernel.emit(kind, transfer_id=file_id, direction=direction, by=None,
+                             reason=f"{state} while you were offline")
         else:
             self.kernel.emit(EventKind.FILE_FAILED, transfer_id=file_id, direction=direction, error=None,
                              message=f"the transfer {state} while you were offline")

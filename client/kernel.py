@@ -115,7 +115,7 @@ class ClientKernel:
     def add_listener(self, listener: Callable[[Event], None]) -> None:
         self._listeners.append(listener)
 
-    def emit(self, kind: str, **data: Any) -> None:
+    def emit(self, kind: EventKind, **data: Any) -> None:
         event = Event(kind, data)
         for listener in list(self._listeners):
             try:
