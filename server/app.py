@@ -240,7 +240,7 @@ class Server:
         try:
             sock.setblocking(False)
             code = ErrorCode.SHUTTING_DOWN if self.stopping else ErrorCode.TOO_MANY_CONNECTIONS
-            sock.send(wire.encode_json(PacketType.ERROR, ApiError(code, reason).to_body()))
+            sock.send(wire.encode_error(ApiError(code, reason)))
         except OSError:
             pass
         sock.close()
@@ -301,7 +301,7 @@ class Server:
             elif now - conn.last_recv > timeout:
                 conn.close(f"heartbeat timeout ({timeout:g} s silent)")
             elif conn.user_id is None and now - conn.created > deadline and not conn.busy:
-                conn.send(wire.encode_json(PacketType.ERROR, ApiError(ErrorCode.LOGIN_DEADLINE).to_body()))
+                conn.send(wire.encode_error(ApiError(ErrorCode.LOGIN_DEADLINE)))
                 conn.close_after_flush(f"no login within {deadline:g} s", deadline=1.0)
 
     # -- status ---------------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ class Mediator:
     @staticmethod
     def _error(conn: "Connection", request_id: int, error: ApiError) -> None:
         if (request_id or error.code in REPORTED_WITHOUT_ID) and not conn.closed:
-            conn.send(wire.encode_json(PacketType.ERROR, error.to_body(), request_id))
+            conn.send(wire.encode_error(error, request_id))
 
     def _call(self, fn: Callable[[Request], Any], request: Request) -> tuple[Any, ApiError | None]:
         """Run a handler; never raises (runs on the pool or the reactor)."""

@@ -9,7 +9,6 @@ the writer (and get their ids) in the order they were sent.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from common import limits, messages
@@ -17,6 +16,7 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
 from ..chat_writer import GroupCommitWriter, Job
+from ..clock import now_ms
 from ..mediator import Request, Routes
 from ..storage.messages import NewMessage, mark_delivered_tx, mark_read_tx, store_messages_tx
 from .replies import fit_page, send_error, send_result
@@ -32,10 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("server.chat")
 
 PAGE_ROWS = 200
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def write_messages(cur: "Cursor", items: list[NewMessage]) -> list[Any]:

@@ -6,7 +6,6 @@ presence state lives, so a list and the FRIEND_ONLINE/OFFLINE events around it a
 from __future__ import annotations
 
 import logging
-import time
 import unicodedata
 from typing import TYPE_CHECKING
 
@@ -15,6 +14,7 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from common.validation import normalize_phone
 
+from ..clock import now_ms
 from ..mediator import Request, Routes
 from ..storage import User
 from ..storage.friends import FriendRefusal
@@ -33,10 +33,6 @@ GREETING_MAX = 100
 PAGE_ROWS = 200
 _REFUSALS = {"already_friends": ErrorCode.ALREADY_FRIENDS, "pending": ErrorCode.REQUEST_PENDING,
              "no_such_request": ErrorCode.NO_SUCH_REQUEST, "not_friends": ErrorCode.NOT_FRIENDS}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def normalize_greeting(raw: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import time
 import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Callable
@@ -15,6 +14,7 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from common.validation import check_password, normalize_nickname, normalize_phone
 
+from ..clock import now_ms
 from ..mediator import Request, Routes
 from ..passwords import ScryptParams, dummy_verify, hash_password, verify_password
 from ..storage import DuplicateError, User
@@ -39,10 +39,6 @@ log = logging.getLogger("server.session")
 SERVER_NAME = "real-time-meeting/0.1"
 SESSION_PURGE_INTERVAL = 3600.0   # seconds between sweeps of expired session tokens
 KICKED_ELSEWHERE = "logged_in_elsewhere"   # KICKED reason: docs/PROTOCOL.md lists every reason
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def token_hash(token: str) -> str:
