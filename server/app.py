@@ -298,7 +298,7 @@ class Server:
                 continue
             if conn.handshaking and now - conn.created > self.config.tls_handshake_timeout:
                 conn.close(f"TLS handshake not finished within {self.config.tls_handshake_timeout:g} s")
-            elif now - conn.last_recv > timeout:
+            elif now - conn.last_recv > timeout and not conn.busy:   # busy: the peer waits for us
                 conn.close(f"heartbeat timeout ({timeout:g} s silent)")
             elif conn.user_id is None and now - conn.created > deadline and not conn.busy:
                 conn.send(wire.encode_error(ApiError(ErrorCode.LOGIN_DEADLINE)))

@@ -67,7 +67,7 @@ class Connection:
         self.lingering = False
         self.close_reason = ""
         self.created = time.monotonic()
-        self.last_recv = self.created
+        self.last_recv = self.created    # last read from the peer, or last frame of its taken from the inbox
         self.violations = 0
         self.bytes_in = 0
         self.bytes_out = 0

@@ -20,6 +20,7 @@ or a ``common.messages`` Struct.
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ class Mediator:
         once the connection is closing or its session was taken over. Reactor thread."""
         while (conn.inbox and not conn.busy and not conn.closed and not conn.closing and not conn.kicked
                and not conn.congested):
+            conn.last_recv = time.monotonic()   # a frame that waited for us: the peer was not silent
             self._dispatch(conn, conn.inbox.popleft())
         conn.handled()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -193,6 +194,38 @@ def test_a_flood_of_every_packet_type_from_a_peer_not_reading(storage, server_fa
         assert not log_watch.bad, (name, log_watch.bad[:3])
     # The friend was not disconnected by the flood of events it received, and still works.
     assert friend.kernel.request(PacketType.HEARTBEAT, {})["time"] > 0
+
+
+def test_a_peer_whose_requests_wait_for_a_slow_pool_is_not_timed_out_for_silence(server_factory, monkeypatch):
+    """The heartbeat timeout measures the peer's silence, not the server's backlog: requests read
+    in one go and then answered one by one from a slow pool (a loaded machine, a slow database)
+    keep the connection open until the last is answered. Before the fix the server closed such
+    a peer for "heartbeat timeout" with its own heartbeat still queued, unanswered."""
+    running = server_factory(heartbeat_interval=0.2, heartbeat_timeout=0.5)
+    phone = unique_phone()
+    assert raw_register(running.port, phone).type == PacketType.RESULT
+    storage = running.server.storage
+    fast = storage.open_files_of
+
+    def slow(*args):
+        time.sleep(0.05)
+        return fast(*args)
+
+    monkeypatch.setattr(storage, "open_files_of", slow)
+    sock, reply = raw_login(running.port, phone)
+    assert reply.type == PacketType.RESULT
+    count = 40                                  # 2 s of work, four times the heartbeat timeout
+    data = b"".join(wire.encode_json(PacketType.FILE_PENDING, {}, i) for i in range(1, count + 1))
+    sock.sendall(data + wire.encode_json(PacketType.HEARTBEAT, {}, SENTINEL))
+    answered: set[int] = set()
+    decoder = wire.FrameDecoder()
+    sock.settimeout(10)
+    while len(answered) < count + 1:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(answered)} of {count + 1} replies"
+        answered |= {f.request_id for f in decoder.feed(chunk) if f.type == PacketType.RESULT}
+    sock.close()
+    assert answered == set(range(1, count + 1)) | {SENTINEL}
 
 
 # -- many accounts from one address -------------------------------------------------------------------
