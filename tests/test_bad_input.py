@@ -117,7 +117,15 @@ def test_hostile_peers_do_not_disturb_a_good_client(server_factory, caplog):
     rtts = probe.finish()
     assert set(results) == {p.__name__ for p in peers}
     assert len(rtts) >= 20
-    assert max(rtts) < 0.100, f"slowest heartbeat reply {max(rtts) * 1000:.1f} ms"
+    # The bug this guards against: the reactor held up by a hostile peer (a blocking read of the
+    # stalled half header, a whole bad stream handled in one go), which stalls every neighbour
+    # for as long: up to the 2 s heartbeat timeout, or until the probe's own 2 s timeout. The
+    # slowest reply is held well below that; the median shows the probe is served as usual.
+    # (A 100 ms bound on the slowest reply measured the scheduler of a loaded machine: the
+    # server shares this process and its GIL with five busy client threads.)
+    rtts.sort()
+    median, slowest = rtts[len(rtts) // 2], rtts[-1]
+    assert median < 0.050 and slowest < 1.0, f"heartbeat replies: median {median * 1000:.1f} ms, slowest {slowest * 1000:.1f} ms"
     # The server logs a close just after closing the socket: the stall's end may be seen first.
     deadline = time.monotonic() + 5
     while "heartbeat timeout" not in caplog.text and time.monotonic() < deadline:

@@ -105,10 +105,17 @@ def test_unread_replies_of_anonymous_floods_stay_small(tmp_path):
     assert len(sent) == FLOODERS and min(sent) > 64 * 1024, f"not every connection flooded: {sent}"
     grown = (peak - rss_before) / 2 ** 20
     assert grown < 50, f"{FLOODERS} anonymous flooders grew the server by {grown:.0f} MiB"
-    assert len(rtts) > 50, "the neighbour's heartbeats stalled"
+    # The bug this guards against: the server serving the flooders' backlog before the neighbour
+    # (no pre-login read limit): its heartbeats then stall for seconds (a 1.9 s stall, or one
+    # unanswered for 5 s) and it manages about 50 round trips instead of 200-400. A p99 under
+    # 50 ms asserted the machine instead: on two loaded cores the scheduler alone sets the
+    # slowest few of 300 samples (p99 80-130 ms with a median of 8-16 ms, the server being fine).
+    assert not neighbour.is_alive() and len(rtts) >= FLOOD_SECONDS / 0.02 / 4, \
+        f"the neighbour's heartbeats stalled: {len(rtts)} round trips in {FLOOD_SECONDS:g} s"
     rtts.sort()
-    p99 = rtts[int(len(rtts) * 0.99) - 1] * 1000
-    assert p99 < 50, f"the logged-in neighbour's heartbeat p99 was {p99:.1f} ms during the flood"
+    median, slowest = rtts[len(rtts) // 2] * 1000, rtts[-1] * 1000
+    assert median < 50 and slowest < 1000, \
+        f"the logged-in neighbour's heartbeats during the flood: median {median:.1f} ms, slowest {slowest:.1f} ms"
 
 
 IDLE_CONNECTIONS = 300

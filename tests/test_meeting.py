@@ -72,11 +72,14 @@ def test_three_bots_meet_a_fourth_joins_late_and_one_rejoins(bots):
     end = now_us()
     time.sleep(IN_FLIGHT_US / 1e6)
 
+    # The bots still publish and decode on their own threads: a loop over one of their live
+    # deques fails with "deque mutated during iteration" when a thread appends meanwhile, so
+    # every deque is copied first (list() copies it in one step, holding the GIL).
     for sender in trio:
         sid = sender.kernel.user["id"]
-        sent = [c for c in sender.video.stats.sent_captures if start <= c < end - IN_FLIGHT_US]
+        sent = [c for c in list(sender.video.stats.sent_captures) if start <= c < end - IN_FLIGHT_US]
         assert len(sent) >= MEETING_SECONDS * MEDIA.fps * 0.8, f"{sender.nickname} published only {len(sent)}"
-        audio_sent = [c for c in sender.audio.stats.sent_captures if start <= c < end - IN_FLIGHT_US]
+        audio_sent = [c for c in list(sender.audio.stats.sent_captures) if start <= c < end - IN_FLIGHT_US]
         for receiver in trio:
             if receiver is sender:
                 continue
@@ -89,7 +92,7 @@ def test_three_bots_meet_a_fourth_joins_late_and_one_rejoins(bots):
             p95 = float(np.percentile([d for _, d in pairs], 95))
             assert p95 < 200, f"{receiver.nickname} <- {sender.nickname}: capture-to-decoded p95 {p95:.0f} ms"
             audio = receiver.receiver.members[sid].audio
-            heard = {c for c in audio.decoded_captures if start <= c < end - IN_FLIGHT_US}
+            heard = {c for c in list(audio.decoded_captures) if start <= c < end - IN_FLIGHT_US}
             assert len(heard & set(audio_sent)) >= 0.9 * len(audio_sent), \
                 f"{receiver.nickname} decoded {len(heard)} of {len(audio_sent)} audio frames of {sender.nickname}"
 
