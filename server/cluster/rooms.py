@@ -32,6 +32,12 @@ sweeps about once a second, so a grace runs out even if the node where the membe
 meanwhile (no member is left away for ever, no room kept alive by members who never return).
 When a node dies, its members are marked away and, if the host was among them, the host passes
 at once to the earliest member still connected; its waiting users leave the waiting rooms.
+A member whose session moves to another node while the room still shows it connected on its
+old one (that node died and its client resumed here before the lease ran out, or a login or
+RESUME here took the session over) is marked away and then back, in two changes, so the others
+see what a drop and a return show on one process; place, host role and media state are kept.
+A node marks away only members the room shows on the node concerned (and on the connection
+that ended), so a late drop or reaping never marks away a member already back elsewhere.
 """
 from __future__ import annotations
 
@@ -695,6 +701,8 @@ class ClusterRooms(RoomRegistry):
             if raw is None:
                 continue
             number = raw.decode()
+            if field == "members":
+                self._away_while_moving(number, user_id)
 
             def change(state: RoomState | None, field: str = field) -> RoomState | None:
                 entry = next((e for e in state[field] if e["user_id"] == user_id), None) if state else None
@@ -712,6 +720,27 @@ class ClusterRooms(RoomRegistry):
                 log.info("%s is back in room %s%s", conn.who, number, " (session replaced)" if replaced else "")
             self._on_reactor(self._tell, before, after, number)
 
+    def _away_while_moving(self, number: str, user_id: int) -> None:
+        """Room thread: a member whose session moved here while the room still shows it
+        connected on another node (that node died, or the session there was taken over: the old
+        connection is gone either way) is shown away first, as a member who drops out on one
+        process, and then back by the change that follows. Place, host role and media state are
+        kept, as in a grace period."""
+        mine = self.cluster.name
+        until = _now_ms() + int(self.config.room_grace * 1000)
+
+        def change(state: RoomState | None) -> RoomState | None:
+            entry = next((m for m in state["members"] if m["user_id"] == user_id), None) if state else None
+            if entry is None or entry["away"] or entry["node"] == mine:
+                raise _Unchanged(state)    # type: ignore[arg-type]
+            log.info("user=%d moved to node %s from node %s: away in room %s until back", user_id, mine,
+                     entry["node"], number)
+            return _away(state, {user_id}, until, False, entry["node"])
+
+        before, after = self._change(number, change)
+        if after is not before:
+            self._on_reactor(self._tell, before, after, number)
+
     def session_ended(self, conn: "Connection", reason: str, went_offline: bool) -> None:
         user_id = self._user(conn)
         if not went_offline:
@@ -726,14 +755,17 @@ class ClusterRooms(RoomRegistry):
             return
         log.info("%s dropped out of room %s (%s); place kept for %g s", conn.who, room.number, reason,
                  self.config.room_grace)
-        self._queue(self._mark_away, room.number, {user_id}, False)
+        self._queue(self._mark_away, room.number, {user_id}, False, self.cluster.name, conn.id)
 
-    def _mark_away(self, number: str, users: set[int], hand_over: bool) -> None:
-        """Room thread: members without a session: away until the grace is over; ``hand_over``
-        passes the host on at once if the host is among them (their node died)."""
+    def _mark_away(self, number: str, users: set[int], hand_over: bool, node: str, conn_id: int = 0) -> None:
+        """Room thread: members of ``node`` without a session (``conn_id``: only if the room
+        still shows that connection): away until the grace is over; ``hand_over`` passes the
+        host on at once if the host is among them (their node died). A member the room shows
+        on another node (its session moved meanwhile) stays as it is."""
         until = _now_ms() + int(self.config.room_grace * 1000)
-        before, after = self._change(number, lambda state: _away(state, users, until, hand_over))
-        self._on_reactor(self._tell, before, after, number)
+        before, after = self._change(number, lambda state: _away(state, users, until, hand_over, node, conn_id))
+        if after is not before:
+            self._on_reactor(self._tell, before, after, number)
 
     def _sweep_soon(self) -> None:
         """Reactor thread, every ``sweep`` seconds: remove the members whose grace is over."""
@@ -782,7 +814,7 @@ class ClusterRooms(RoomRegistry):
                 by_room.setdefault(number, set()).add(user_id)
         for number, members in by_room.items():
             log.info("room %s: members %s were on dead node %s", number, sorted(members), node)
-            self._mark_away(number, members, hand_over=True)
+            self._mark_away(number, members, True, node)
 
     def shutdown(self) -> None:
         """Reactor thread, the node stopping: its members are away (they reconnect to another
@@ -792,6 +824,7 @@ class ClusterRooms(RoomRegistry):
         mine = {room.number: {uid for uid, m in room.members.items() if m.node == self.cluster.name}  # type: ignore[attr-defined]
                 for room in self.rooms.values()}
         waiting = list(self.waiting_for)
+        node = self.cluster.name
 
         def away() -> list[tuple[RoomState | None, RoomState | None, str]]:
             changes = []
@@ -802,7 +835,7 @@ class ClusterRooms(RoomRegistry):
             until = _now_ms() + int(self.config.room_grace * 1000)
             for number, users in mine.items():
                 if users:
-                    changes.append((*self._change(number, lambda s, u=users: _away(s, u, until, True)), number))
+                    changes.append((*self._change(number, lambda s, u=users: _away(s, u, until, True, node)), number))
             return changes
 
         try:
@@ -900,15 +933,21 @@ def _without(state: RoomState, users: set[int]) -> RoomState | None:
     return state
 
 
-def _away(state: RoomState | None, users: set[int], until_ms: int, hand_over: bool) -> RoomState | None:
-    """Members away until ``until_ms`` (wall clock) unless they come back; ``hand_over``: the
-    host among them passes the role on at once."""
+def _away(state: RoomState | None, users: set[int], until_ms: int, hand_over: bool, node: str,
+          conn_id: int = 0) -> RoomState | None:
+    """Those of ``users`` the room shows on ``node`` (through connection ``conn_id``, if given) are
+    away until ``until_ms`` (wall clock) unless they come back; ``hand_over``: the host among
+    them passes the role on at once. Raises _Unchanged if none of them is."""
     if state is None:
         return None
+    marked = {m["user_id"] for m in state["members"] if m["user_id"] in users and m["node"] == node
+               and (not conn_id or m["conn_id"] == conn_id)}
+    if not marked:
+        raise _Unchanged(state)
     for m in state["members"]:
-        if m["user_id"] in users:
+        if m["user_id"] in marked:
             m["away"], m["away_until"] = True, until_ms
-    if hand_over and state["host_id"] in users:
+    if hand_over and state["host_id"] in marked:
         state["host_id"] = _next_host(state)
     return state
 
