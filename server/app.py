@@ -39,7 +39,7 @@ from .router import LocalRouter
 from .sessions import Sessions
 from .stats import Stats
 from .storage import Storage, open_storage
-from .transfers import TransferService
+from .transfers import FileLink, TransferService
 
 if TYPE_CHECKING:
     from .cluster.peerlink import PeerLinks   # redis-py is imported by a cluster node only
@@ -124,7 +124,8 @@ class Server:
         self.links = self._media_links()
         self.relay = Relay(config, self.stats, self.reactor, self.router, self.rooms, self.links)
         self.chat_writer = GroupCommitWriter(self.storage.db, self.reactor, CHAT_WRITES, config.chat_batch_max)
-        self.transfers = TransferService(self)
+        self.transfers = TransferService(config, self.storage, self.router, self.sessions, self.reactor, self.pool,
+                                         self._file_link())
         # The handlers, one per domain, each given what it uses.
         handlers = (
             SessionHandler(config, self.storage, self.sessions, self.cluster, self.rate_limits, self.frame_limits,
@@ -144,7 +145,7 @@ class Server:
         self.session_started: list[Callable[[Connection, bool], None]] = [
             self.presence.session_started, self.rooms.session_started]
         self.session_ended: list[Callable[[Connection, str, bool], None]] = [
-            self.presence.session_ended, self.rooms.session_ended]
+            self.presence.session_ended, self.rooms.session_ended, self.transfers.session_ended]
         self.status_providers: list[Callable[[], dict[str, Any]]] = [
             self.rate_limits.status, *([self.cluster.status] if self.cluster is not None else []),
             self.presence.status, self.rooms.status, self.relay.status, self.chat_writer.status,
@@ -155,6 +156,13 @@ class Server:
             from .cluster.catchup import ChatCatchUp
             catch_up = ChatCatchUp(self.reactor, self.pool, self.storage, self.sessions, self.router, self.cluster)
             self.status_providers.append(catch_up.status)
+
+    def _file_link(self) -> FileLink | None:
+        """How the halves of a file transfer on two nodes reach each other (a cluster only)."""
+        if self.cluster is None:
+            return None
+        from .cluster.files import ClusterFileLink
+        return ClusterFileLink(self.cluster)
 
     def _room_registry(self) -> RoomRegistry:
         if self.cluster is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from common.errors import ApiError, ErrorCode
 
-from .storage.files import SPOOL_STATES, FileRecord
+from .storage.files import SPOOL_STATES, FileRecord, SpoolQuotaExceeded
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -38,6 +39,7 @@ HASH_BLOCK = 1024 * 1024
 FREE_MARGIN = 64 * 1024 * 1024   # keep this much disk free for the database and logs
 ORPHAN_MIN_AGE = 60.0           # seconds
 STRAND_BATCH = 32                # jobs run before a strand yields its worker to others
+LOCK_WAIT = 5.0                  # seconds a writer waits for the previous writer of a file
 
 
 class Strand:
@@ -85,17 +87,43 @@ def disk_error(exc: OSError) -> ApiError:
     return ApiError(ErrorCode.INTERNAL, "the server could not store the file")
 
 
-class SpoolWriter:
-    """Appends one upload to its ``.part`` file, hashing as it goes."""
+class SpoolBusy(OSError):
+    """Another writer (another node, or this one before the sender came back) holds the file."""
 
-    def __init__(self, path: Path, resume: bool) -> None:
+
+class SpoolWriter:
+    """Appends one upload to its ``.part`` file, hashing as it goes.
+
+    The writer holds an exclusive ``flock`` on the file while it is open: when a sender comes
+    back on another node (sharing the spool directory) while the node it left still writes
+    the chunks it had queued, the new writer waits for them before it hashes what is there."""
+
+    def __init__(self, path: Path, resume: bool, lock_wait: float = LOCK_WAIT) -> None:
         self.path = path
         self.hasher = hashlib.sha256()
         self.size = 0
-        flags = os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_TRUNC)
-        self.fd = os.open(path, flags, 0o600)
-        if resume:
-            self._rehash()
+        self._guard = threading.Lock()
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            self._lock(lock_wait)
+            if resume:
+                self._rehash()
+            else:
+                os.ftruncate(self.fd, 0)
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SpoolBusy(errno.EBUSY, f"{self.path.name} is still being written elsewhere") from None
+                time.sleep(0.02)
 
     def _rehash(self) -> None:
         """After a restart: hash what is already on disk and append after it."""
@@ -106,21 +134,32 @@ class SpoolWriter:
         os.lseek(self.fd, self.size, os.SEEK_SET)
 
     def write(self, data: memoryview) -> None:
-        """Raises OSError (ENOSPC when the disk is full)."""
-        view = data
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.hasher.update(data)
-        self.size += len(data)
+        """Append ``data`` whole (nothing once closed). Raises OSError (ENOSPC when the disk
+        is full)."""
+        with self._guard:
+            if self.fd < 0:
+                return
+            view = data
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+            self.hasher.update(data)
+            self.size += len(data)
 
     def finish(self) -> str:
         """fsync and close; returns the SHA-256 of everything written."""
-        os.fsync(self.fd)
-        self.close()
+        with self._guard:
+            os.fsync(self.fd)
+            self._close()
         return self.hasher.hexdigest()
 
     def close(self) -> None:
+        """Any thread: waits for a write in progress, so the file ends at a whole chunk, and
+        releases the lock for the next writer of the file."""
+        with self._guard:
+            self._close()
+
+    def _close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -128,7 +167,13 @@ class SpoolWriter:
 
 class Spool:
     """The spool directory and its quotas: ``quota`` bytes in all, ``user_quota`` per sender
-    (so one user cannot take the whole spool from everybody)."""
+    (so one user cannot take the whole spool from everybody).
+
+    In a cluster every node uses the same directory (one host's workers share the data
+    directory; machines share a mount, see docs/OPERATIONS.md), so a file spooled through one
+    node is read by whichever node its recipient logs in to, and an upload continues on
+    whichever node its sender comes back to. The quotas are counted in the database, which
+    every node shares (``FileStore.create_spool_file``)."""
 
     def __init__(self, directory: Path, quota: int, user_quota: int) -> None:
         self.directory = directory
@@ -145,29 +190,30 @@ class Spool:
     def ensure_directory(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def reserve(self, size: int, reserved_bytes: Callable[[int | None], int], sender_id: int,
-                create: Callable[[], T]) -> T:
-        """Check the sender's quota, the global one and the free disk space, then run ``create``
-        (the row that holds the reservation) under the same lock so two uploads cannot both
-        take the last room; returns what ``create`` returns. ``reserved_bytes(sender_id or
-        None)`` reads what is reserved."""
+    def reserve(self, size: int, create: Callable[[int, int], T]) -> T:
+        """Check the free disk space, then run ``create(user_quota, quota)``, which stores the
+        row holding the reservation if the quotas allow (``FileStore.create_spool_file``);
+        returns what it returns."""
         self.ensure_directory()
-        with self._reserve_lock:
-            mine = reserved_bytes(sender_id)
-            if mine + size > self.user_quota:
+        if shutil.disk_usage(self.directory).free < size + FREE_MARGIN:
+            raise ApiError(ErrorCode.DISK_FULL, "the server's disk is too full to keep this file")
+        try:
+            with self._reserve_lock:
+                return create(self.user_quota, self.quota)
+        except SpoolQuotaExceeded as exc:
+            if exc.per_user:
                 raise ApiError(ErrorCode.SPOOL_FULL,
-                               f"your files waiting for offline friends already take {mine} of the "
-                               f"{self.user_quota} bytes each user may keep on the server",
-                               reserved=mine, limit=self.user_quota)
-            if reserved_bytes(None) + size > self.quota:
-                raise ApiError(ErrorCode.SPOOL_FULL)
-            if shutil.disk_usage(self.directory).free < size + FREE_MARGIN:
-                raise ApiError(ErrorCode.DISK_FULL, "the server's disk is too full to keep this file")
-            return create()
+                               f"your files waiting for offline friends already take {exc.reserved} of the "
+                               f"{exc.limit} bytes each user may keep on the server",
+                               reserved=exc.reserved, limit=exc.limit) from None
+            raise ApiError(ErrorCode.SPOOL_FULL) from None
 
     def open_writer(self, file_id: str, resume: bool = False) -> SpoolWriter:
         try:
             return SpoolWriter(self.part_path(file_id), resume)
+        except SpoolBusy as exc:
+            raise ApiError(ErrorCode.UNAVAILABLE, f"the upload is still being written: {exc.strerror}; "
+                           "try again in a moment", retry_after=1.0) from None
         except OSError as exc:
             raise disk_error(exc) from None
 

@@ -8,4 +8,6 @@ Imported only when ``config.redis`` is set: the single-process default never loa
 * ``limits``: rate limits and login throttles shared by every node.
 * ``rooms``: the meeting room registry (numbers, passwords, hosts, members with their node).
 * ``peerlink``: direct TCP links between nodes for the media of meetings (the relay cascades).
+* ``files``: live file transfers whose sender and recipient are on two nodes (calls and chunks
+  on the bus); the spool is a directory every node shares.
 """

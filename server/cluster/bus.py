@@ -42,6 +42,7 @@ TO_USER = 0          # id: user id; payload: an encoded frame for the user's ses
 KICK = 1             # id: connection id; payload: the encoded KICKED frame
 CALL = 2             # id: 0; payload: JSON {"op": ..., ...} for the node itself (room states)
 USER_CALL = 3        # id: user id; payload: JSON {"op": ..., ...} for the node holding the user
+FILE_CHUNK = 4       # id: recipient user id; payload: epoch (u32) + a FILE_CHUNK frame (cluster/files.py)
 
 MAX_BATCH_RECORDS = 512
 RECONNECT_BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)

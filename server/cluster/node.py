@@ -81,6 +81,7 @@ class ClusterNode:
         self.registered_again: list[Callable[[], None]] = []              # reactor thread
         self.redis_back: list[Callable[[float], None]] = []               # reactor thread: (outage began)
         self.calls: dict[str, Callable[[dict], None]] = {}                # (USER_)CALL records by op
+        self.record_handlers: dict[int, Callable[[int, bytes], None]] = {}  # other kinds: (id, payload)
         self.node_status = node_status
         self.started = time.time()
         self.advertise = config.advertise
@@ -199,6 +200,11 @@ class ClusterNode:
                     handler(body)
                 except Exception:
                     log.exception("cluster call %r failed", body.get("op"))
+            elif kind in self.record_handlers:
+                try:
+                    self.record_handlers[kind](ident, payload)
+                except Exception:
+                    log.exception("cluster record of kind %d failed", kind)
 
     def _kicked(self, conn_id: int, body: dict) -> None:
         conn = self.connections.get(conn_id)

@@ -58,30 +58,34 @@ class FilesHandler:
         user = self.storage.get_user(user_id)
         return user.nickname if user else ""
 
-    def transfer_of(self, record: FileRecord, state: str) -> Transfer:
-        return Transfer(record.id, record.sender_id, record.recipient_id, self.nickname_of(record.sender_id),
-                        record.name, record.size, record.sha256, state)
-
     def take_up(self, record: FileRecord) -> Transfer:
-        """The live transfer of ``record`` in the table, taken up from the database if a
-        restart lost it."""
-        return self.service.adopt(self.transfer_of(record, record.state))
+        """The live transfer of ``record`` in the table, taken up from the database if this
+        node does not hold it (a restart, or the sender came here from another node)."""
+        return self.service.adopt(self.service.transfer_of(record, record.state))
 
     def start_up(self) -> None:
-        """The live transfers a restart interrupted wait for their users to resume (or for the
-        idle timeout); then the first spool sweep."""
-        records = self.storage.live_files()
+        """One process: the live transfers a restart interrupted wait for their users to resume
+        (or for the idle timeout). In a cluster they may be moving through other nodes: each
+        is taken up by the node its users resume on. Then the first spool sweep."""
+        service, link = self.service, self.service.link
+        records = self.storage.live_files() if link is None else []
         for record in records:
             self.take_up(record)
         if records:
             log.info("%d live file transfers interrupted by the restart wait to be resumed", len(records))
-        self.service.sweep_spool()
+        if link is not None:
+            unshared = link.unshared_spool(service.spool.directory)
+            if unshared:
+                log.error("the spool directory %s is not shared with node(s) %s: files spooled through one "
+                          "node cannot be fetched through the other; give every node the same spool_dir "
+                          "(docs/OPERATIONS.md, Files in a cluster)", service.spool.directory, ", ".join(unshared))
+        service.sweep_spool()
 
 
 def files_routes(files: FilesHandler) -> Routes:
     config, storage, router, rate_limits, service = (files.config, files.storage, files.router, files.rate_limits,
                                                      files.service)
-    nickname_of, transfer_of, take_up = files.nickname_of, files.transfer_of, files.take_up
+    nickname_of, take_up = files.nickname_of, files.take_up
     routes = Routes()
     handler = routes.handler
 
@@ -117,15 +121,15 @@ def files_routes(files: FilesHandler) -> Routes:
                             created + int(config.spool_expiry * 1000))
         if live:
             message = file_message(storage.create_file(record), record)
-            service.add(transfer_of(record, "offered"))
+            service.add(service.transfer_of(record, "offered"))
             router.event_to_user(to, PacketType.FILE_OFFER_EVENT, messages.Offer(
                 transfer_id=record.id, from_id=req.user_id, from_nickname=req.conn.nickname, name=name, size=size,
                 sha256=sha256, spooled=False, message=message))
         else:
-            message = file_message(service.spool.reserve(size, storage.spool_reserved_bytes, req.user_id,
-                                                         lambda: storage.create_file(record)), record)
+            message = file_message(service.spool.reserve(size, lambda user_quota, quota: storage.create_spool_file(
+                record, user_quota, quota)), record)
             try:
-                service.start_upload(transfer_of(record, "uploading"), resume=False)
+                service.start_upload(service.transfer_of(record, "uploading"), resume=False)
             except ApiError:
                 storage.set_file_state(record.id, "failed")
                 raise
@@ -143,28 +147,23 @@ def files_routes(files: FilesHandler) -> Routes:
         if not accept:
             if not storage.set_file_state(record.id, "declined", only_from=("offered", "spooled")):
                 raise ApiError(ErrorCode.NO_SUCH_TRANSFER)
-            transfer = service.get(record.id)
-            if transfer is not None:
-                service.discard(transfer, remove_data=True)
-            elif record.spooled:
-                service.spool.remove(record.id)
+            service.ended(record)
             router.event_to_user(record.sender_id, PacketType.FILE_ANSWER_EVENT,
                                  messages.FileAnswerEvent(transfer_id=record.id, accepted=False))
             log.info("%s declined file %s", req.conn.who, record.id)
             return {"transfer_id": record.id, "accepted": False}
         if record.state == "offered":
-            transfer = take_up(record)
             if not storage.set_file_state(record.id, "sending", only_from=("offered",)):
                 raise ApiError(ErrorCode.NO_SUCH_TRANSFER)
-            service.begin_sending(transfer)
+            service.accepted(record)     # before the event: the sender's chunks find the owner sending
             router.event_to_user(record.sender_id, PacketType.FILE_ANSWER_EVENT,
                                  messages.FileAnswerEvent(transfer_id=record.id, accepted=True, offset=0))
         else:
             transfer = service.get(record.id)
             if transfer is None:
-                service.start_download(transfer_of(record, "downloading"), 0)
+                service.start_download(service.transfer_of(record, "downloading"), 0)
             else:
-                service.restart_from(transfer, 0)
+                service.restart_download(transfer, 0)
         log.info("%s accepted file %s", req.conn.who, record.id)
         return {"transfer_id": record.id, "accepted": True, "offset": 0, "name": record.name,
                 "size": record.size, "sha256": record.sha256, "window": service.window}
@@ -176,18 +175,10 @@ def files_routes(files: FilesHandler) -> Routes:
     @handler(PacketType.FILE_ACK)
     def ack(req: Request) -> dict | None:
         body: messages.FileAck = req.body
-        file_id, offset, complete = body.transfer_id, body.offset, body.complete is True
-        if not service.on_ack(req.user_id, file_id, offset, complete) and complete:
-            service.run_job(confirm_after_restart, req.user_id, file_id.lower(), offset)
+        file_id = body.transfer_id.lower()
+        if _HEX_ID.fullmatch(file_id):
+            service.on_ack(req.user_id, file_id, body.offset, body.complete is True)
         return {}   # only the final ack is a request (id > 0); the others are fire and forget
-
-    def confirm_after_restart(user_id: int, file_id: str, offset: int) -> None:
-        """A final ack for a live transfer not taken up yet: the server restarted after the
-        recipient verified the file and before it could say so."""
-        record = storage.get_file(file_id) if _HEX_ID.fullmatch(file_id) else None
-        if record is not None and record.recipient_id == user_id and record.state in LIVE_STATES:
-            take_up(record)
-            service.on_ack(user_id, file_id, offset, True)
 
     @handler(PacketType.FILE_CANCEL, blocking=True)
     def cancel(req: Request) -> dict:
@@ -198,11 +189,7 @@ def files_routes(files: FilesHandler) -> Routes:
         if record.state not in OPEN_STATES or not storage.set_file_state(
                 record.id, "failed" if error else "cancelled"):
             raise ApiError(ErrorCode.NO_SUCH_TRANSFER, "the transfer has already ended")
-        transfer = service.get(record.id)
-        if transfer is not None:
-            service.discard(transfer, remove_data=True)
-        elif record.spooled:
-            service.spool.remove(record.id)
+        service.ended(record)
         other = record.recipient_id if req.user_id == record.sender_id else record.sender_id
         router.event_to_user(other, PacketType.FILE_CANCEL_EVENT, messages.FileCancelEvent(
             transfer_id=record.id, by=req.user_id, reason=reason, error=error or None))
@@ -217,13 +204,14 @@ def files_routes(files: FilesHandler) -> Routes:
         if record.state in FINAL_STATES:
             return reply
         transfer = service.get(record.id)
-        if transfer is None and record.state in LIVE_STATES:
-            transfer = take_up(record)   # the server restarted
         if req.user_id == record.sender_id:
+            if transfer is None and record.state in LIVE_STATES:
+                transfer = take_up(record)     # a restart, or the sender came from another node
             if transfer is None and record.state == "uploading":
-                transfer = transfer_of(record, "uploading")    # the server restarted mid-upload
+                transfer = service.transfer_of(record, "uploading")    # continue the partial spool file
                 service.start_upload(transfer, resume=True)
             if transfer is not None and transfer.awaiting_recipient:
+                service.locate(transfer)
                 reply.update(state=transfer.state, window=service.window)   # no offset: wait for FILE_PULL_EVENT
             elif transfer is not None and transfer.state in ("sending", "uploading"):
                 offset, confirmed = service.sender_position(transfer)
@@ -232,11 +220,14 @@ def files_routes(files: FilesHandler) -> Routes:
         offset = req.body.offset
         if offset is None or offset > record.size:
             raise ApiError(ErrorCode.BAD_REQUEST, f"a recipient resumes with the offset it holds, 0 to {record.size}")
-        if transfer is not None and transfer.state in ("sending", "downloading"):
-            service.restart_from(transfer, offset)
-            reply.update(state=transfer.state, offset=offset, window=service.window)
-        elif transfer is None and record.state == "spooled":
-            service.start_download(transfer_of(record, "downloading"), offset)   # the server restarted
+        if record.state == "sending":
+            service.resume_recipient(record, offset)
+            reply.update(offset=offset, window=service.window)
+        elif record.state == "spooled":
+            if transfer is not None and transfer.state == "downloading":
+                service.restart_download(transfer, offset)
+            else:
+                service.start_download(service.transfer_of(record, "downloading"), offset)   # a restart, or another node
             reply.update(state="downloading", offset=offset, window=service.window)
         return reply
 
