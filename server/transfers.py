@@ -49,6 +49,7 @@ import threading
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from common import frame as wire
@@ -85,6 +86,13 @@ def new_epoch() -> int:
 
 class FileLink(Protocol):
     """How the halves of a transfer on two nodes reach each other (a cluster's node bus)."""
+
+    def listen(self, run_op: Callable[[str, dict[str, Any]], None],
+               deliver_chunk: Callable[[int, int, memoryview], None]) -> None:
+        """Hand what arrives for this node's users to the service (called when it is built)."""
+
+    def unshared_spool(self, directory: Path) -> list[str]:
+        """Worker: the live nodes that do not use ``directory`` as their spool."""
 
     def call_user(self, user_id: int, op: str, args: dict[str, Any]) -> None:
         """Reactor thread: run ``op`` on the node holding the user's session (none: dropped)."""
