@@ -24,10 +24,8 @@ receiver are on the same node, so the delay a crossing adds is the difference of
 from __future__ import annotations
 
 import argparse
-import heapq
 import multiprocessing
 import os
-import random
 import selectors
 import struct
 import sys
@@ -41,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_relay import CAPTURE, FPS, FRAME_PREFIX, MEMBERS, Member  # noqa: E402
+from bench_relay import CAPTURE, FPS, FRAME_PREFIX, MEMBERS, Member, publish_and_read  # noqa: E402
 from bench_relay import DELTA_SIZE, KEYFRAME_SIZE  # noqa: E402
 from bench_workers import private_redis  # noqa: E402
 from benchlib import percentile, prepare_users  # noqa: E402
@@ -112,35 +110,7 @@ def load(ports: list[int], rooms: list[list[tuple[str, int]]], node_of: dict[int
         while not start_at.value or time.time() < start_at.value:
             for key, _ in selector.select(0.05):
                 key.data.read(counting=False)
-        interval = 1.0 / FPS
-        now = time.monotonic()
-        stop_sending, stop_reading = now + duration, now + duration + 10
-        due = [(now + random.random() * interval, i) for i in range(len(members))]
-        heapq.heapify(due)
-        writing: set[NodeMember] = set()
-        while time.monotonic() < stop_reading:
-            now = time.monotonic()
-            if not due and sum(m.received for m in members) >= (MEMBERS - 1) * sum(m.sent for m in members):
-                break
-            while due and due[0][0] <= now:
-                when, i = heapq.heappop(due)
-                member = members[i]
-                member.publish(keyframe, delta)
-                if member.out and member not in writing:
-                    writing.add(member)
-                    selector.modify(member.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, member)
-                if when + interval < stop_sending:
-                    heapq.heappush(due, (when + interval, i))
-            timeout = max(0.0, min(due[0][0] if due else now + 0.1, stop_reading) - time.monotonic())
-            for key, mask in selector.select(timeout):
-                member = key.data
-                if mask & selectors.EVENT_READ:
-                    member.read(counting=True)
-                if mask & selectors.EVENT_WRITE:
-                    member.flush()
-                    if not member.out:
-                        writing.discard(member)
-                        selector.modify(member.sock, selectors.EVENT_READ, member)
+        publish_and_read(selector, members, keyframe, delta, duration, 10.0)
         results.put(("done", {"sent": sum(m.sent for m in members), "received": sum(m.received for m in members),
                               "same_ms": [d for m in members for d in m.same_ms],
                               "cross_ms": [d for m in members for d in m.cross_ms]}))

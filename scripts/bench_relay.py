@@ -219,6 +219,23 @@ def run_members(port: int, phones: list[str], start_at, duration: float, drain: 
             last_heartbeat = time.monotonic()
             for member in members:
                 member.sock.send(heartbeat)
+    publish_and_read(selector, members, keyframe_payload, delta_payload, duration, drain)
+    delays = [d for m in members for d in m.delays_ms]
+    results.put(("done", {
+        "scheduled": sum(m.scheduled for m in members), "sent": sum(m.sent for m in members),
+        "dropped_locally": sum(m.dropped_locally for m in members),
+        "received": sum(m.received for m in members), "keyframe_asks": sum(m.keyframe_asks for m in members),
+        "delays_ms": random.sample(delays, min(len(delays), 20000)),
+    }))
+    for member in members:
+        member.sock.close()
+
+
+def publish_and_read(selector: selectors.BaseSelector, members: list["Member"], keyframe: bytes, delta: bytes,
+                     duration: float, drain: float) -> None:
+    """Every member publishes at FPS (random phases) for ``duration`` s, all of them reading and
+    writing without blocking; then they read on until everything sent has arrived (at most
+    ``drain`` s more)."""
     interval = 1.0 / FPS
     now = time.monotonic()
     stop_sending = now + duration
@@ -235,7 +252,7 @@ def run_members(port: int, phones: list[str], start_at, duration: float, drain: 
         while due and due[0][0] <= now:
             when, i = heapq.heappop(due)
             member = members[i]
-            member.publish(keyframe_payload, delta_payload)
+            member.publish(keyframe, delta)
             if member.out and member not in writing:
                 writing.add(member)
                 selector.modify(member.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, member)
@@ -251,15 +268,6 @@ def run_members(port: int, phones: list[str], start_at, duration: float, drain: 
                 if not member.out:
                     writing.discard(member)
                     selector.modify(member.sock, selectors.EVENT_READ, member)
-    delays = [d for m in members for d in m.delays_ms]
-    results.put(("done", {
-        "scheduled": sum(m.scheduled for m in members), "sent": sum(m.sent for m in members),
-        "dropped_locally": sum(m.dropped_locally for m in members),
-        "received": sum(m.received for m in members), "keyframe_asks": sum(m.keyframe_asks for m in members),
-        "delays_ms": random.sample(delays, min(len(delays), 20000)),
-    }))
-    for member in members:
-        member.sock.close()
 
 
 def probe_heartbeats(probe: Member, duration: float) -> list[float]:
