@@ -248,49 +248,56 @@ def own_redis(tmp_path):
     server.stop()
 
 
-def test_redis_restarted_nodes_answer_clearly_meanwhile_and_register_again(own_redis, mysql_url, tmp_path,
-                                                                           client_factory):
+@pytest.fixture
+def nodes_on_own_redis(own_redis, mysql_url, tmp_path):
+    """Two started nodes, n1 and n2, of a cluster on the test's own redis-server (``own_redis``,
+    which the test may stop and start)."""
     env = {"MEETING_REDIS": own_redis.url, "MEETING_HEARTBEAT_INTERVAL": "1",
            "MEETING_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT)}
-    n1 = ServerProcess(mysql_url, tmp_path / "n1", env={**env, "MEETING_NODE_NAME": "n1"})
-    n2 = ServerProcess(mysql_url, tmp_path / "n2", env={**env, "MEETING_NODE_NAME": "n2"})
+    nodes = [ServerProcess(mysql_url, tmp_path / name, env={**env, "MEETING_NODE_NAME": name}) for name in ("n1", "n2")]
     try:
-        n1.start()
-        n2.start()
-        alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
-        carol = client_factory(n2.port)
-        carol.kernel.register(carol.phone, carol.password, "Carol")
-        befriend(alice, bob)
-        number = alice.kernel.rooms.create("survives Redis")["number"]
-        bob.kernel.rooms.join(number)
-
-        own_redis.stop()
-        ack = alice.kernel.chat.send_and_wait(uid(bob), "while Redis is down")   # stored: acknowledged
-        with pytest.raises(ApiError) as refused:
-            carol.kernel.login(carol.phone, carol.password)
-        assert refused.value.code == ErrorCode.UNAVAILABLE
-        assert refused.value.details.get("retry_after")
-        listed = alice.kernel.request(PacketType.FRIEND_LIST, {})["friends"]   # served meanwhile
-        assert [(f["id"], f["online"]) for f in listed] == [(uid(bob), False)], "unknown on another node"
-
-        own_redis.start()                                     # empty: every key is gone
-        n1.wait_for_log("registered again with Redis: 1 of 1 sessions kept", timeout=10)
-        n2.wait_for_log("registered again with Redis: 1 of 1 sessions kept", timeout=10)
-        n1.wait_for_log("resubscribed", timeout=10)          # both listen to their channels again
-        n2.wait_for_log("resubscribed", timeout=10)
-        late = alice.kernel.chat.send_and_wait(uid(bob), "after Redis came back")
-        bob.events.wait_for("chat_message", lambda e: e["message"]["id"] == late["id"])
-        carol.kernel.login(carol.phone, carol.password)
-        mark = alice.events.mark()
-        carol.kernel.rooms.join(number)                       # the room was registered again
-        alice.events.wait_for("room_members", lambda e: {m["user_id"] for m in e["room"]["members"]} ==
-                              {uid(alice), uid(bob), uid(carol)}, start=mark)
-        history = bob.kernel.chat.history(uid(alice))
-        assert ack["id"] in {m["id"] for m in history["messages"]}, "the message sent meanwhile was kept"
-        assert n1.running and n2.running
+        for node in nodes:
+            node.start()
+        yield nodes
     finally:
-        n1.stop()
-        n2.stop()
+        for node in nodes:
+            node.stop()
+
+
+def test_redis_restarted_nodes_answer_clearly_meanwhile_and_register_again(own_redis, nodes_on_own_redis,
+                                                                           client_factory):
+    n1, n2 = nodes_on_own_redis
+    alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
+    carol = client_factory(n2.port)
+    carol.kernel.register(carol.phone, carol.password, "Carol")
+    befriend(alice, bob)
+    number = alice.kernel.rooms.create("survives Redis")["number"]
+    bob.kernel.rooms.join(number)
+
+    own_redis.stop()
+    ack = alice.kernel.chat.send_and_wait(uid(bob), "while Redis is down")   # stored: acknowledged
+    with pytest.raises(ApiError) as refused:
+        carol.kernel.login(carol.phone, carol.password)
+    assert refused.value.code == ErrorCode.UNAVAILABLE
+    assert refused.value.details.get("retry_after")
+    listed = alice.kernel.request(PacketType.FRIEND_LIST, {})["friends"]   # served meanwhile
+    assert [(f["id"], f["online"]) for f in listed] == [(uid(bob), False)], "unknown on another node"
+
+    own_redis.start()                                     # empty: every key is gone
+    n1.wait_for_log("registered again with Redis: 1 of 1 sessions kept", timeout=10)
+    n2.wait_for_log("registered again with Redis: 1 of 1 sessions kept", timeout=10)
+    n1.wait_for_log("resubscribed", timeout=10)          # both listen to their channels again
+    n2.wait_for_log("resubscribed", timeout=10)
+    late = alice.kernel.chat.send_and_wait(uid(bob), "after Redis came back")
+    bob.events.wait_for("chat_message", lambda e: e["message"]["id"] == late["id"])
+    carol.kernel.login(carol.phone, carol.password)
+    mark = alice.events.mark()
+    carol.kernel.rooms.join(number)                       # the room was registered again
+    alice.events.wait_for("room_members", lambda e: {m["user_id"] for m in e["room"]["members"]} ==
+                          {uid(alice), uid(bob), uid(carol)}, start=mark)
+    history = bob.kernel.chat.history(uid(alice))
+    assert ack["id"] in {m["id"] for m in history["messages"]}, "the message sent meanwhile was kept"
+    assert n1.running and n2.running
 
 
 def members_of(event) -> dict[int, dict]:

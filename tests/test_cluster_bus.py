@@ -7,27 +7,15 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from server.cluster.bus import TO_USER
 from server.cluster.directory import SessionDirectory
 from server.cluster.store import Keys, connect
-from tests.cluster_helpers import RedisProcess
-from tests.server_process import ServerProcess
 from tests.social import befriend, uid
-from tests.test_cluster import HEARTBEAT_TIMEOUT, user_on
+from tests.test_cluster import nodes_on_own_redis, own_redis, user_on  # noqa: F401
 from tests.test_cluster_state import FakeReactor, make_bus
 
 
-@pytest.fixture
-def own_redis(tmp_path):
-    server = RedisProcess(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_batches_published_while_a_node_resubscribes_come_from_its_backlog_in_order(own_redis):
+def test_batches_published_while_a_node_resubscribes_come_from_its_backlog_in_order(own_redis):  # noqa: F811
     redis, keys = connect(own_redis.url), Keys("bus-test:")
     ra, rb = FakeReactor(), FakeReactor()
     sender, receiver = make_bus(redis, keys, "a", ra), make_bus(redis, keys, "b", rb)
@@ -50,55 +38,46 @@ def test_batches_published_while_a_node_resubscribes_come_from_its_backlog_in_or
         redis.close()
 
 
-def test_chat_flowing_between_nodes_while_redis_restarts_empty_loses_no_message(own_redis, mysql_url, tmp_path,
-                                                                                client_factory):
-    env = {"MEETING_REDIS": own_redis.url, "MEETING_HEARTBEAT_INTERVAL": "1",
-           "MEETING_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT)}
-    n1 = ServerProcess(mysql_url, tmp_path / "n1", env={**env, "MEETING_NODE_NAME": "n1"})
-    n2 = ServerProcess(mysql_url, tmp_path / "n2", env={**env, "MEETING_NODE_NAME": "n2"})
-    try:
-        n1.start()
-        n2.start()
-        alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
-        befriend(alice, bob)
-        bob_mark = bob.events.mark()
-        acked: list[int] = []
-        stop = threading.Event()
-        failures: list[BaseException] = []
+def test_chat_flowing_between_nodes_while_redis_restarts_empty_loses_no_message(  # noqa: F811
+        own_redis, nodes_on_own_redis, client_factory):
+    n1, n2 = nodes_on_own_redis
+    alice, bob = user_on(client_factory, n1, "Alice"), user_on(client_factory, n2, "Bob")
+    befriend(alice, bob)
+    bob_mark = bob.events.mark()
+    acked: list[int] = []
+    stop = threading.Event()
+    failures: list[BaseException] = []
 
-        def chat() -> None:
-            try:
-                i = 0
-                while not stop.is_set():
-                    acked.append(alice.kernel.chat.send_and_wait(uid(bob), f"message {i}", timeout=20)["id"])
-                    i += 1
-                    time.sleep(0.01)
-            except BaseException as exc:    # the test fails on it below
-                failures.append(exc)
+    def chat() -> None:
+        try:
+            i = 0
+            while not stop.is_set():
+                acked.append(alice.kernel.chat.send_and_wait(uid(bob), f"message {i}", timeout=20)["id"])
+                i += 1
+                time.sleep(0.01)
+        except BaseException as exc:    # the test fails on it below
+            failures.append(exc)
 
-        sender = threading.Thread(target=chat, name="alice-chats")
-        sender.start()
-        wait_until(lambda: len(acked) >= 20, "chat flowing before the restart")
-        own_redis.stop()
-        before_restart = len(acked)
-        wait_until(lambda: len(acked) >= before_restart + 20, "messages acknowledged while Redis is down")
-        own_redis.start()                                    # empty: no directory, no channels
-        n1.wait_for_log("registered again with Redis", timeout=15)
-        n2.wait_for_log("registered again with Redis", timeout=15)
-        after_restart = len(acked)
-        wait_until(lambda: len(acked) >= after_restart + 20, "chat flowing after the restart")
-        stop.set()
-        sender.join(30)
-        assert not failures, failures
+    sender = threading.Thread(target=chat, name="alice-chats")
+    sender.start()
+    wait_until(lambda: len(acked) >= 20, "chat flowing before the restart")
+    own_redis.stop()
+    before_restart = len(acked)
+    wait_until(lambda: len(acked) >= before_restart + 20, "messages acknowledged while Redis is down")
+    own_redis.start()                                    # empty: no directory, no channels
+    n1.wait_for_log("registered again with Redis", timeout=15)
+    n2.wait_for_log("registered again with Redis", timeout=15)
+    after_restart = len(acked)
+    wait_until(lambda: len(acked) >= after_restart + 20, "chat flowing after the restart")
+    stop.set()
+    sender.join(30)
+    assert not failures, failures
 
-        def seen() -> set[int]:
-            return {e["message"]["id"] for e in bob.events.events[bob_mark:] if e.kind == "chat_message"}
-        wait_until(lambda: set(acked) <= seen(), f"Bob seeing all {len(acked)} acknowledged messages", timeout=20)
-        assert bob.events.count("reconnected") == 0, "Bob saw them without logging in again"
-        assert n2.running and n1.running
-    finally:
-        n1.stop()
-        n2.stop()
+    def seen() -> set[int]:
+        return {e["message"]["id"] for e in bob.events.events[bob_mark:] if e.kind == "chat_message"}
+    wait_until(lambda: set(acked) <= seen(), f"Bob seeing all {len(acked)} acknowledged messages", timeout=20)
+    assert bob.events.count("reconnected") == 0, "Bob saw them without logging in again"
+    assert n2.running and n1.running
 
 
 def wait_until(condition, what: str, timeout: float = 15.0) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from common.errors import ApiError, ErrorCode
 from server.admin import query_status
-from tests.test_cluster import HEARTBEAT_TIMEOUT, cluster, members_of, own_redis, user_on  # noqa: F401
+from tests.test_cluster import (HEARTBEAT_TIMEOUT, cluster, members_of, nodes_on_own_redis, own_redis,  # noqa: F401
+                                user_on)
 from tests.social import uid
 from tests.test_rooms import error_of, join_in_background, member_ids
 from tests.server_process import ServerProcess
@@ -162,38 +163,29 @@ def test_a_knock_while_the_host_is_on_a_node_that_dies(cluster, client_factory):
     assert set(member_ids(knock.result(10))) == {uid(host), uid(member), uid(knocker)}
 
 
-def test_rooms_with_lock_host_and_waiting_room_survive_a_redis_restart(own_redis, mysql_url, tmp_path,  # noqa: F811
+def test_rooms_with_lock_host_and_waiting_room_survive_a_redis_restart(own_redis, nodes_on_own_redis,  # noqa: F811
                                                                         client_factory):
-    env = {"MEETING_REDIS": own_redis.url, "MEETING_HEARTBEAT_INTERVAL": "1",
-           "MEETING_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT)}
-    n1 = ServerProcess(mysql_url, tmp_path / "n1", env={**env, "MEETING_NODE_NAME": "n1"})
-    n2 = ServerProcess(mysql_url, tmp_path / "n2", env={**env, "MEETING_NODE_NAME": "n2"})
-    try:
-        n1.start()
-        n2.start()
-        host, guest, knocker = (user_on(client_factory, node, name) for node, name in
-                                ((n1, "Host"), (n2, "Guest"), (n2, "Knocker")))
-        number = host.kernel.rooms.create("kept", password="pw")["number"]
-        guest.kernel.rooms.join(number, "pw")
-        host.kernel.rooms.hand_over(uid(guest))
-        guest.kernel.rooms.lock(True)
-        knock = join_in_background(knocker, number, "pw")
-        waiting_ids(guest, lambda ids: ids == [uid(knocker)])
+    n1, n2 = nodes_on_own_redis
+    host, guest, knocker = (user_on(client_factory, node, name) for node, name in
+                            ((n1, "Host"), (n2, "Guest"), (n2, "Knocker")))
+    number = host.kernel.rooms.create("kept", password="pw")["number"]
+    guest.kernel.rooms.join(number, "pw")
+    host.kernel.rooms.hand_over(uid(guest))
+    guest.kernel.rooms.lock(True)
+    knock = join_in_background(knocker, number, "pw")
+    waiting_ids(guest, lambda ids: ids == [uid(knocker)])
 
-        own_redis.stop()
-        own_redis.start()                                    # empty: every key is gone
-        n2.wait_for_log("registered again with Redis: 2 of 2 sessions kept", timeout=15)
-        put_back = f"room {number} registered again with Redis .2 members, 1 waiting."
-        wait_until(lambda: re.search(put_back, n1.log + n2.log), "the room put back by a node")
-        guest.kernel.rooms.admit(uid(knocker))               # the waiting room came back
-        room = knock.result(15)
-        assert member_ids(room) == [uid(host), uid(guest), uid(knocker)]
-        assert room["host_id"] == uid(guest) and room["locked"] and room["has_password"]
-        late = user_on(client_factory, n1, "Late")
-        assert error_of(late.kernel.rooms.join, number, "wrong") == ErrorCode.WRONG_ROOM_PASSWORD
-    finally:
-        n1.stop()
-        n2.stop()
+    own_redis.stop()
+    own_redis.start()                                    # empty: every key is gone
+    n2.wait_for_log("registered again with Redis: 2 of 2 sessions kept", timeout=15)
+    put_back = f"room {number} registered again with Redis .2 members, 1 waiting."
+    wait_until(lambda: re.search(put_back, n1.log + n2.log), "the room put back by a node")
+    guest.kernel.rooms.admit(uid(knocker))               # the waiting room came back
+    room = knock.result(15)
+    assert member_ids(room) == [uid(host), uid(guest), uid(knocker)]
+    assert room["host_id"] == uid(guest) and room["locked"] and room["has_password"]
+    late = user_on(client_factory, n1, "Late")
+    assert error_of(late.kernel.rooms.join, number, "wrong") == ErrorCode.WRONG_ROOM_PASSWORD
 
 
 def test_a_grace_runs_out_even_when_the_node_where_the_member_dropped_dies(cluster, client_factory):
