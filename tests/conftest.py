@@ -28,6 +28,13 @@ def redis_url() -> str:
 
 
 @pytest.fixture
+def cluster_env() -> dict[str, str]:
+    """Settings on top of their own for every node the ``cluster`` fixture (tests/test_cluster.py)
+    starts; a test module overrides this fixture to give its nodes more."""
+    return {}
+
+
+@pytest.fixture
 def mysql_url():
     """A fresh, empty MySQL database for one test (dropped after it)."""
     url, drop = make_mysql_database()

@@ -20,7 +20,7 @@ HEARTBEAT_TIMEOUT = 3.0
 
 
 @pytest.fixture
-def cluster(redis_prefix, mysql_url, tmp_path, client_factory):
+def cluster(redis_prefix, mysql_url, tmp_path, client_factory, cluster_env):
     """``start(name, **env)`` starts a node (a ``ServerProcess``) of one cluster."""
     _, redis_url, prefix = redis_prefix
     nodes: list[ServerProcess] = []
@@ -29,7 +29,7 @@ def cluster(redis_prefix, mysql_url, tmp_path, client_factory):
         proc = ServerProcess(mysql_url, tmp_path / name, env={
             "MEETING_REDIS": redis_url, "MEETING_REDIS_PREFIX": prefix, "MEETING_NODE_NAME": name,
             "MEETING_HEARTBEAT_INTERVAL": "1", "MEETING_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
-            "MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "10000", **env})
+            "MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "10000", **cluster_env, **env})
         nodes.append(proc)
         proc.start()
         return proc

@@ -17,14 +17,14 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from server.admin import query_status
 from server.storage import open_storage
-from tests.helpers import TestClient
+from tests.helpers import TestClient, cut_connection
 from tests.server_process import ServerProcess
 from tests.social import befriend, uid, wait_session_ready
+from tests.test_cluster import HEARTBEAT_TIMEOUT, cluster  # noqa: F401  (the fixture)
 from tests.test_files import make_file, offer_and_accept, sha256_of, wait_done
 
 MiB = 1024 * 1024
 WINDOW = 2 * MiB
-HEARTBEAT_TIMEOUT = 3.0
 
 
 @pytest.fixture
@@ -33,24 +33,9 @@ def spool_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def cluster(redis_prefix, mysql_url, tmp_path, spool_dir):
-    """``start(name, **env)`` starts a node of one cluster; all nodes share the spool directory."""
-    _, redis_url, prefix = redis_prefix
-    nodes: list[ServerProcess] = []
-
-    def start(name: str, **env: str) -> ServerProcess:
-        proc = ServerProcess(mysql_url, tmp_path / name, env={
-            "MEETING_REDIS": redis_url, "MEETING_REDIS_PREFIX": prefix, "MEETING_NODE_NAME": name,
-            "MEETING_SPOOL_DIR": str(spool_dir), "MEETING_HEARTBEAT_INTERVAL": "1",
-            "MEETING_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT), "MEETING_MAX_UNAUTHENTICATED_PER_ADDRESS": "10000",
-            **env})
-        nodes.append(proc)
-        proc.start()
-        return proc
-
-    yield start
-    for proc in nodes:
-        proc.stop()
+def cluster_env(spool_dir) -> dict[str, str]:
+    """The nodes of the ``cluster`` fixture share one spool directory."""
+    return {"MEETING_SPOOL_DIR": str(spool_dir)}
 
 
 def figures(node: ServerProcess) -> dict:
@@ -268,7 +253,7 @@ def move(client: TestClient) -> None:
     the session is resumed there."""
     mark = client.events.mark()
     client.kernel._next_server()
-    client.kernel.link.drop("test: the path to this node broke")
+    cut_connection(client.kernel, "test: the path to this node broke")
     client.events.wait_for("reconnected", start=mark, timeout=15)
 
 

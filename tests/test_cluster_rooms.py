@@ -13,6 +13,7 @@ from common.errors import ApiError, ErrorCode
 from server.admin import query_status
 from tests.test_cluster import (HEARTBEAT_TIMEOUT, cluster, members_of, nodes_on_own_redis, own_redis,  # noqa: F401
                                 user_on)
+from tests.helpers import cut_connection
 from tests.social import uid
 from tests.test_rooms import error_of, join_in_background, member_ids
 from tests.server_process import ServerProcess
@@ -98,7 +99,7 @@ def test_waiting_users_who_drop_or_whose_meeting_ends_leave_the_queue(cluster, c
     assert waiting_count(n1) == 2
     mark = host.events.mark()
     c.kernel.reconnect_enabled = False
-    c.kernel.link.drop("test: gone")                         # a waiting user of n1 drops
+    cut_connection(c.kernel, "test: gone")                      # a waiting user of n1 drops
     waiting_ids(host, lambda ids: ids == [uid(b)], start=mark)
     host.kernel.rooms.leave()                                # the last member leaves: the meeting ends
     assert error_of(b_join.result, 10) == ErrorCode.ROOM_LOCKED
@@ -115,7 +116,7 @@ def test_a_waiting_user_resumed_on_another_node_is_queued_again(cluster, client_
     b.events.wait_for("room_waiting")
     mark, b_mark = host.events.mark(), b.events.mark()
     b.kernel.servers[:] = [("127.0.0.1", n1.port)]           # the blip sends B to the host's node
-    b.kernel.link.drop("test: network blip")
+    cut_connection(b.kernel, "test: network blip")
     b.events.wait_for("reconnected", start=b_mark, timeout=10)
     b.events.wait_for("room_waiting", start=b_mark)          # asked again after the resume
     waiting_ids(host, lambda ids: ids == [uid(b)], start=mark)
@@ -195,7 +196,7 @@ def test_a_grace_runs_out_even_when_the_node_where_the_member_dropped_dies(clust
     guest.kernel.rooms.join(number)
     mark = host.events.mark()
     guest.kernel.reconnect_enabled = False
-    guest.kernel.link.drop("test: gone")                     # away, its grace counted on n1 ...
+    cut_connection(guest.kernel, "test: gone")                  # away, its grace counted on n1 ...
     host.events.wait_for("room_members", lambda e: members_of(e).get(uid(guest), {}).get("away") is True,
                          start=mark)
     n1.kill()                                                # ... which dies before the grace ends
