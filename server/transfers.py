@@ -58,6 +58,7 @@ from common.chunks import CHUNK_HEADER, FRAME_PREFIX, chunk_frame, unpack_chunk
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
+from .clock import now_ms
 from .spool import Spool, SpoolWriter, Strand, disk_error
 from .storage.files import LIVE_STATES
 
@@ -74,10 +75,6 @@ log = logging.getLogger("server.files")
 
 IDLE_CHECK_INTERVAL = 5.0
 RESYNC_AFTER = 5.0     # seconds a starved delivery waits before it pulls the sender again
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def new_epoch() -> int:

@@ -16,10 +16,11 @@ from common.errors import ApiError, ErrorCode
 from common.filenames import sanitize_filename
 from common.packets import PacketType
 
+from ..clock import now_ms
 from ..mediator import Request, Routes
 from ..storage.messages import FileRef, Message
 from ..storage.files import FINAL_STATES, LIVE_STATES, OPEN_STATES, FileRecord
-from ..transfers import IDLE_CHECK_INTERVAL, Transfer, TransferService, now_ms
+from ..transfers import IDLE_CHECK_INTERVAL, Transfer, TransferService
 from .replies import fit_page
 from .views import message_view
 
