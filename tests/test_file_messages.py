@@ -31,6 +31,7 @@ def test_a_file_is_a_message_in_both_histories_with_its_state(server, client_fac
     got = bob.events.wait_for("chat_message", lambda e: e["message"].get("file"), start=mark_b)["message"]
     assert sent["id"] == got["id"] and got["from"] == uid(alice) and got["text"] == "report.pdf"
     assert got["file"] == {"transfer_id": transfer_id, "name": "report.pdf", "size": 5004, "state": "offered"}
+    bob.events.wait_for("file_offer", lambda e: e["transfer_id"] == transfer_id, start=mark_b)
     offer_event = [i for i, e in enumerate(bob.events.events) if e.kind == "file_offer"][-1]
     assert [e.kind for e in bob.events.events].index("chat_message", mark_b) < offer_event, \
         "the message comes before the offer it belongs to"
