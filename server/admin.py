@@ -19,12 +19,12 @@ import struct
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TextIO
 
 from .config import ServerConfig
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .reactor import Reactor
 
 log = logging.getLogger("server.admin")
 
@@ -42,11 +42,16 @@ def _peer_uid(sock: socket.socket) -> int:
     return struct.unpack("3i", creds)[1]
 
 
+# The figures the admin socket answers ``status`` with (reactor thread).
+Figures = Callable[[], Mapping[str, Any]]
+
+
 class AdminServer:
     """The listening admin socket (a reactor Selectable)."""
 
-    def __init__(self, server: "Server", path: Path) -> None:
-        self.server = server
+    def __init__(self, reactor: Reactor, figures: Figures, path: Path) -> None:
+        self.reactor = reactor
+        self.figures = figures
         self.path = path
         self.sock: socket.socket | None = None
         self._inode: int | None = None
@@ -77,7 +82,7 @@ class AdminServer:
         sock.setblocking(False)
         self.sock = sock
         self._inode = path.stat().st_ino
-        self.server.reactor.add_reader(sock, self)
+        self.reactor.add_reader(sock, self)
         log.info("admin status on %s", path)
         return True
 
@@ -96,7 +101,7 @@ class AdminServer:
                 log.warning("admin socket: refused a client running as uid %d", uid)
                 sock.close()
                 continue
-            AdminSession(self.server, sock)
+            AdminSession(self.reactor, self.figures, sock)
 
     def on_writable(self) -> None:
         pass
@@ -105,7 +110,7 @@ class AdminServer:
         """Stop serving and remove the socket file if it is still ours."""
         if self.sock is None:
             return
-        self.server.reactor.remove(self.sock)
+        self.reactor.remove(self.sock)
         self.sock.close()
         self.sock = None
         try:
@@ -118,14 +123,15 @@ class AdminServer:
 class AdminSession:
     """One admin client: read a command line, write the answer, close."""
 
-    def __init__(self, server: "Server", sock: socket.socket) -> None:
-        self.server = server
+    def __init__(self, reactor: Reactor, figures: Figures, sock: socket.socket) -> None:
+        self.reactor = reactor
+        self.figures = figures
         self.sock = sock
         self.inbuf = b""
         self.out = b""
         sock.setblocking(False)
-        self.timer = server.reactor.call_later(CLIENT_TIMEOUT, self.close)
-        server.reactor.add_reader(sock, self)
+        self.timer = reactor.call_later(CLIENT_TIMEOUT, self.close)
+        reactor.add_reader(sock, self)
 
     def on_readable(self) -> None:
         try:
@@ -140,11 +146,11 @@ class AdminSession:
             return
         command = self.inbuf.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
         if command == "status":
-            answer: dict[str, Any] = {"ok": True, "status": self.server.status()}
+            answer: dict[str, Any] = {"ok": True, "status": self.figures()}
         else:
             answer = {"ok": False, "error": f"unknown command {command[:40]!r}; try 'status'"}
         self.out = json.dumps(answer, default=str).encode("utf-8") + b"\n"
-        self.server.reactor.set_events(self.sock, self, selectors.EVENT_WRITE, selectors.EVENT_READ)
+        self.reactor.set_events(self.sock, self, selectors.EVENT_WRITE, selectors.EVENT_READ)
         self.on_writable()
 
     def on_writable(self) -> None:
@@ -163,15 +169,15 @@ class AdminSession:
         if self.sock.fileno() == -1:
             return
         self.timer.cancel()
-        self.server.reactor.remove(self.sock)
+        self.reactor.remove(self.sock)
         self.sock.close()
 
 
-def open_admin(server: "Server") -> AdminServer | None:
+def open_admin(config: ServerConfig, reactor: Reactor, figures: Figures) -> AdminServer | None:
     """Serve the admin socket unless ``admin_socket = off``; None when it is not served."""
-    if server.config.admin_socket == DISABLED:
+    if config.admin_socket == DISABLED:
         return None
-    admin = AdminServer(server, server.config.admin_socket_path)
+    admin = AdminServer(reactor, figures, config.admin_socket_path)
     return admin if admin.open() else None
 
 

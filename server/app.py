@@ -17,9 +17,11 @@ from common import messages
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
+from .admin import AdminServer, open_admin
 from .chat_writer import GroupCommitWriter
 from .config import ServerConfig
 from .connection import Connection
+from .daemon import Daemon
 from .handlers.chat import CHAT_WRITES, ChatHandler
 from .handlers.files import FilesHandler
 from .handlers.friends import FriendsHandler
@@ -110,10 +112,10 @@ class Server:
         self.started = time.time()
         self.ssl_context: ssl.SSLContext | None = None
         self.listener: Listener | None = None
-        self.admin = None   # server.admin.AdminServer once listening
+        self.admin: AdminServer | None = None   # once listening, unless admin_socket = off
         # Traffic of connections already closed, so the status shows totals since the start.
         self.closed_traffic = {"bytes_in": 0, "bytes_out": 0, "frames_in": 0, "frames_out": 0}
-        self.daemon = None  # server.daemon.Daemon once listening
+        self.daemon: Daemon | None = None       # once listening
         self.port = 0
         self.stopping = False
         self.stopped = threading.Event()
@@ -129,11 +131,11 @@ class Server:
         # The handlers, one per domain, each given what it uses.
         handlers = (
             SessionHandler(config, self.storage, self.sessions, self.cluster, self.rate_limits, self.frame_limits,
-                           self.reactor, self.pool, self.scrypt, self.hash_slots, self.authenticated,
+                           self.reactor, self.pool, self.scrypt, self.hash_slots, self.mediator, self.authenticated,
                            self._session_started),
-            FriendsHandler(self.storage, self.router, self.presence, self.rate_limits),
+            FriendsHandler(self.storage, self.router, self.presence, self.rate_limits, self.mediator),
             ProfileHandler(self.storage, self.router, self.rate_limits),
-            ChatHandler(self.storage, self.router, self.presence, self.rate_limits, self.chat_writer),
+            ChatHandler(self.storage, self.router, self.presence, self.rate_limits, self.chat_writer, self.mediator),
             RoomsHandler(self.rooms, self.rate_limits),
             MediaHandler(self.relay),
             FilesHandler(config, self.storage, self.router, self.rate_limits, self.reactor, self.transfers),
@@ -206,10 +208,8 @@ class Server:
         self.listener = Listener(self, sock)
         self.reactor.add_reader(sock, self.listener)
         self.reactor.call_every(SWEEP_INTERVAL, self._sweep)
-        from .admin import open_admin
-        from .daemon import Daemon
-        self.admin = open_admin(self)
-        self.daemon = Daemon(self)
+        self.admin = open_admin(self.config, self.reactor, self.status)
+        self.daemon = Daemon(self.reactor, self.port, self.status)
         if self.cluster is not None:
             self.cluster.start(self.port, str(self.config.admin_socket_path) if self.admin is not None else "")
             self.links.start(self.relay)
@@ -360,7 +360,7 @@ class Server:
         for hook in self.shutdown_hooks:
             hook()
         if self.daemon is not None:
-            self.daemon.stopping()
+            self.daemon.stopping(len(self.connections))
         going_away = wire.encode_json(PacketType.GOING_AWAY, messages.GoingAway(
             reason="shutdown", message=reason, reconnect=True, retry_after=1.0))
         deadline = time.monotonic() + self.config.shutdown_timeout

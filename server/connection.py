@@ -22,7 +22,7 @@ import selectors
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from common import frame as wire
 from common.errors import ApiError, ErrorCode
@@ -30,7 +30,8 @@ from common.frame import HEADER, Frame, FrameDecoder, FrameTooLarge, ProtocolErr
 from common.sendqueue import SendQueue
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .config import ServerConfig
+    from .reactor import Reactor
 
 log = logging.getLogger("server.connection")
 
@@ -43,8 +44,41 @@ MAX_VIOLATIONS = 20               # protocol errors before the peer is dropped
 LINGER = 2.0                      # seconds a graceful close waits for the peer's end of stream
 
 
+class FramePump(Protocol):
+    """Handles the frames a connection decoded (server/mediator.py's ``Mediator``)."""
+
+    def pump(self, conn: Connection) -> None: ...
+
+
+class BodyLimits(Protocol):
+    """The largest body buffered for a packet type (server/ratelimit.py's ``FrameLimits``)."""
+
+    def max_body(self, packet_type: int, authenticated: bool) -> int: ...
+
+
+class ConnectionOwner(Protocol):
+    """What a connection uses of the server that accepted it (server/app.py's ``Server``), named
+    here so that this module does not import the one that builds everything."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+
+    @property
+    def reactor(self) -> Reactor: ...
+
+    @property
+    def mediator(self) -> FramePump: ...
+
+    @property
+    def frame_limits(self) -> BodyLimits: ...
+
+    def next_connection_id(self) -> int: ...
+
+    def connection_closed(self, conn: Connection, reason: str) -> None: ...
+
+
 class Connection:
-    def __init__(self, server: "Server", sock: socket.socket, address: tuple) -> None:
+    def __init__(self, server: ConnectionOwner, sock: socket.socket, address: tuple) -> None:
         self.server = server
         self.sock = sock
         self.id = server.next_connection_id()

@@ -20,10 +20,10 @@ import os
 import resource
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .reactor import Reactor
 
 log = logging.getLogger("server.daemon")
 
@@ -114,41 +114,46 @@ def status_line(figures: Mapping[str, Any]) -> str:
 
 
 class Daemon:
-    """Ties a Server's lifecycle to systemd: ready, status, watchdog, reloading, stopping."""
+    """Ties a server's lifecycle to systemd: ready, status, watchdog, reloading, stopping."""
 
-    def __init__(self, server: "Server", notifier: Notifier | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
-        self.server = server
+    def __init__(self, reactor: Reactor, port: int, figures: Callable[[], Mapping[str, Any]],
+                 notifier: Notifier | None = None, env: Mapping[str, str] | None = None) -> None:
+        """``port``: the one the server listens on; ``figures``: its live status (reactor
+        thread), summed up in ``STATUS=``."""
+        self.reactor = reactor
+        self.port = port
+        self.figures = figures
         self.notifier = notifier if notifier is not None else Notifier.from_env(env)
         self.watchdog_every = watchdog_interval(env)
         self.started = False
+        self.draining = False
 
     def start(self) -> None:
         """Call once the server listens, before the reactor runs (or on the reactor thread)."""
         if self.started or not self.notifier.enabled:
             return
         self.started = True
-        reactor = self.server.reactor
         if self.watchdog_every:
             log.info("systemd watchdog: pinging every %.1f s", self.watchdog_every)
-            reactor.call_every(self.watchdog_every, self.notifier.watchdog)
-        reactor.call_every(STATUS_INTERVAL, self._status)
-        self.notifier.ready(f"listening on port {self.server.port}")
+            self.reactor.call_every(self.watchdog_every, self.notifier.watchdog)
+        self.reactor.call_every(STATUS_INTERVAL, self._status)
+        self.notifier.ready(f"listening on port {self.port}")
 
     def _status(self) -> None:
-        if not self.server.stopping:
-            self.notifier.status(status_line(self.server.status()))
+        if not self.draining:
+            self.notifier.status(status_line(self.figures()))
 
-    def stopping(self) -> None:
-        """The server begins to drain (told only once READY was sent)."""
+    def stopping(self, connections: int) -> None:
+        """The server begins to drain its ``connections`` (told only once READY was sent)."""
+        self.draining = True
         if self.started:
-            self.notifier.stopping(f"draining {len(self.server.connections)} connections")
+            self.notifier.stopping(f"draining {connections} connections")
 
     def reloading(self) -> None:
         self.notifier.reloading()
 
     def reloaded(self) -> None:
-        self.notifier.ready(status_line(self.server.status()))
+        self.notifier.ready(status_line(self.figures()))
 
 
 def raise_fd_limit(wanted: int) -> int:

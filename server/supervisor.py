@@ -198,7 +198,7 @@ class Supervisor:
             self.hold_port()
         log.info("supervisor: starting %d workers on %s:%d (node %s)", len(self.workers), self.config.host,
                  self.port, self.config.node_name)
-        self.admin = open_admin(self)
+        self.admin = open_admin(self.config, self.reactor, self.status)
         for worker in self.workers:
             self._spawn(worker)
         self.reactor.call_every(CHECK_INTERVAL, self._check)

@@ -19,7 +19,7 @@ from ..chat_writer import GroupCommitWriter, Job
 from ..clock import now_ms
 from ..mediator import Request, Routes
 from ..storage.messages import NewMessage, mark_delivered_tx, mark_read_tx, store_messages_tx
-from .replies import fit_page, send_error, send_result
+from .replies import Replies, fit_page
 from .views import message_view
 
 if TYPE_CHECKING:
@@ -55,19 +55,20 @@ CHAT_WRITES = {"message": write_messages, "delivered": write_delivered, "read": 
 
 class ChatHandler:
     def __init__(self, storage: "Storage", router: "Router", presence: "Presence", rate_limits: "RateLimits",
-                 writer: GroupCommitWriter) -> None:
+                 writer: GroupCommitWriter, replies: Replies) -> None:
         self.storage = storage
         self.router = router
         self.presence = presence
         self.rate_limits = rate_limits
         self.writer = writer
+        self.replies = replies
 
     def routes(self) -> Routes:
-        return chat_routes(self.storage, self.router, self.presence, self.rate_limits, self.writer)
+        return chat_routes(self.storage, self.router, self.presence, self.rate_limits, self.writer, self.replies)
 
 
 def chat_routes(storage: "Storage", router: "Router", presence: "Presence", rate_limits: "RateLimits",
-                writer: GroupCommitWriter) -> Routes:
+                writer: GroupCommitWriter, replies: Replies) -> Routes:
     routes = Routes()
     handler = routes.handler
 
@@ -89,12 +90,12 @@ def chat_routes(storage: "Storage", router: "Router", presence: "Presence", rate
         def done(result: Any, error: ApiError | None) -> None:
             if error is not None:
                 log.info("%s message to user %d refused: %s", conn.who, recipient, error.code.name)
-                send_error(conn, request_id, error)
+                replies.send_error(conn, request_id, error)
                 return
             message, created = result
-            send_result(conn, request_id, messages.ChatSent(id=message.id, time=message.created_at,
-                                                            client_msg_id=message.client_msg_id,
-                                                            duplicate=not created))
+            replies.send_result(conn, request_id, messages.ChatSent(id=message.id, time=message.created_at,
+                                                                    client_msg_id=message.client_msg_id,
+                                                                    duplicate=not created))
             if created or message.delivered_at is None:
                 # A repeat may follow a commit whose live delivery never happened; clients
                 # drop a message id they already have.
@@ -109,7 +110,7 @@ def chat_routes(storage: "Storage", router: "Router", presence: "Presence", rate
 
         def done(result: Any, error: ApiError | None) -> None:
             if error is not None:
-                send_error(conn, request_id, error)
+                replies.send_error(conn, request_id, error)
                 return
             at, marked = result
             by_sender: dict[int, list[int]] = {}
@@ -118,7 +119,7 @@ def chat_routes(storage: "Storage", router: "Router", presence: "Presence", rate
             for sender, message_ids in by_sender.items():
                 router.event_to_user(sender, PacketType.CHAT_STATUS_EVENT,
                                      messages.ChatStatusEvent(status="delivered", peer=reader, ids=message_ids, at=at))
-            send_result(conn, request_id, {"delivered": len(marked)})
+            replies.send_result(conn, request_id, {"delivered": len(marked)})
         writer.submit(Job("delivered", (reader, ids), done))
 
     @handler(PacketType.CHAT_READ)
@@ -128,13 +129,13 @@ def chat_routes(storage: "Storage", router: "Router", presence: "Presence", rate
 
         def done(result: Any, error: ApiError | None) -> None:
             if error is not None:
-                send_error(conn, request_id, error)
+                replies.send_error(conn, request_id, error)
                 return
             at, count = result
             if count:
                 router.event_to_user(peer, PacketType.CHAT_STATUS_EVENT,
                                      messages.ChatStatusEvent(status="read", peer=reader, up_to=up_to, at=at))
-            send_result(conn, request_id, {"read": count, "at": at})
+            replies.send_result(conn, request_id, {"read": count, "at": at})
         writer.submit(Job("read", (reader, peer, up_to), done))
 
     @handler(PacketType.CHAT_UNREAD, blocking=True)

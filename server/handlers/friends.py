@@ -18,7 +18,7 @@ from ..clock import now_ms
 from ..mediator import Request, Routes
 from ..storage import User
 from ..storage.friends import FriendRefusal
-from .replies import fit_page, send_result
+from .replies import Replies, fit_page
 from .views import friend_view, request_view, user_view
 
 if TYPE_CHECKING:
@@ -45,17 +45,20 @@ def normalize_greeting(raw: str) -> str:
 
 
 class FriendsHandler:
-    def __init__(self, storage: "Storage", router: "Router", presence: "Presence", rate_limits: "RateLimits") -> None:
+    def __init__(self, storage: "Storage", router: "Router", presence: "Presence", rate_limits: "RateLimits",
+                 replies: Replies) -> None:
         self.storage = storage
         self.router = router
         self.presence = presence
         self.rate_limits = rate_limits
+        self.replies = replies
 
     def routes(self) -> Routes:
-        return friends_routes(self.storage, self.router, self.presence, self.rate_limits)
+        return friends_routes(self.storage, self.router, self.presence, self.rate_limits, self.replies)
 
 
-def friends_routes(storage: "Storage", router: "Router", presence: "Presence", rate_limits: "RateLimits") -> Routes:
+def friends_routes(storage: "Storage", router: "Router", presence: "Presence", rate_limits: "RateLimits",
+                   replies: Replies) -> Routes:
     routes = Routes()
     handler = routes.handler
 
@@ -109,14 +112,14 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
             if outcome.status == "friends":
                 log.info("%s and user %d asked each other: now friends", req.conn.who, target.id)
                 online = became_friends(me, target, elsewhere)
-                send_result(req.conn, req.request_id, {
+                replies.send_result(req.conn, req.request_id, {
                     "status": "friends", "friend": friend_view(target, target.id in online)})
                 return
             log.info("%s asked user %d for friendship (request %d)", req.conn.who, target.id, outcome.request.id)
             router.event_to_user(target.id, PacketType.FRIEND_REQUEST_EVENT,
                                  messages.FriendRequestEvent(request=request_view(outcome.request, me)))
-            send_result(req.conn, req.request_id,
-                        {"status": "pending", "request": request_view(outcome.request, target)})
+            replies.send_result(req.conn, req.request_id,
+                                {"status": "pending", "request": request_view(outcome.request, target)})
         req.on_reactor(finish)
 
     @handler(PacketType.FRIEND_ANSWER, blocking=True)
@@ -139,7 +142,7 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
             if accept and asker is not None:
                 online = became_friends(me, asker, elsewhere)
                 body["friend"] = friend_view(asker, asker.id in online)
-            send_result(req.conn, req.request_id, body)
+            replies.send_result(req.conn, req.request_id, body)
         req.on_reactor(finish)
 
     @handler(PacketType.FRIEND_REMOVE, blocking=True)
@@ -153,7 +156,7 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
             presence.friendship_removed(req.user_id, other)
             router.event_to_user(req.user_id, PacketType.FRIEND_REMOVED_EVENT, messages.UserRef(user_id=other))
             router.event_to_user(other, PacketType.FRIEND_REMOVED_EVENT, messages.UserRef(user_id=req.user_id))
-            send_result(req.conn, req.request_id, {"user_id": other})
+            replies.send_result(req.conn, req.request_id, {"user_id": other})
         req.on_reactor(finish)
 
     @handler(PacketType.FRIEND_LIST, blocking=True)
@@ -169,8 +172,8 @@ def friends_routes(storage: "Storage", router: "Router", presence: "Presence", r
             for entry in page:
                 entry.online = entry.id in online
             more = cut or len(users) == PAGE_ROWS
-            send_result(req.conn, req.request_id, {"friends": page, "more": more,
-                                                   "next": page[-1].id if page else after})
+            replies.send_result(req.conn, req.request_id, {"friends": page, "more": more,
+                                                           "next": page[-1].id if page else after})
         req.on_reactor(finish)
 
     @handler(PacketType.FRIEND_REQUESTS, blocking=True)

@@ -1,11 +1,12 @@
 """Replies sent outside the mediator's return path, and replies paged to fit one frame.
 
 A handler that must finish on the reactor thread (to read presence there, or because the reply
-comes from the group-commit writer) returns None and sends its RESULT or ERROR with these.
+comes from the group-commit writer) returns None and sends its RESULT or ERROR through the
+``Replies`` its domain was built with (the mediator).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, TypeVar
 
 from common import messages
 from common.errors import ApiError
@@ -20,13 +21,14 @@ V = TypeVar("V")
 PAGE_BUDGET = 60_000
 
 
-def send_result(conn: "Connection", request_id: int, body: messages.Body | dict) -> None:
-    """Reactor thread: the RESULT of a request (nothing for a fire-and-forget request id 0)."""
-    conn.server.mediator.send_result(conn, request_id, body)
+class Replies(Protocol):
+    """Where a handler sends the reply it finishes itself (server/mediator.py's ``Mediator``)."""
 
+    def send_result(self, conn: Connection, request_id: int, body: messages.Body | dict) -> None:
+        """Reactor thread: the RESULT of a request (nothing for a fire-and-forget request id 0)."""
 
-def send_error(conn: "Connection", request_id: int, error: ApiError) -> None:
-    conn.server.mediator.send_error(conn, request_id, error)
+    def send_error(self, conn: Connection, request_id: int, error: ApiError) -> None:
+        """Reactor thread: the ERROR of a request."""
 
 
 def fit_page(items: Iterable[T], view: Callable[[T], V], budget: int = PAGE_BUDGET) -> tuple[list[V], bool]:

@@ -19,7 +19,7 @@ from ..mediator import Request, Routes
 from ..passwords import ScryptParams, dummy_verify, hash_password, verify_password
 from ..storage import DuplicateError, User
 from ..throttle import LoginThrottle
-from .replies import send_result
+from .replies import Replies
 from .views import avatar_view, user_view
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class SessionHandler:
     def __init__(self, config: "ServerConfig", storage: "Storage", sessions: "Sessions", cluster: "ClusterNode | None",
                  rate_limits: "RateLimits", frame_limits: "FrameLimits", reactor: "Reactor", pool: "Executor",
                  scrypt: ScryptParams, hash_slots: threading.BoundedSemaphore,
-                 authenticated: Callable[["Connection"], None],
+                 replies: Replies, authenticated: Callable[["Connection"], None],
                  session_started: Callable[["Connection", bool], None]) -> None:
         """``authenticated`` is told of a connection that logged in, before its session is
         bound; ``session_started`` once it is (``replaced``: it took an older session's place)."""
@@ -65,6 +65,7 @@ class SessionHandler:
         self.pool = pool
         self.scrypt = scrypt
         self.hash_slots = hash_slots
+        self.replies = replies
         self.authenticated = authenticated
         self.session_started = session_started
         self.throttle = LoginThrottle(config.login_failures_per_account, config.login_failures_per_address,
@@ -191,7 +192,7 @@ class SessionHandler:
                 """The reply, then the session ends at once (the user is offline before the
                 client reads the reply); a reply the socket cannot take yet is flushed first."""
                 conn = req.conn
-                send_result(conn, req.request_id, {})
+                self.replies.send_result(conn, req.request_id, {})
                 conn.flush()
                 if conn.out:
                     conn.close_after_flush("logged out")
