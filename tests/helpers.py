@@ -182,13 +182,16 @@ def logged_in_friends(running: RunningServer, client_factory) -> tuple[TestClien
     return alice, bob
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "the condition") -> None:
-    """Poll ``predicate`` until it holds; fail the test if it does not within ``timeout`` s."""
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "the condition",
+               interval: float = 0.01) -> None:
+    """Poll ``predicate`` every ``interval`` s until it holds; fail the test if it does not
+    within ``timeout`` s. A costly predicate (a new process, a new database connection) polls
+    less often."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.01)
+        time.sleep(interval)
 
 
 def barrier(client: TestClient, timeout: float = 10.0) -> None:

@@ -8,13 +8,12 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from server.admin import AdminError, format_status, print_status, query_status
-from tests.helpers import HELLO, RESULT, raw_connect, raw_request
+from tests.helpers import HELLO, RESULT, raw_connect, raw_request, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,10 +115,8 @@ def test_traffic_figures_are_totals_since_the_start(server):
     assert raw_request(sock, 1, HELLO).type == RESULT
     before = query_status(server.config.admin_socket_path)
     sock.close()
-    deadline = time.monotonic() + 5
-    while query_status(server.config.admin_socket_path)["connections"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: query_status(server.config.admin_socket_path)["connections"] == 0, 5,
+               "the closed connection leaving the figures")
     after = query_status(server.config.admin_socket_path)
     assert after["frames_in"] >= before["frames_in"] >= 1
     assert after["bytes_out"] >= before["bytes_out"] > 0

@@ -11,7 +11,7 @@ import pytest
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from server.cluster.directory import cluster_nodes
-from tests.helpers import TestClient
+from tests.helpers import TestClient, wait_until
 from tests.server_process import ServerProcess
 from tests.social import befriend, uid, wait_session_ready
 from tests.test_rooms import join_in_background
@@ -63,12 +63,10 @@ def test_friends_chat_typing_receipts_and_profile_cross_nodes(cluster, redis_pre
 
     befriend(alice, bob)                       # request, answer and FRIEND_ADDED cross nodes
     _, redis_url, prefix = redis_prefix
-    deadline = time.monotonic() + 5              # the status each node registers (every lease tick)
-    while True:
-        nodes = cluster_nodes(redis_url, prefix)
-        if all(nodes[n]["users"] == 1 for n in ("n1", "n2")) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    # the status each node registers (every lease tick)
+    wait_until(lambda: all(cluster_nodes(redis_url, prefix)[n]["users"] == 1 for n in ("n1", "n2")), 5,
+               "each node registering its one user")
+    nodes = cluster_nodes(redis_url, prefix)
     assert {n: (info["alive"], info["users"], info["advertise"]) for n, info in nodes.items()} == {
         "n1": (True, 1, f"127.0.0.1:{n1.port}"), "n2": (True, 1, f"127.0.0.1:{n2.port}")}
     assert alice.kernel.friends.is_online(uid(bob)) and bob.kernel.friends.is_online(uid(alice))
@@ -160,10 +158,8 @@ def test_racing_logins_on_two_nodes_leave_exactly_one_session(cluster, client_fa
             t.start()
         for t in threads:
             t.join(30)
-        deadline = time.monotonic() + 10
-        while sum(1 for c in clients if c.events.count("kicked")) != 1:
-            assert time.monotonic() < deadline, f"round {round_}: kicked {[c.events.count('kicked') for c in clients]}"
-            time.sleep(0.02)
+        wait_until(lambda: sum(1 for c in clients if c.events.count("kicked")) == 1, 10,
+                   f"round {round_}: exactly one of the sessions kicked")
         survivor = next(c for c in clients if not c.events.count("kicked"))
         round_trip(survivor)              # the survivor's session works
         for client in clients:
@@ -213,8 +209,7 @@ def test_a_node_killed_mid_chat_loses_nothing_acknowledged(cluster, client_facto
 
     sender = threading.Thread(target=chat)
     sender.start()
-    while len(acks) < 20:
-        time.sleep(0.01)
+    wait_until(lambda: len(acks) >= 20, 30, "20 messages acknowledged before the kill")
     token = bob.kernel.token
     mark = alice.events.mark()
     killed_at = time.monotonic()

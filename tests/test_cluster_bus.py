@@ -10,6 +10,7 @@ import time
 from server.cluster.bus import TO_USER
 from server.cluster.directory import SessionDirectory
 from server.cluster.store import Keys, connect
+from tests.helpers import wait_until
 from tests.social import befriend, uid
 from tests.test_cluster import nodes_on_own_redis, own_redis, user_on  # noqa: F401
 from tests.test_cluster_state import FakeReactor, make_bus
@@ -60,28 +61,21 @@ def test_chat_flowing_between_nodes_while_redis_restarts_empty_loses_no_message(
 
     sender = threading.Thread(target=chat, name="alice-chats")
     sender.start()
-    wait_until(lambda: len(acked) >= 20, "chat flowing before the restart")
+    wait_until(lambda: len(acked) >= 20, 15, "chat flowing before the restart")
     own_redis.stop()
     before_restart = len(acked)
-    wait_until(lambda: len(acked) >= before_restart + 20, "messages acknowledged while Redis is down")
+    wait_until(lambda: len(acked) >= before_restart + 20, 15, "messages acknowledged while Redis is down")
     own_redis.start()                                    # empty: no directory, no channels
     n1.wait_for_log("registered again with Redis", timeout=15)
     n2.wait_for_log("registered again with Redis", timeout=15)
     after_restart = len(acked)
-    wait_until(lambda: len(acked) >= after_restart + 20, "chat flowing after the restart")
+    wait_until(lambda: len(acked) >= after_restart + 20, 15, "chat flowing after the restart")
     stop.set()
     sender.join(30)
     assert not failures, failures
 
     def seen() -> set[int]:
         return {e["message"]["id"] for e in bob.events.events[bob_mark:] if e.kind == "chat_message"}
-    wait_until(lambda: set(acked) <= seen(), f"Bob seeing all {len(acked)} acknowledged messages", timeout=20)
+    wait_until(lambda: set(acked) <= seen(), 20, f"Bob seeing all {len(acked)} acknowledged messages")
     assert bob.events.count("reconnected") == 0, "Bob saw them without logging in again"
     assert n2.running and n1.running
-
-
-def wait_until(condition, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.02)

@@ -17,7 +17,7 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from server.admin import query_status
 from server.storage import open_storage
-from tests.helpers import TestClient, cut_connection
+from tests.helpers import TestClient, cut_connection, wait_until
 from tests.server_process import ServerProcess
 from tests.social import befriend, uid, wait_session_ready
 from tests.test_cluster import HEARTBEAT_TIMEOUT, cluster  # noqa: F401  (the fixture)
@@ -71,13 +71,6 @@ def offline_friend(client_factory, node: ServerProcess, *friends: TestClient) ->
 def spool_files(directory: Path) -> list[str]:
     """The files in the spool (not the nodes' marks)."""
     return sorted(p.name for p in directory.iterdir() if p.is_file()) if directory.exists() else []
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} within {timeout} s"
-        time.sleep(0.02)
 
 
 @pytest.fixture

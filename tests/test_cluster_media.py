@@ -13,7 +13,7 @@ from client.bot import Bot, BotMedia
 from client.media.clock import now_us
 from common.media import Codec, MediaKind
 from server.admin import query_status
-from tests.helpers import unique_phone
+from tests.helpers import unique_phone, wait_until
 from tests.server_process import ServerProcess
 from tests.test_cluster import cluster, user_on  # noqa: F401  (the cluster fixture)
 from tests.test_relay import CAMERA, MIC, Inbox, KeyframeAsks, payload, publish, uid
@@ -251,14 +251,6 @@ def bots():
     yield make
     for bot in made:
         bot.close()
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
 
 
 def decoded_video(receiver: Bot, sender: Bot) -> int:

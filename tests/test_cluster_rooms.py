@@ -4,7 +4,6 @@ restart of a node or of Redis."""
 from __future__ import annotations
 
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,17 +12,10 @@ from common.errors import ApiError, ErrorCode
 from server.admin import query_status
 from tests.test_cluster import (HEARTBEAT_TIMEOUT, cluster, members_of, nodes_on_own_redis, own_redis,  # noqa: F401
                                 user_on)
-from tests.helpers import cut_connection
+from tests.helpers import cut_connection, wait_until
 from tests.social import uid
 from tests.test_rooms import error_of, join_in_background, member_ids
 from tests.server_process import ServerProcess
-
-
-def wait_until(condition, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
 
 
 def waiting_count(node: ServerProcess) -> int:
@@ -180,7 +172,7 @@ def test_rooms_with_lock_host_and_waiting_room_survive_a_redis_restart(own_redis
     own_redis.start()                                    # empty: every key is gone
     n2.wait_for_log("registered again with Redis: 2 of 2 sessions kept", timeout=15)
     put_back = f"room {number} registered again with Redis .2 members, 1 waiting."
-    wait_until(lambda: re.search(put_back, n1.log + n2.log), "the room put back by a node")
+    wait_until(lambda: re.search(put_back, n1.log + n2.log), 15, "the room put back by a node")
     guest.kernel.rooms.admit(uid(knocker))               # the waiting room came back
     room = knock.result(15)
     assert member_ids(room) == [uid(host), uid(guest), uid(knocker)]

@@ -3,7 +3,6 @@ reaping, the node bus, shared rate limits and login throttles."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from server.cluster.bus import KICK, TO_USER, NodeBus, decode_records, encode_re
 from server.cluster.directory import Holder, NodeRegistry, SessionDirectory
 from server.cluster.limits import SessionTokenBucket, SharedTokenBucket, SharedWindow
 from server.cluster.store import Keys, connect
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -72,10 +72,7 @@ def test_a_node_whose_lease_ran_out_is_reaped_once_with_its_sessions(cluster):
     dir_a.bind(2, 2, "y")
     dir_b.bind(2, 9, "z")          # user 2 moved to b already: not a's to lose
     assert reg_b.dead_nodes() == [] and reg_b.reap("a") == []
-    deadline = time.monotonic() + 5
-    while reg_b.dead_nodes() != ["a"]:
-        assert time.monotonic() < deadline, "the lease did not run out"
-        time.sleep(0.05)
+    wait_until(lambda: reg_b.dead_nodes() == ["a"], 5, "the lease running out")
     assert reg_b.reap("a") == [1]
     assert reg_b.reap("a") == [], "a second reaper gets nothing"
     assert dir_b.holder(1) is None and dir_b.holder(2) == Holder("b", 9, "z")
@@ -145,9 +142,8 @@ def test_events_reach_the_node_holding_each_user_in_order_and_in_batches(cluster
         assert {u for _, u, _ in got_b} == {20}
         assert got_c[-1] == (KICK, 4, b"bye")
         assert [p for _, _, p in got_c[:300]] == [f"m{i}".encode() for i in range(300)]
-        deadline = time.monotonic() + 5     # the publisher counts after its script returned
-        while sender.published_records < 3 * 300 + 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # the publisher counts after its script returned
+        wait_until(lambda: sender.published_records >= 3 * 300 + 1, 5, "the publisher counting every record")
         assert sender.published_records == 3 * 300 + 1
         assert sender.published_batches <= 3, "each reactor iteration publishes one batch"
         assert rb.received and not ra.received

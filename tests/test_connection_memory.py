@@ -12,7 +12,7 @@ import psutil
 
 from common import frame as wire
 from common.packets import PacketType
-from tests.helpers import HELLO, RESULT, raw_connect, raw_request
+from tests.helpers import HELLO, RESULT, raw_connect, raw_request, wait_until
 from tests.server_process import ServerProcess
 
 FLOODERS = 64                  # the most unauthenticated connections one address may hold
@@ -77,10 +77,7 @@ def test_unread_replies_of_anonymous_floods_stay_small(tmp_path):
         rtts: list[float] = []
         neighbour = threading.Thread(target=heartbeat_rtts, args=(port, stop, rtts), daemon=True)
         neighbour.start()
-        deadline = time.monotonic() + 30
-        while not rtts and neighbour.is_alive():
-            assert time.monotonic() < deadline, "the neighbour did not log in"
-            time.sleep(0.05)
+        wait_until(lambda: rtts or not neighbour.is_alive(), 30, "the neighbour logging in")
         rss_before = process.memory_info().rss
         rtts.clear()
         context = multiprocessing.get_context("spawn")

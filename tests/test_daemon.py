@@ -15,7 +15,7 @@ import pytest
 
 from server.daemon import Notifier, status_line, watchdog_interval
 from tests import helpers
-from tests.helpers import HELLO, RESULT, raw_connect, raw_request, start_server
+from tests.helpers import HELLO, RESULT, raw_connect, raw_request, start_server, wait_until
 from tests.notify import NotifySocket
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,10 +124,8 @@ def test_server_process_notifies_ready_reloading_stopping_in_order(tmp_path, not
         reloading = notify_socket.wait_for("RELOADING=1", start=mark)
         assert "MONOTONIC_USEC=" in notify_socket.lines()[reloading]
         notify_socket.wait_for("READY=1", start=reloading + 1)
-        deadline = time.monotonic() + 10
-        while "log_level=DEBUG" not in (log_file.read_text() if log_file.exists() else ""):
-            assert time.monotonic() < deadline, "the log was not reopened with the new level"
-            time.sleep(0.05)
+        wait_until(lambda: log_file.exists() and "log_level=DEBUG" in log_file.read_text(), 10,
+                   "the log reopened with the new level")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     finally:

@@ -12,7 +12,7 @@ from client import cli
 from client.files import file_sha256
 from client.events import Event
 from client.filecli import Terminal, format_progress
-from tests.helpers import logged_in_friends
+from tests.helpers import logged_in_friends, wait_until
 
 
 @pytest.fixture
@@ -45,10 +45,7 @@ def test_send_and_receive_from_the_terminal_with_progress(server, friends, tmp_p
          "--count", "1", "--timeout", "30"])))
     receiver.start()
     # The offer goes live only to a recipient already online; otherwise it is spooled.
-    deadline = time.monotonic() + 10
-    while not server.server.sessions.is_online(bob_id):
-        assert time.monotonic() < deadline, "the receiver did not log in"
-        time.sleep(0.01)
+    wait_until(lambda: server.server.sessions.is_online(bob_id), 10, "the receiver logging in")
     status, sent = run(["send", "--server", address, "--phone", alice, "--password-env", "ALICE_PASSWORD",
                         "--to", bob, "--timeout", "30", str(source)])
     receiver.join(40)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import tkinter as tk
 
 import numpy as np
@@ -24,6 +23,7 @@ from common.errors import ApiError, ErrorCode
 from common.media import MediaKind
 from tests.gui_helpers import (find_toplevels, gui_app, label_texts, pump, pump_until,  # noqa: F401
                                register_in_window, screenshot, wait_event, xdisplay)
+from tests.helpers import wait_until
 from tests.server_process import ServerProcess
 from tests.test_gui_meeting import open_meeting
 from tests.test_rooms import come_back_later, join_in_background
@@ -367,10 +367,8 @@ def test_the_window_list_survives_a_window_closing_during_the_walk(xdisplay, mon
             if len(calls) == 1:
                 raise subprocess.CalledProcessError(1, command, "", "X Error: BadWindow")
             return real_run(command, **kwargs)
-        for _ in range(100):
-            if any(t.title == 'the window "Red document"' for t in sources.list_windows()):
-                break
-            time.sleep(0.05)
+        wait_until(lambda: any(t.title == 'the window "Red document"' for t in sources.list_windows()), 5,
+                   "the red window listed")
         monkeypatch.setattr(sources.subprocess, "run", flaky_run)
         assert 'the window "Red document"' in [t.title for t in sources.list_windows()]
         assert len(calls) == 2

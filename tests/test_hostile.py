@@ -27,7 +27,8 @@ from common.errors import ErrorCode
 from common.media import MEDIA_HEADER
 from common.packets import BINARY_TYPES, PacketType
 from server.ratelimit import PRE_LOGIN_BODY, TokenBucket
-from tests.helpers import HELLO, RAW_PASSWORD, connect_from, raw_connect, raw_register, raw_request, unique_phone
+from tests.helpers import (HELLO, RAW_PASSWORD, connect_from, raw_connect, raw_register, raw_request, unique_phone,
+                           wait_until)
 from tests.social import befriend, uid
 
 PASSWORD = RAW_PASSWORD
@@ -364,9 +365,8 @@ def test_unauthenticated_connections_per_address_are_capped(server_factory):
     assert raw_request(again, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
     # Closing an anonymous connection frees its slot too.
     held[1].close()
-    deadline = time.monotonic() + 5
-    while srv.server.unauthenticated_by_address.get("127.0.0.1", 0) >= 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: srv.server.unauthenticated_by_address.get("127.0.0.1", 0) < 3, 5,
+               "the closed anonymous connection's slot freed")
     late = connect_from(srv.port, "127.0.0.1")
     assert raw_request(late, PacketType.HELLO, HELLO, 1).type == PacketType.RESULT
     for sock in held + [refused, other, again, late]:

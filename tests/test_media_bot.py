@@ -5,9 +5,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-from tests.helpers import unique_phone
+from tests.helpers import unique_phone, wait_until
 
 
 def bot_command(port: int, *extra: str) -> list[str]:
@@ -21,10 +20,12 @@ def test_two_bot_processes_meet_and_report(server, tmp_path):
     host = subprocess.Popen(bot_command(server.port, "--nickname", "host", "--create", "--number-file", number_file,
                                         "--duration", "6", "--report", report_a), env=env)
     try:
-        deadline = time.monotonic() + 15
-        while not (os.path.exists(number_file) and open(number_file).read().strip()):
-            assert time.monotonic() < deadline and host.poll() is None, "the first bot did not create a meeting"
-            time.sleep(0.05)
+        def number_written() -> bool:
+            if os.path.exists(number_file) and open(number_file).read().strip():
+                return True
+            assert host.poll() is None, "the first bot exited without creating a meeting"
+            return False
+        wait_until(number_written, 15, "the first bot creating a meeting")
         number = open(number_file).read().strip()
         guest = subprocess.run(bot_command(server.port, "--nickname", "guest", "--join", number, "--tone", "660",
                                            "--duration", "3", "--report", report_b), env=env, timeout=30)

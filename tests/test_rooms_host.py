@@ -2,13 +2,12 @@
 the host role over, and the waiting room of a locked meeting (admit, refuse, cancel, unlock)."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
-from tests.helpers import cut_connection
+from tests.helpers import cut_connection, wait_until
 from tests.test_rooms import error_of, join_in_background, member_ids, people, uid, wait_members  # noqa: F401
 
 
@@ -17,16 +16,10 @@ def srv(server_factory, storage):
     return server_factory(storage)
 
 
-def stored_rooms(srv, predicate, timeout: float = 10.0) -> list:
-    """The rooms in the database once ``predicate(rooms)`` holds (the keeper writes on its own
-    thread, so this polls)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rooms = srv.server.storage.stored_rooms()
-        if predicate(rooms):
-            return rooms
-        assert time.monotonic() < deadline, f"stored rooms never matched: {rooms}"
-        time.sleep(0.05)
+def wait_stored(srv, predicate, timeout: float = 10.0) -> None:
+    """Wait until ``predicate(rooms)`` holds for the rooms in the database (the keeper writes on
+    its own thread, so this polls)."""
+    wait_until(lambda: predicate(srv.server.storage.stored_rooms()), timeout, "the stored rooms matching")
 
 
 def waiting_ids(host, predicate=lambda ids: True, start: int = 0) -> list[int]:
@@ -50,7 +43,7 @@ def test_the_host_ends_the_meeting_for_everyone(srv, people):
     assert error_of(b.kernel.rooms.join, number) == ErrorCode.NO_SUCH_ROOM
     assert srv.server.status()["rooms"] == 0 and srv.server.status()["room_members"] == 0
     b.kernel.rooms.create("next one")           # nobody is left stuck in the old room
-    stored_rooms(srv, lambda rooms: [r.title for r in rooms] == ["next one"])
+    wait_stored(srv, lambda rooms: [r.title for r in rooms] == ["next one"])
 
 
 def test_the_host_hands_the_role_over(srv, people):
@@ -75,7 +68,7 @@ def test_the_host_hands_the_role_over(srv, people):
     cut_connection(c.kernel, "test: gone")
     wait_members(b, lambda r: any(m["away"] for m in r["members"]))
     assert error_of(b.kernel.rooms.hand_over, uid(c)) == ErrorCode.MEMBER_AWAY
-    stored_rooms(srv, lambda rooms: [r.host_id for r in rooms] == [uid(b)])
+    wait_stored(srv, lambda rooms: [r.host_id for r in rooms] == [uid(b)])
 
 
 def test_a_locked_meeting_has_a_waiting_room(srv, people):

@@ -9,6 +9,7 @@ import pytest
 
 from common.errors import ErrorCode
 from server.storage import StorageError, open_storage
+from tests.helpers import wait_until
 from tests.server_process import ServerProcess
 from tests.test_chat import db_url  # noqa: F401  (fixture: a fresh SQLite file or MySQL database)
 from tests.test_rooms import error_of, join_in_background, member_ids, uid
@@ -31,13 +32,10 @@ def stored_members(db_url: str, number: str) -> list[int]:
 def wait_stored(db_url: str, number: str, ids: list[int], locked: bool = False, timeout: float = 10.0) -> None:
     """The room keeper writes on its own thread: wait until the row holds these members and lock
     (a crash right after a change may otherwise come before its write)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def stored() -> bool:
         room = stored_room(db_url, number)
-        if room and [uid for uid, _ in room.members] == ids and room.locked == locked:
-            return
-        assert time.monotonic() < deadline, f"room {number} was not stored with members {ids}, locked={locked}"
-        time.sleep(0.05)
+        return room is not None and [uid for uid, _ in room.members] == ids and room.locked == locked
+    wait_until(stored, timeout, f"room {number} stored with members {ids}, locked={locked}", interval=0.05)
 
 
 def all_back(client, number: str, ids: list[int], start: int) -> dict:
