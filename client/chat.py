@@ -17,17 +17,14 @@ import threading
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from common import limits, messages
 from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 
 from .events import Event, EventKind
+from .kernel_api import KernelApi
 from .ordered import wait
-
-if TYPE_CHECKING:
-    from .kernel import ClientKernel
 
 # Refusals worth another try later; any other ApiError drops the message from the outbox.
 RETRYABLE = frozenset({ErrorCode.SHUTTING_DOWN, ErrorCode.INTERNAL, ErrorCode.TIMEOUT, ErrorCode.RATE_LIMITED})
@@ -45,7 +42,7 @@ class OutboxEntry:
 
 
 class ChatClient:
-    def __init__(self, kernel: "ClientKernel") -> None:
+    def __init__(self, kernel: KernelApi) -> None:
         self.kernel = kernel
         self.conversations: dict[int, dict[int, dict]] = collections.defaultdict(dict)  # peer -> id -> msg
         self.outbox: collections.OrderedDict[str, OutboxEntry] = collections.OrderedDict()

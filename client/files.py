@@ -37,7 +37,7 @@ import time
 from concurrent.futures import Future
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from common import limits
 from common.errors import ApiError, ErrorCode
@@ -47,9 +47,7 @@ from common.messages import TransferState
 from common.packets import PacketType
 
 from .events import Event, EventKind
-
-if TYPE_CHECKING:
-    from .kernel import ClientKernel
+from .kernel_api import KernelApi
 
 log = logging.getLogger("client.files")
 
@@ -99,7 +97,7 @@ def unique_path(path: Path) -> Path:
 class Progress:
     """Throttled ``file_progress`` events with a smoothed rate and time left."""
 
-    def __init__(self, kernel: "ClientKernel", transfer_id: str, direction: str, total: int) -> None:
+    def __init__(self, kernel: KernelApi, transfer_id: str, direction: str, total: int) -> None:
         self.kernel = kernel
         self.transfer_id = transfer_id
         self.direction = direction
@@ -327,8 +325,12 @@ class Incoming:
 
 
 class FilesClient:
-    def __init__(self, kernel: "ClientKernel", download_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, kernel: KernelApi, remember_message: Callable[[dict], bool],
+                 download_dir: str | os.PathLike | None = None) -> None:
+        """``remember_message``: the chat's ``remember``, which keeps the message a file offer
+        carries in its conversation (False if the chat knew it already)."""
         self.kernel = kernel
+        self._remember_message = remember_message
         self.download_dir = Path(download_dir) if download_dir else Path.home() / "Downloads"
         self.offers: dict[str, dict] = {}
         self.paths: dict[str, Path] = {}    # transfer id -> the file here (sent from / saved to)
@@ -378,7 +380,7 @@ class FilesClient:
                 early = self._early.pop(outgoing.id, [])
             outgoing.thread.start()
             message = reply.get("message")
-            if isinstance(message, dict) and self.kernel.chat.remember(message):
+            if isinstance(message, dict) and self._remember_message(message):
                 self.kernel.emit(EventKind.CHAT_SENT, message=message, duplicate=False)
             if reply.get("mode") == "spool":
                 outgoing.go(int(reply.get("offset", 0)), 0)
@@ -477,7 +479,7 @@ class FilesClient:
                 return
             self.offers[offer["transfer_id"]] = offer
         message = body.get("message")
-        if isinstance(message, dict) and self.kernel.chat.remember(message):
+        if isinstance(message, dict) and self._remember_message(message):
             self.kernel.emit(EventKind.CHAT_MESSAGE, message=message, backlog=False)
         self.kernel.emit(EventKind.FILE_OFFER, **offer)
 

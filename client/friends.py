@@ -9,20 +9,17 @@ between. The UI listens for: ``friends_changed``, ``friend_requests_changed``,
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
 from common.packets import PacketType
 from common.validation import normalize_phone
 
 from .events import Event, EventKind
+from .kernel_api import KernelApi
 from .ordered import request_in_order, wait
-
-if TYPE_CHECKING:
-    from .kernel import ClientKernel
 
 
 class FriendsClient:
-    def __init__(self, kernel: "ClientKernel") -> None:
+    def __init__(self, kernel: KernelApi) -> None:
         self.kernel = kernel
         self.friends: dict[int, dict] = {}     # user id -> User + "online"
         self.incoming: dict[int, dict] = {}    # request id -> request (from others to me)

@@ -92,7 +92,7 @@ class ClientKernel:
         self.chat = ChatClient(self)
         self.profile = ProfileClient(self)
         self.rooms = RoomsClient(self)
-        self.files = FilesClient(self)
+        self.files = FilesClient(self, self.chat.remember)
 
     @classmethod
     def for_servers(cls, servers: Sequence[Address], **options: Any) -> "ClientKernel":

@@ -12,17 +12,16 @@ import logging
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from common.packets import PacketType
 
-if TYPE_CHECKING:
-    from .kernel import ClientKernel
+from .kernel_api import KernelApi
 
 log = logging.getLogger("client")
 
 
-def request_in_order(kernel: "ClientKernel", lock: threading.RLock, packet_type: PacketType,
+def request_in_order(kernel: KernelApi, lock: threading.RLock, packet_type: PacketType,
                      body: dict | bytes | None, apply: Callable[[dict], None]) -> Future:
     """Send a request; ``apply(reply)`` runs under ``lock`` in stream order (not on failure)."""
     def done(future: Future) -> None:
@@ -40,7 +39,7 @@ def request_in_order(kernel: "ClientKernel", lock: threading.RLock, packet_type:
     return future
 
 
-def wait(kernel: "ClientKernel", future: Future, timeout: float | None = None) -> dict:
+def wait(kernel: KernelApi, future: Future, timeout: float | None = None) -> dict:
     """The reply of a future from ``request_in_order``; raises like ``ClientKernel.request``."""
     try:
         return future.result(timeout or kernel.request_timeout)

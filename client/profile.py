@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import threading
 from importlib import resources
-from typing import TYPE_CHECKING
 
 from common import limits
 from common.errors import ApiError, ErrorCode
@@ -16,9 +15,7 @@ from common.packets import PacketType
 from common.validation import normalize_nickname, normalize_signature
 
 from .events import EventKind
-
-if TYPE_CHECKING:
-    from .kernel import ClientKernel
+from .kernel_api import KernelApi
 
 AVATAR_DIR = resources.files("client").joinpath("assets", "avatars")
 
@@ -33,7 +30,7 @@ def builtin_avatar(number: int) -> bytes:
 
 
 class ProfileClient:
-    def __init__(self, kernel: "ClientKernel") -> None:
+    def __init__(self, kernel: KernelApi) -> None:
         self.kernel = kernel
         self._cache: dict[tuple[int, int], bytes] = {}
         self._lock = threading.Lock()

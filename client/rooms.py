@@ -32,7 +32,7 @@ import logging
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from common import frame as wire
 from common import limits
@@ -41,9 +41,7 @@ from common.media import FLAG_KEYFRAME, Codec, MediaHeader, MediaKind, media_fra
 from common.packets import PacketType
 
 from .events import EventKind, SessionState
-
-if TYPE_CHECKING:
-    from .kernel import ClientKernel
+from .kernel_api import KernelApi
 
 log = logging.getLogger("client.rooms")
 
@@ -59,7 +57,7 @@ ADMISSION_TIMEOUT = 3600.0    # how long ``join`` waits in a waiting room at mos
 
 
 class RoomsClient:
-    def __init__(self, kernel: "ClientKernel") -> None:
+    def __init__(self, kernel: KernelApi) -> None:
         self.kernel = kernel
         self.room: dict | None = None
         self.waiting: dict | None = None          # {"number", "title"} while in a waiting room
