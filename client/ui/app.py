@@ -69,9 +69,8 @@ class App:
         self.root.geometry(geometry)
 
     def show_login(self, notice: str = "") -> None:
-        if self.main_window is not None:
-            self.main_window.close_children()
-            self.main_window = None
+        self._close_windows()
+        self.main_window = None
         self.login_view = LoginView(self.root, self._submit, server=self.settings.server,
                                     phone=self.settings.phone, notice=notice, remember=self.settings.remember)
         self._replace_view(self.login_view, "720x560")
@@ -85,6 +84,13 @@ class App:
         self.main_window = MainWindow(self.root, self)
         self._replace_view(self.main_window, "440x740")
         self.root.title(f"Real-Time Meeting — {self.kernel.user.get('nickname', '')}")
+
+    def _close_windows(self) -> None:
+        """Close the meeting and the windows the main window opened."""
+        if self.meeting is not None:
+            self.meeting.close()
+        if self.main_window is not None:
+            self.main_window.close_children()
 
     # -- meetings -------------------------------------------------------------------------------
     def start_meeting(self, mode: str) -> None:
@@ -243,8 +249,7 @@ class App:
         self._end_session("Session expired", "Your session has expired. Please log in again.")
 
     def quit(self) -> None:
-        if self.main_window is not None:
-            self.main_window.close_children()
+        self._close_windows()
         kernel, self.kernel = self.kernel, None
         self.bridge.close()
         if kernel is not None:

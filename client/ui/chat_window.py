@@ -18,14 +18,14 @@ import time
 import tkinter as tk
 from pathlib import Path
 from tkinter import filedialog, ttk
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from .widgets import (COLORS, FONT, Dialog, confirm, describe_error, downloads_dir, enable_file_drop, format_clock,
-                      format_size, place_beside)
+from client.kernel import ClientKernel
 
-if TYPE_CHECKING:
-    from .main_window import MainWindow
+from .bridge import UiBridge
+from .widgets import (COLORS, FONT, AvatarCache, Dialog, confirm, describe_error, downloads_dir, enable_file_drop,
+                      format_clock, format_size, place_beside)
 
 PAGE = 30
 MAX_PAGE = 100               # the server's largest history page
@@ -186,8 +186,22 @@ class FileRow(tk.Frame):
                          ("Show in folder", lambda: open_path(str(Path(path).parent))))
 
 
+class ChatHost(Protocol):
+    """What a chat window uses of the window that opens it (``main_window.MainWindow``)."""
+
+    kernel: ClientKernel
+    bridge: UiBridge
+    me: int
+    unread: dict[int, set]              # peer -> ids of the messages not read yet
+    avatars: AvatarCache
+
+    def presence_of(self, friend: dict) -> bool | None: ...
+
+    def chat_closed(self, user_id: int) -> None: ...
+
+
 class ChatWindow(tk.Toplevel):
-    def __init__(self, master: tk.Misc, main: "MainWindow", friend: dict, cascade: int = 0) -> None:
+    def __init__(self, master: tk.Misc, main: ChatHost, friend: dict, cascade: int = 0) -> None:
         super().__init__(master)
         self.withdraw()
         self.main = main
@@ -232,7 +246,7 @@ class ChatWindow(tk.Toplevel):
             self._subscriptions.append((kind, self.bridge.subscribe(kind, handler)))
         self.protocol("WM_DELETE_WINDOW", self.close)
         self.set_friend(friend)
-        place_beside(self, main, WIDTH, HEIGHT, cascade)
+        place_beside(self, master, WIDTH, HEIGHT, cascade)
         self.deiconify()
         self.load_older()
         self.input.focus_set()

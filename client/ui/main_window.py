@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import tkinter as tk
+from pathlib import Path
 from tkinter import ttk
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from client.kernel import ClientKernel
 from common.validation import normalize_phone
 from common.errors import ApiError
 
+from .bridge import UiBridge
+from .settings import Settings
 from .widgets import COLORS, FONT, AvatarCache, Badge, ScrollFrame, confirm, describe_error, format_clock
-
-if TYPE_CHECKING:
-    from .app import App
 
 
 ADD_HINT = "Enter their phone number"
@@ -31,9 +32,26 @@ def unread_key(message: dict) -> object:
     return message["file"]["transfer_id"] if message.get("file") else message["id"]
 
 
+class MainHost(Protocol):
+    """What the main window uses of the application that shows it (``app.App``)."""
+
+    root: tk.Tk
+    kernel: ClientKernel | None
+    bridge: UiBridge
+    settings: Settings
+    settings_path: Path | None
+
+    def logout(self) -> None: ...
+
+    def quit(self) -> None: ...
+
+    def start_meeting(self, mode: str) -> None: ...
+
+
 class MainWindow(ttk.Frame):
-    def __init__(self, master: tk.Misc, app: "App") -> None:
+    def __init__(self, master: tk.Misc, app: MainHost) -> None:
         super().__init__(master)
+        assert app.kernel is not None, "opened for a logged-in session"
         self.app = app
         self.kernel = app.kernel
         self.bridge = app.bridge
@@ -403,15 +421,14 @@ class MainWindow(ttk.Frame):
     def open_profile(self):
         from .profile import ProfileWindow
         if self.profile_window is None or not self.profile_window.winfo_exists():
-            self.profile_window = ProfileWindow(self.app.root, self)
+            self.profile_window = ProfileWindow(self.app.root, self.kernel, self.bridge, self.avatars,
+                                                self.app.settings, self.app.settings_path)
         else:
             self.profile_window.lift()
         return self.profile_window
 
     def close_children(self) -> None:
-        """Close the windows this one opened (chats, meeting, profile)."""
-        if self.app.meeting is not None:
-            self.app.meeting.close()
+        """Close the windows this one opened (chats, profile)."""
         for window in list(self.chats.values()):
             if window.winfo_exists():
                 window.close()

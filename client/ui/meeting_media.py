@@ -11,25 +11,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import av
 import cv2
 import numpy as np
 from PIL import Image
 
+from client.kernel import ClientKernel
 from client.media.clock import Pacer
 from client.media.echo import make_echo_suppressor
 from client.media.pipeline import AudioPublisher, MeetingReceiver, VideoPublisher
 from client.media.sources import Picture, Region, ShareTarget, VideoSource, open_screen
 from client.media.video_codec import CAMERA_VGA, H264Encoder, screen_profile
+from client.rooms import RoomsClient
 from common.media import MediaKind
 
 from .devices import open_camera_choice, open_microphone_choice, open_speakers_choice
-from .video import FrameSlot, fit
-
-if TYPE_CHECKING:
-    from .meeting_window import MeetingWindow
+from .video import FrameSlot, VideoGrid, fit
 
 log = logging.getLogger("client.ui.media")
 
@@ -73,8 +72,17 @@ def scale_bgr(image: np.ndarray, box: tuple[int, int]) -> Image.Image:
     return Image.fromarray(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
 
 
+class MediaWindow(Protocol):
+    """What the media uses of the window that shows it (``meeting_window.MeetingWindow``)."""
+
+    kernel: ClientKernel
+    rooms: RoomsClient
+    me: int
+    grid_view: VideoGrid            # its tiles' slots are where the pictures go
+
+
 class MeetingMedia:
-    def __init__(self, window: "MeetingWindow", camera: str = "", microphone: str = "", speakers: str = "",
+    def __init__(self, window: MediaWindow, camera: str = "", microphone: str = "", speakers: str = "",
                  screen_display: str | None = None) -> None:
         self.window = window
         self.rooms = window.rooms

@@ -12,19 +12,20 @@ from __future__ import annotations
 import logging
 import time
 import tkinter as tk
+from pathlib import Path
 from tkinter import ttk
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from client.kernel import ClientKernel
 from common.media import MediaKind
 
+from .bridge import UiBridge
 from .icons import StateIcons
 from .meeting_dialogs import SharePicker
+from .settings import Settings
 from .tooltip import Tooltip
 from .video import VideoGrid
 from .widgets import COLORS, FONT, AvatarCache, Dialog, confirm, describe_error, format_clock
-
-if TYPE_CHECKING:
-    from .app import App
 
 log = logging.getLogger("client.ui")
 
@@ -36,9 +37,22 @@ def format_number(number: str) -> str:
     return " ".join(number[i:i + 3] for i in range(0, len(number), 3))
 
 
+class MeetingHost(Protocol):
+    """What the meeting window uses of the application that opens it (``app.App``)."""
+
+    root: tk.Tk
+    kernel: ClientKernel | None
+    bridge: UiBridge
+    settings: Settings
+    settings_path: Path | None
+
+    def meeting_closed(self, window: MeetingWindow) -> None: ...
+
+
 class MeetingWindow(tk.Toplevel):
-    def __init__(self, master: tk.Misc, app: "App", room: dict, media_factory=None) -> None:
+    def __init__(self, master: tk.Misc, app: MeetingHost, room: dict, media_factory=None) -> None:
         super().__init__(master)
+        assert app.kernel is not None, "opened for a logged-in session"
         self.app = app
         self.kernel = app.kernel
         self.rooms = self.kernel.rooms

@@ -6,18 +6,17 @@ import io
 import tkinter as tk
 from pathlib import Path
 from tkinter import filedialog, ttk
-from typing import TYPE_CHECKING
 
 from PIL import Image, ImageTk
 
+from client.kernel import ClientKernel
 from client.profile import builtin_avatar, builtin_avatar_count
 from common import limits
 
 from . import devices
-from .widgets import COLORS, FONT, describe_error, downloads_dir, round_avatar
-
-if TYPE_CHECKING:
-    from .main_window import MainWindow
+from .bridge import UiBridge
+from .settings import Settings
+from .widgets import COLORS, FONT, AvatarCache, describe_error, downloads_dir, round_avatar
 
 
 def ask_picture_path(parent: tk.Misc) -> str:
@@ -26,12 +25,16 @@ def ask_picture_path(parent: tk.Misc) -> str:
 
 
 class ProfileWindow(tk.Toplevel):
-    def __init__(self, master: tk.Misc, main: "MainWindow") -> None:
+    def __init__(self, master: tk.Misc, kernel: ClientKernel, bridge: UiBridge, avatars: AvatarCache,
+                 settings: Settings, settings_path: Path | None) -> None:
+        """``avatars``: the main window's cache, which draws the preview; a device chosen is
+        saved into ``settings`` (the file ``settings_path``) at once."""
         super().__init__(master)
-        self.main = main
-        self.kernel = main.kernel
-        self.bridge = main.bridge
-        self.settings = main.app.settings
+        self.kernel = kernel
+        self.bridge = bridge
+        self.avatars = avatars
+        self.settings = settings
+        self.settings_path = settings_path
         self.title("Profile and settings")
         self.configure(background=COLORS["bg"])
         self.resizable(False, False)
@@ -57,7 +60,7 @@ class ProfileWindow(tk.Toplevel):
         top.pack(fill="x")
         self.preview = tk.Label(top, background=COLORS["bg"])
         self.preview.pack(side="left")
-        self._show_preview(self.main.avatars.get(user, 96))
+        self._show_preview(self.avatars.get(user, 96))
         fields = ttk.Frame(top)
         fields.pack(side="left", fill="x", expand=True, padx=(16, 0))
         ttk.Label(fields, text="NICKNAME", style="Section.TLabel").pack(anchor="w")
@@ -148,7 +151,7 @@ class ProfileWindow(tk.Toplevel):
     def _device_chosen(self, key: str) -> None:
         box, options = self.device_boxes[key]
         setattr(self.settings, key, options[box.current()][0])
-        self.settings.save(self.main.app.settings_path)
+        self.settings.save(self.settings_path)
 
     def save(self) -> None:
         user = self.kernel.user or {}
