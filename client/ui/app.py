@@ -10,6 +10,7 @@ import gc
 import tkinter as tk
 from pathlib import Path
 
+from client.events import EventKind
 from client.kernel import ClientKernel
 from client.link import ConnectError
 from client.tls import TlsOptions
@@ -52,9 +53,9 @@ class App:
         self.login_view: LoginView | None = None
         self.main_window = None
         self.meeting = None
-        self.bridge.subscribe("kicked", self._on_kicked)
-        self.bridge.subscribe("session_expired", self._on_session_expired)
-        self.bridge.subscribe("file_done", self._on_file_done)
+        self.bridge.subscribe(EventKind.KICKED, self._on_kicked)
+        self.bridge.subscribe(EventKind.SESSION_EXPIRED, self._on_session_expired)
+        self.bridge.subscribe(EventKind.FILE_DONE, self._on_file_done)
         root.protocol("WM_DELETE_WINDOW", self.quit)
         self.show_login()
         if self.settings.remember and self.settings.session_token:

@@ -21,9 +21,10 @@ from tkinter import filedialog, ttk
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
+from client.events import EventKind
 from client.kernel import ClientKernel
 
-from .bridge import UiBridge
+from .bridge import Handler, UiBridge
 from .widgets import (COLORS, FONT, AvatarCache, Dialog, confirm, describe_error, downloads_dir, enable_file_drop,
                       format_clock, format_size, place_beside)
 
@@ -229,20 +230,21 @@ class ChatWindow(tk.Toplevel):
         self._typing_stop: str | None = None
         self._typing_clear: str | None = None
         self._read_after: str | None = None
-        self._subscriptions: list[tuple[str, object]] = []
+        self._subscriptions: list[tuple[EventKind, Handler]] = []
         self.title(f"Chat with {friend.get('nickname', '?')}")
         self.minsize(420, 420)
         self.configure(background=COLORS["bg"])
         self._build()
-        for kind, handler in (("chat_message", self._on_message), ("chat_pending", self._on_pending),
-                              ("chat_sent", self._on_sent), ("chat_failed", self._on_failed),
-                              ("chat_status", self._on_status), ("typing", self._on_typing),
-                              ("reconnected", self._on_reconnected),
-                              ("file_offer", self._on_file_offer), ("file_offered", self._on_file_offered),
-                              ("file_accepted", self._on_file_accepted), ("file_progress", self._on_file_progress),
-                              ("file_done", self._on_file_done), ("file_spooled", self._on_file_spooled),
-                              ("file_declined", self._on_file_end), ("file_cancelled", self._on_file_end),
-                              ("file_failed", self._on_file_end)):
+        for kind, handler in (
+                (EventKind.CHAT_MESSAGE, self._on_message), (EventKind.CHAT_PENDING, self._on_pending),
+                (EventKind.CHAT_SENT, self._on_sent), (EventKind.CHAT_FAILED, self._on_failed),
+                (EventKind.CHAT_STATUS, self._on_status), (EventKind.TYPING, self._on_typing),
+                (EventKind.RECONNECTED, self._on_reconnected),
+                (EventKind.FILE_OFFER, self._on_file_offer), (EventKind.FILE_OFFERED, self._on_file_offered),
+                (EventKind.FILE_ACCEPTED, self._on_file_accepted), (EventKind.FILE_PROGRESS, self._on_file_progress),
+                (EventKind.FILE_DONE, self._on_file_done), (EventKind.FILE_SPOOLED, self._on_file_spooled),
+                (EventKind.FILE_DECLINED, self._on_file_end), (EventKind.FILE_CANCELLED, self._on_file_end),
+                (EventKind.FILE_FAILED, self._on_file_end)):
             self._subscriptions.append((kind, self.bridge.subscribe(kind, handler)))
         self.protocol("WM_DELETE_WINDOW", self.close)
         self.set_friend(friend)
@@ -813,8 +815,9 @@ class ChatWindow(tk.Toplevel):
         row = self._file_row(event.data["transfer_id"])
         if row is None:
             return
-        texts = {"file_declined": f"{self.friend.get('nickname', '?')} declined it", "file_cancelled": "Cancelled",
-                 "file_failed": f"Failed: {event.data.get('message') or event.data.get('error') or ''}"}
+        texts = {EventKind.FILE_DECLINED: f"{self.friend.get('nickname', '?')} declined it",
+                 EventKind.FILE_CANCELLED: "Cancelled",
+                 EventKind.FILE_FAILED: f"Failed: {event.data.get('message') or event.data.get('error') or ''}"}
         row.finish(texts[event.kind], ok=False)
         row.set_buttons()
 

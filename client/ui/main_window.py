@@ -6,11 +6,12 @@ from pathlib import Path
 from tkinter import ttk
 from typing import Protocol
 
+from client.events import EventKind, SessionState
 from client.kernel import ClientKernel
 from common.validation import normalize_phone
 from common.errors import ApiError
 
-from .bridge import UiBridge
+from .bridge import Handler, UiBridge
 from .settings import Settings
 from .widgets import COLORS, FONT, AvatarCache, Badge, ScrollFrame, confirm, describe_error, format_clock
 
@@ -72,26 +73,26 @@ class MainWindow(ttk.Frame):
         self.badges: dict[int, Badge] = {}
         self.chats: dict[int, object] = {}       # peer -> ChatWindow
         self.profile_window = None
-        self._subscriptions: list[tuple[str, object]] = []
+        self._subscriptions: list[tuple[EventKind, Handler]] = []
         self._notice_after: str | None = None
         self._render_after: str | None = None
         self._build()
         for kind, handler in (
-                ("disconnected", self._on_disconnected), ("reconnecting", self._on_reconnecting),
-                ("reconnected", self._on_reconnected), ("going_away", self._on_going_away),
-                ("friends_changed", self._on_friends), ("friend_requests_changed", self._on_requests),
-                ("friend_request", self._on_friend_request), ("friend_answer", self._on_friend_answer),
-                ("friend_online", self._on_presence), ("friend_offline", self._on_presence),
-                ("friend_removed", self._on_friend_removed), ("profile_changed", self._on_profile),
-                ("chat_message", self._on_chat_message), ("chat_sent", self._on_chat_sent),
-                ("file_offer", self._on_file_offer)):
+                (EventKind.DISCONNECTED, self._on_disconnected), (EventKind.RECONNECTING, self._on_reconnecting),
+                (EventKind.RECONNECTED, self._on_reconnected), (EventKind.GOING_AWAY, self._on_going_away),
+                (EventKind.FRIENDS_CHANGED, self._on_friends), (EventKind.FRIEND_REQUESTS_CHANGED, self._on_requests),
+                (EventKind.FRIEND_REQUEST, self._on_friend_request), (EventKind.FRIEND_ANSWER, self._on_friend_answer),
+                (EventKind.FRIEND_ONLINE, self._on_presence), (EventKind.FRIEND_OFFLINE, self._on_presence),
+                (EventKind.FRIEND_REMOVED, self._on_friend_removed), (EventKind.PROFILE_CHANGED, self._on_profile),
+                (EventKind.CHAT_MESSAGE, self._on_chat_message), (EventKind.CHAT_SENT, self._on_chat_sent),
+                (EventKind.FILE_OFFER, self._on_file_offer)):
             self._subscribe(kind, handler)
         self.bind("<Destroy>", self._on_destroy, add="+")
         self._load_unread()
         self.render_friends()
         self.render_requests()
 
-    def _subscribe(self, kind: str, handler) -> None:
+    def _subscribe(self, kind: EventKind, handler: Handler) -> None:
         self._subscriptions.append((kind, self.bridge.subscribe(kind, handler)))
 
     def _on_destroy(self, event) -> None:
@@ -168,7 +169,7 @@ class MainWindow(ttk.Frame):
     # -- friend list ------------------------------------------------------------------------------
     def presence_of(self, friend: dict) -> bool | None:
         """Online or not, or None (unknown) while the connection to the server is down."""
-        if not self.presence_known or self.kernel.state != "online":
+        if not self.presence_known or self.kernel.state != SessionState.ONLINE:
             return None
         return bool(friend.get("online"))
 
@@ -193,7 +194,7 @@ class MainWindow(ttk.Frame):
         online = sum(1 for f in self.friends if f.get("online"))
         if not self.friends:
             title = "FRIENDS"
-        elif not self.presence_known or self.kernel.state != "online":
+        elif not self.presence_known or self.kernel.state != SessionState.ONLINE:
             title = f"FRIENDS — {len(self.friends)} · STATUS UNKNOWN"
         else:
             title = f"FRIENDS — {online} ONLINE OF {len(self.friends)}"
@@ -439,7 +440,7 @@ class MainWindow(ttk.Frame):
     # -- events ---------------------------------------------------------------------------------------
     def _on_friends(self, event) -> None:
         self.friends = list(event.data.get("friends", []))
-        self.presence_known = self.presence_known or self.kernel.state == "online"
+        self.presence_known = self.presence_known or self.kernel.state == SessionState.ONLINE
         for peer, window in self.chats.items():
             friend = self.friend(peer)
             if friend is not None and window.winfo_exists():
@@ -465,7 +466,7 @@ class MainWindow(ttk.Frame):
 
     def _on_presence(self, event) -> None:
         uid = event.data["user_id"]
-        online = event.kind == "friend_online"
+        online = event.kind == EventKind.FRIEND_ONLINE
         friend = self.friend(uid)
         if friend is None:
             return
@@ -521,10 +522,10 @@ class MainWindow(ttk.Frame):
 
     # -- connection state and notices ------------------------------------------------------------
     def show_state(self) -> None:
-        state = self.kernel.state if self.kernel else "offline"
-        if state == "online":
+        state = self.kernel.state if self.kernel else SessionState.OFFLINE
+        if state == SessionState.ONLINE:
             self.status.configure(text="●  Online", style="Status.TLabel", foreground=COLORS["online"])
-        elif state == "reconnecting":
+        elif state == SessionState.RECONNECTING:
             self.status.configure(text="⟳  Reconnecting…", style="Warn.Status.TLabel", foreground="#8a5a00")
         else:
             self.status.configure(text="●  Offline", style="Status.TLabel", foreground=COLORS["muted"])

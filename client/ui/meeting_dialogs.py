@@ -6,6 +6,7 @@ import tkinter as tk
 from tkinter import ttk
 from typing import TYPE_CHECKING, Callable
 
+from client.events import EventKind
 from client.media.sources import SCREEN, ShareTarget, list_windows
 
 from .widgets import COLORS, FONT
@@ -61,9 +62,9 @@ class MeetingDialog(tk.Toplevel):
         self.bind("<Escape>", lambda e: self.cancel())
         next(iter(self.fields.values())).focus_set()
         if bridge is not None:
-            self._subscription = bridge.subscribe("room_waiting", self._on_waiting)
-            self.bind("<Destroy>", lambda e: e.widget is self and bridge.unsubscribe("room_waiting", self._on_waiting),
-                      add="+")
+            self._subscription = bridge.subscribe(EventKind.ROOM_WAITING, self._on_waiting)
+            self.bind("<Destroy>", lambda e: e.widget is self and bridge.unsubscribe(EventKind.ROOM_WAITING,
+                                                                                     self._on_waiting), add="+")
 
     def _on_waiting(self, event) -> None:
         """The meeting is locked: we wait for the host (the join call returns once let in)."""

@@ -16,10 +16,11 @@ from pathlib import Path
 from tkinter import ttk
 from typing import Protocol
 
+from client.events import EventKind
 from client.kernel import ClientKernel
 from common.media import MediaKind
 
-from .bridge import UiBridge
+from .bridge import Handler, UiBridge
 from .icons import StateIcons
 from .meeting_dialogs import SharePicker
 from .settings import Settings
@@ -75,7 +76,7 @@ class MeetingWindow(tk.Toplevel):
         self.icons = StateIcons(self)
         self.avatars = AvatarCache(self, loader=self.kernel.profile.avatar_png, fetch=self.bridge.call,
                                    on_loaded=lambda: self.closed or self.render_members(self.room))
-        self._subscriptions: list[tuple[str, object]] = []
+        self._subscriptions: list[tuple[EventKind, Handler]] = []
         self._speaking: dict[int, bool] = {}
         self._build()
         self.media = None
@@ -85,11 +86,12 @@ class MeetingWindow(tk.Toplevel):
             except Exception as exc:        # no codecs or devices: still a meeting with chat
                 log.exception("audio and video are unavailable")
                 self.show_notice(f"Audio and video are unavailable: {exc}")
-        for kind, handler in (("room_members", self._on_members), ("room_chat", self._on_chat),
-                              ("room_removed", self._on_removed), ("room_mute", self._on_muted),
-                              ("room_closed", self._on_closed), ("disconnected", self._on_link),
-                              ("reconnected", self._on_link), ("room_waiting_list", self._on_waiting_list),
-                              ("room_waiting", self._on_waiting_again), ("room_refused", self._on_refused)):
+        for kind, handler in (
+                (EventKind.ROOM_MEMBERS, self._on_members), (EventKind.ROOM_CHAT, self._on_chat),
+                (EventKind.ROOM_REMOVED, self._on_removed), (EventKind.ROOM_MUTE, self._on_muted),
+                (EventKind.ROOM_CLOSED, self._on_closed), (EventKind.DISCONNECTED, self._on_link),
+                (EventKind.RECONNECTED, self._on_link), (EventKind.ROOM_WAITING_LIST, self._on_waiting_list),
+                (EventKind.ROOM_WAITING, self._on_waiting_again), (EventKind.ROOM_REFUSED, self._on_refused)):
             self._subscriptions.append((kind, self.bridge.subscribe(kind, handler)))
         self.protocol("WM_DELETE_WINDOW", self.ask_leave)
         self.visible = True
@@ -583,7 +585,7 @@ class MeetingWindow(tk.Toplevel):
         self.show_notice("The host muted your microphone")
 
     def _on_link(self, event) -> None:
-        if event.kind == "disconnected":
+        if event.kind == EventKind.DISCONNECTED:
             self.link_bar.configure(text="⟳  Reconnecting…  your place in the meeting is kept")
             self.link_bar.pack(side="top", fill="x")
         else:
