@@ -85,6 +85,14 @@ def test_join_errors_are_shown_in_the_dialog(gui_app):
     assert app.meeting is None
 
 
+def test_logging_out_closes_the_meeting_window(gui_app):
+    app = gui_app
+    meeting = open_meeting(app)
+    app.main_window.menu.invoke("Log out")
+    pump_until(app.root, lambda: app.login_view, 5, "the login view")
+    assert app.meeting is None and not meeting.winfo_exists()
+
+
 def start_bot_video(kernel, label: str):
     from client.media.pipeline import VideoPublisher
     from client.media.sources import TestPatternSource
