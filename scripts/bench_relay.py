@@ -16,7 +16,11 @@ outside the rooms measures heartbeat round trips every 100 ms (is the reactor re
 the server's CPU time per relayed frame copy is the figure least disturbed by other load. Reported per level: loss, the relay's own drop counter, capture-to-receive
 delay percentiles, the server's CPU (one process: 100 % = one core) and RSS.
 
-Usage: python scripts/bench_relay.py --rooms 5,10,20 --duration 10 --procs 2
+With ``--room-chat`` the members send room chat instead (30 messages per second each, as
+requests: the sender gets its RESULT, and every member, the sender included, the
+ROOM_CHAT_EVENT), and the figure is the server's CPU per delivered chat event.
+
+Usage: python scripts/bench_relay.py --rooms 5,10,20 --duration 10 --procs 2 [--room-chat]
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import frame as wire  # noqa: E402
 from common.media import FLAG_KEYFRAME, MEDIA_HEADER, Codec, MediaKind  # noqa: E402
+from common import messages  # noqa: E402
 from common.packets import PacketType  # noqa: E402
 from server.admin import query_status  # noqa: E402
 from benchlib import PASSWORD, percentile, prepare_users, print_profile, py_spy  # noqa: E402
@@ -56,12 +61,13 @@ DELTA_SIZE = (BITRATE // 8 * GOP // FPS - KEYFRAME_SIZE) // (GOP - 1)
 SEND_BUDGET = 128 * 1024
 FRAME_PREFIX = struct.Struct("!2sHII")
 CAPTURE = struct.Struct("!Q")      # at offset 11 of the media sub-header
+CHAT_PAD = "x" * 40                 # room chat text: the send time in µs, then this
 
 
 def start_server(data_dir: str, db_url: str) -> tuple[subprocess.Popen, int]:
     log = open(Path(data_dir) / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--db", db_url, "--data-dir", data_dir,
-                             "--log-level", "WARNING", "--set", "rooms_per_minute=0",
+                             "--log-level", "WARNING", "--set", "rooms_per_minute=0", "--set", "messages_per_minute=0",
                              "--set", "registrations_per_minute_per_address=0",
                              "--set", "room_joins_per_minute_per_address=0"],
                             stderr=log, cwd=ROOT)
@@ -141,6 +147,26 @@ class Member:
         if written < len(data):
             self.out += data[written:]
 
+    def say(self) -> None:
+        """Send one room chat message (a request), its text the send time in µs."""
+        self.scheduled += 1
+        if len(self.out) > SEND_BUDGET:
+            self.dropped_locally += 1
+            return
+        data = wire.encode_json(PacketType.ROOM_CHAT, {"text": f"{time.time_ns() // 1000} {CHAT_PAD}"},
+                                self.next_id)
+        self.next_id += 1
+        self.sent += 1
+        if self.out:
+            self.out += data
+            return
+        try:
+            written = self.sock.send(data)
+        except BlockingIOError:
+            written = 0
+        if written < len(data):
+            self.out += data[written:]
+
     def flush(self) -> None:
         try:
             written = self.sock.send(self.out)
@@ -177,6 +203,12 @@ class Member:
                     self.received += 1
                     if self.received % 4 == 0:        # a sample of the delays is enough
                         self.delays_ms.append((now_us - CAPTURE.unpack_from(buf, body + 11)[0]) / 1000)
+            elif ptype == PacketType.ROOM_CHAT_EVENT:
+                if counting:
+                    self.received += 1
+                    if self.received % 4 == 0:
+                        event = messages.decode_event(ptype, bytes(buf[body:body + length]))
+                        self.delays_ms.append((now_us - int(event.text.split()[0])) / 1000)
             elif ptype == PacketType.KEYFRAME_REQUEST_EVENT:
                 self.want_keyframe = True
                 self.keyframe_asks += 1
@@ -185,15 +217,15 @@ class Member:
 
 
 def load_process(port: int, phones: list[str], start_at, duration: float, drain: float,
-                 results: multiprocessing.Queue) -> None:
+                 results: multiprocessing.Queue, room_chat: bool = False) -> None:
     try:
-        run_members(port, phones, start_at, duration, drain, results)
+        run_members(port, phones, start_at, duration, drain, results, room_chat)
     except Exception as exc:
         results.put(("error", f"{exc.__class__.__name__}: {exc}"))
 
 
 def run_members(port: int, phones: list[str], start_at, duration: float, drain: float,
-                results: multiprocessing.Queue) -> None:
+                results: multiprocessing.Queue, room_chat: bool = False) -> None:
     """Log in the given members (groups of 4 per room), then publish from the shared start
     time (set by the parent once every process is ready) for ``duration`` seconds."""
     members: list[Member] = []
@@ -219,7 +251,7 @@ def run_members(port: int, phones: list[str], start_at, duration: float, drain: 
             last_heartbeat = time.monotonic()
             for member in members:
                 member.sock.send(heartbeat)
-    publish_and_read(selector, members, keyframe_payload, delta_payload, duration, drain)
+    publish_and_read(selector, members, keyframe_payload, delta_payload, duration, drain, room_chat)
     delays = [d for m in members for d in m.delays_ms]
     results.put(("done", {
         "scheduled": sum(m.scheduled for m in members), "sent": sum(m.sent for m in members),
@@ -232,10 +264,10 @@ def run_members(port: int, phones: list[str], start_at, duration: float, drain: 
 
 
 def publish_and_read(selector: selectors.BaseSelector, members: list["Member"], keyframe: bytes, delta: bytes,
-                     duration: float, drain: float) -> None:
-    """Every member publishes at FPS (random phases) for ``duration`` s, all of them reading and
-    writing without blocking; then they read on until everything sent has arrived (at most
-    ``drain`` s more)."""
+                     duration: float, drain: float, room_chat: bool = False) -> None:
+    """Every member publishes (or, with ``room_chat``, says something) at FPS (random phases)
+    for ``duration`` s, all of them reading and writing without blocking; then they read on
+    until everything sent has arrived (at most ``drain`` s more)."""
     interval = 1.0 / FPS
     now = time.monotonic()
     stop_sending = now + duration
@@ -247,12 +279,16 @@ def publish_and_read(selector: selectors.BaseSelector, members: list["Member"], 
         now = time.monotonic()
         if now >= stop_reading:
             break
-        if not due and sum(m.received for m in members) >= (MEMBERS - 1) * sum(m.sent for m in members):
+        copies = MEMBERS if room_chat else MEMBERS - 1
+        if not due and sum(m.received for m in members) >= copies * sum(m.sent for m in members):
             break                                    # everything sent has arrived
         while due and due[0][0] <= now:
             when, i = heapq.heappop(due)
             member = members[i]
-            member.publish(keyframe, delta)
+            if room_chat:
+                member.say()
+            else:
+                member.publish(keyframe, delta)
             if member.out and member not in writing:
                 writing.add(member)
                 selector.modify(member.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, member)
@@ -292,7 +328,8 @@ def take(results: multiprocessing.Queue, expected: str, timeout: float, data_dir
     return value
 
 
-def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0, profile: str | None = None) -> dict:
+def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0, profile: str | None = None,
+              room_chat: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         phones = prepare_users(db_url, rooms * MEMBERS + 1, ScryptParams(n=2 ** 10), prefix="1600")
@@ -310,7 +347,8 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0, prof
                 if not room_ids:
                     continue
                 mine = [phones[r * MEMBERS + k] for r in room_ids for k in range(MEMBERS)]
-                worker = ctx.Process(target=load_process, args=(port, mine, start_at, duration, drain, results))
+                worker = ctx.Process(target=load_process,
+                                     args=(port, mine, start_at, duration, drain, results, room_chat))
                 worker.start()
                 workers.append(worker)
             ready = 0
@@ -343,11 +381,12 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0, prof
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    expected = totals["scheduled"] * (MEMBERS - 1)
-    relayed_out = after["media_frames_out"] - before["media_frames_out"]
+    expected = totals["scheduled"] * (MEMBERS if room_chat else MEMBERS - 1)   # room chat echoes to its sender
+    relayed_out = totals["received"] if room_chat else after["media_frames_out"] - before["media_frames_out"]
     relay_dropped = after["media_frames_dropped"] - before["media_frames_dropped"]
     cpu_window = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
     cpu_total = (cpu_end.user + cpu_end.system) - (cpu_before.user + cpu_before.system)
+    cpu_system = cpu_end.system - cpu_before.system
     return {
         "rooms": rooms, "members": rooms * MEMBERS,
         "frames_scheduled": totals["scheduled"], "frames_sent": totals["sent"],
@@ -361,6 +400,7 @@ def run_level(rooms: int, duration: float, procs: int, drain: float = 10.0, prof
         "server_cpu_pct": round(100 * cpu_window / duration, 1), "server_rss_mb": round(rss / 2 ** 20, 1),
         "load_cpu_pct": round(100 * load_cpu / duration, 1), "machine_load_avg": round(os.getloadavg()[0], 1),
         "server_cpu_us_per_relayed_frame": round(1e6 * cpu_total / max(1, relayed_out), 1),
+        "server_system_cpu_us_per_relayed_frame": round(1e6 * cpu_system / max(1, relayed_out), 1),
         "heartbeat_rtt_p50_ms": round(percentile(rtts, 50), 1), "heartbeat_rtt_max_ms": round(max(rtts), 1),
         "keyframe_requests": totals["keyframe_asks"],
     }
@@ -372,18 +412,20 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing per level")
     parser.add_argument("--procs", type=int, default=2, help="load processes")
     parser.add_argument("--json", action="store_true", help="print one JSON object per level")
+    parser.add_argument("--room-chat", action="store_true", help="members send room chat (30 messages/s each) "
+                        "instead of media; the figure is CPU per delivered chat copy")
     parser.add_argument("--profile", metavar="FILE", help="record the server with py-spy while it relays (the "
                         "last level's run is what stays in FILE, as collapsed stacks)")
     args = parser.parse_args()
     header = (f"{'rooms':>5} {'members':>7} {'loss %':>7} {'relay drop %':>12} {'relayed/s':>9} "
-              f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'server CPU %':>12} {'us/frame':>8} {'RSS MB':>7} "
+              f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'server CPU %':>12} {'us/frame':>8} {'of it sys':>9} {'RSS MB':>7} "
               f"{'hb max ms':>9} {'load CPU %':>10} {'loadavg':>7}")
     if not args.json:
         print(f"frames: keyframe {KEYFRAME_SIZE} B every {GOP} frames, delta {DELTA_SIZE} B, {FPS} fps "
               f"(~{BITRATE // 1000} kbit/s per publisher); {args.duration:g} s per level, {args.procs} load processes")
         print(header)
     for rooms in [int(r) for r in args.rooms.split(",")]:
-        result = run_level(rooms, args.duration, args.procs, profile=args.profile)
+        result = run_level(rooms, args.duration, args.procs, profile=args.profile, room_chat=args.room_chat)
         if args.json:
             print(json.dumps(result), flush=True)
         else:
@@ -391,6 +433,7 @@ def main() -> int:
                   f"{result['relay_dropped_pct']:>12.2f} {result['relay_frames_per_s']:>9} "
                   f"{result['delay_p50_ms']:>7} {result['delay_p95_ms']:>7} {result['delay_p99_ms']:>7} "
                   f"{result['server_cpu_pct']:>12} {result['server_cpu_us_per_relayed_frame']:>8} "
+                  f"{result['server_system_cpu_us_per_relayed_frame']:>9} "
                   f"{result['server_rss_mb']:>7} {result['heartbeat_rtt_max_ms']:>9} {result['load_cpu_pct']:>10} "
                   f"{result['machine_load_avg']:>7}", flush=True)
     print_profile(args.profile)
