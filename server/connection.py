@@ -80,6 +80,7 @@ class ConnectionOwner(Protocol):
 class Connection:
     def __init__(self, server: ConnectionOwner, sock: socket.socket, address: tuple) -> None:
         self.server = server
+        self._config = server.config
         self.sock = sock
         self.id = server.next_connection_id()
         self.peer = f"{address[0]}:{address[1]}"
@@ -135,7 +136,7 @@ class Connection:
 
     @property
     def high_water(self) -> int:
-        return self.server.config.output_high_water if self.user_id is not None else HIGH_WATER_BEFORE_LOGIN
+        return self._config.output_high_water if self.user_id is not None else HIGH_WATER_BEFORE_LOGIN
 
     @property
     def reading_paused(self) -> bool:
@@ -248,7 +249,7 @@ class Connection:
         return max(room * HEADER.size, self.decoder.missing)
 
     def handled(self) -> None:
-        """The mediator finished a frame: reading may resume."""
+        """The mediator finished a frame outside ``on_readable``: reading may resume."""
         self._update_interest()
 
     def violation(self, reason: str) -> None:
@@ -266,7 +267,7 @@ class Connection:
         out = self.out
         out.append(data)
         self.frames_out += 1
-        if out.size > self.server.config.output_hard_limit:
+        if out.size > self._config.output_hard_limit:
             self.close(f"slow reader: {out.size} bytes queued")
             return
         if not self._flush_pending and not self._write_blocked and not self.handshaking:
@@ -288,6 +289,7 @@ class Connection:
         self.flush()
         if self.inbox and not self.busy and not self.closed and not self.congested:
             self.server.mediator.pump(self)
+            self._update_interest()
 
     def flush(self) -> None:
         """Write what is queued with one system call (the reactor calls this once per loop
@@ -307,7 +309,7 @@ class Connection:
             return
         self.bytes_out += sent
         out = self.out
-        if self._above_high_water and out.size <= self.server.config.output_low_water:
+        if self._above_high_water and out.size <= self._config.output_low_water:
             self._above_high_water = False
             for callback in list(self.drain_callbacks):
                 callback(self)

@@ -59,7 +59,7 @@ class UnexpectedFailure(ApiError):
 
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """One incoming packet with everything a handler may use."""
 
@@ -131,12 +131,14 @@ class Mediator:
     def pump(self, conn: "Connection") -> None:
         """Handle queued frames in order until one needs the pool, or until the peer's own
         output backs up (it is not reading its replies: slow it down). Nothing more is handled
-        once the connection is closing or its session was taken over. Reactor thread."""
-        while (conn.inbox and not conn.busy and not conn.closed and not conn.closing and not conn.kicked
-               and not conn.congested):
-            conn.last_recv = time.monotonic()   # a frame that waited for us: the peer was not silent
-            self._dispatch(conn, conn.inbox.popleft())
-        conn.handled()
+        once the connection is closing or its session was taken over. Reactor thread; the
+        caller then lets the connection update its interest (reading may resume)."""
+        inbox = conn.inbox
+        if inbox:
+            conn.last_recv = time.monotonic()   # frames that waited for us: the peer was not silent
+        while inbox and not conn.busy and not conn.closed and not conn.closing and not conn.kicked \
+                and not conn.congested:
+            self._dispatch(conn, inbox.popleft())
 
     def _dispatch(self, conn: "Connection", frame: wire.Frame) -> None:
         if conn.user_id is None and frame.type not in PRE_LOGIN_TYPES:
@@ -177,6 +179,7 @@ class Mediator:
         self.stats.pool_completed += 1
         self._complete(request, *future.result())
         self.pump(conn)
+        conn.handled()
 
     def _complete(self, request: Request, result: Any, error: ApiError | None) -> None:
         conn = request.conn

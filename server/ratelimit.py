@@ -169,8 +169,22 @@ class FrameLimits:
     def __init__(self, config: "ServerConfig", handled: Callable[[int], bool]) -> None:
         self.max_control_body = min(config.max_control_body, limits.MAX_CONTROL_BODY)
         self._handled = handled
+        self._known: dict[tuple[bool, int], int] = {}   # (authenticated, handled type) -> limit
 
     def max_body(self, packet_type: int, authenticated: bool) -> int:
+        """Asked for every frame header: the limits of handled types are worked out once (the
+        handlers are all registered before the first connection); other types are not kept,
+        so a peer sending random types cannot grow the table."""
+        try:
+            return self._known[authenticated, packet_type]
+        except KeyError:
+            pass
+        limit = self._limit(packet_type, authenticated)
+        if self._handled(packet_type):
+            self._known[authenticated, packet_type] = limit
+        return limit
+
+    def _limit(self, packet_type: int, authenticated: bool) -> int:
         if packet_type in PRE_LOGIN_TYPES:
             return PRE_LOGIN_BODY
         if not self._handled(packet_type):
