@@ -23,16 +23,32 @@ def test_batches_published_while_a_node_resubscribes_come_from_its_backlog_in_or
     try:
         SessionDirectory(redis, keys, "b").bind(20, 1, "t")
         count = 200
-        for i in range(count):
-            if i == 20:
-                redis.client_kill_filter(_type="pubsub")     # b's subscription breaks
-            sender.send_to_users([20], TO_USER, f"m{i}".encode())
+        sent = 0
+
+        def send() -> None:
+            nonlocal sent
+            sender.send_to_users([20], TO_USER, f"m{sent}".encode())
             ra.iteration()
-            time.sleep(0.003)                                # one batch every few ms, over ~0.6 s
+            sent += 1
+
+        for _ in range(20):
+            send()
+            time.sleep(0.003)                                # one batch every few ms
+        # Break b's subscription and publish at once, until a batch lands in the gap before b
+        # has subscribed again (on a busy machine b may win the race a few times).
+        for _ in range(50):
+            redis.client_kill_filter(_type="pubsub")
+            for _ in range(3):
+                send()
+            if sender.backlogged_batches:
+                break                                        # else all three reached b: it is back
+        assert sender.backlogged_batches > 0, "some batches were published while nobody listened"
+        while sent < count:
+            send()
+            time.sleep(0.003)
         got = rb.wait_for(count)
         assert [p for _, _, p in got] == [f"m{i}".encode() for i in range(count)], "none lost, none reordered"
-        assert sender.backlogged_batches > 0, "some batches were published while nobody listened"
-        assert receiver.outages == 1
+        assert receiver.outages >= 1
     finally:
         sender.stop()
         receiver.stop()
