@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .metrics import Metrics
+from .scenarios import SCENARIOS
 from .worker import Settings, worker_process
 
 ADMIN_POLL = 2.0
@@ -95,7 +96,8 @@ def run(settings: Settings, admin_socket: str | None = None, progress_stream: Te
     queue = context.Queue()
     t0 = time.monotonic()
     server_before = _admin(admin_socket)
-    workers = [context.Process(target=worker_process, args=(settings, i, t0, queue), daemon=True,
+    scenario = SCENARIOS[settings.scenario]
+    workers = [context.Process(target=worker_process, args=(settings, scenario, i, t0, queue), daemon=True,
                                name=f"loadtest-{i}") for i in range(settings.processes)]
     for process in workers:
         process.start()

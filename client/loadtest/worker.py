@@ -1,4 +1,8 @@
-"""One load-test process: an event loop driving its share of the simulated clients."""
+"""One load-test process: an event loop driving its share of the simulated clients.
+
+The scenarios (``scenarios/``) use the building blocks here; which scenario a process runs is
+given to it (``worker_process``), so this module knows none of them.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +11,7 @@ import resource
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from client.servers import Address, format_address
 
@@ -16,6 +20,8 @@ from .sim import SimClient, error_kind
 
 PROGRESS_INTERVAL = 0.5
 SHORT_SLEEP = 0.1          # seconds: a shorter sleep_or_stop just sleeps
+
+Scenario = Callable[["Worker"], Awaitable[None]]   # what a process runs (see scenarios/)
 
 
 @dataclass
@@ -190,11 +196,10 @@ class Worker:
             self._send_progress()
             await asyncio.sleep(PROGRESS_INTERVAL)
 
-    async def run(self) -> None:
-        from .scenarios import SCENARIOS
+    async def run(self, scenario: Scenario) -> None:
         progress = asyncio.create_task(self._progress())
         try:
-            await SCENARIOS[self.settings.scenario](self)
+            await scenario(self)
         finally:
             await self.close_all()
             progress.cancel()
@@ -208,12 +213,12 @@ def raise_fd_limit(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def worker_process(settings: Settings, index: int, t0: float, queue: Any) -> None:
-    """Entry point of a spawned load-test process."""
+def worker_process(settings: Settings, scenario: Scenario, index: int, t0: float, queue: Any) -> None:
+    """Entry point of a spawned load-test process (``scenario`` crosses by its name)."""
     try:
         raise_fd_limit(settings.clients // max(1, settings.processes) * 2 + 256)
         worker = Worker(settings, index, t0, queue.put)
-        asyncio.run(worker.run())
+        asyncio.run(worker.run(scenario))
         queue.put({"type": "result", "proc": index, "metrics": worker.metrics.dump(), "steady": worker.steady})
     except BaseException:
         queue.put({"type": "failed", "proc": index, "error": traceback.format_exc()})
