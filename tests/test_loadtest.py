@@ -1,14 +1,25 @@
 """Each load-test scenario runs briefly against a real server and reports sane figures."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
+import socketserver
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
+import pytest
 
 from client.loadtest.cli import main, parse_rate, parse_size
 from client.loadtest.metrics import Metrics, percentile, summarize
+from client.loadtest.sim import SWEEP_INTERVAL, RequestTimeout, SimClient
+from common import frame as wire
+from common.packets import PacketType
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -187,3 +198,66 @@ def test_connect_over_tls_with_a_pin_or_a_ca_file(server_factory, capsys, tmp_pa
                  "--duration", "0.2", "--tls-pin", wrong, "--json", "--quiet"])
     result = json.loads(capsys.readouterr().out)
     assert code == 1 and result["errors"] == {"FingerprintMismatch": 2}
+
+
+@contextlib.contextmanager
+def mute_server(mute: set[int]) -> Iterator[int]:
+    """A stand-in server on a free port: it answers every request with an empty RESULT (LOGIN
+    with a user of its own) except those of the types in ``mute``, which it never answers,
+    like a server stalled on them."""
+    users = itertools.count(1)
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            decoder = wire.FrameDecoder()
+            user = {"id": next(users), "phone": "7000", "nickname": "mute"}
+            while data := self.request.recv(65536):
+                for frame in decoder.feed(data):
+                    if frame.request_id and frame.type not in mute:
+                        body = {"user": user} if frame.type == PacketType.LOGIN else {}
+                        self.request.sendall(wire.encode_json(PacketType.RESULT, body, frame.request_id))
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_an_unanswered_request_times_out_about_when_its_own_timeout_ends():
+    """One deadline sweep per client, not a timer per request: a request with no reply fails
+    with RequestTimeout no earlier than its timeout and about then (a shorter timeout sent
+    after a longer one included), whether awaited or answered by callback; answered requests
+    never time out, and nothing is left waiting."""
+    async def scenario() -> tuple[float, float, list]:
+        client = SimClient(Metrics(time.monotonic()), "70000000001", "mute")
+        await client.connect("127.0.0.1", port, timeout=5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        slow = client.request_future(PacketType.HEARTBEAT, {}, timeout=1.2)
+        answers: list = []
+        client.send_request(PacketType.HEARTBEAT, {},
+                            lambda body, error: answers.append((loop.time() - started, body, error)), timeout=0.4)
+        await client.hello()                    # answered at once, meanwhile
+        with pytest.raises(RequestTimeout):
+            await asyncio.wait_for(slow, 10)
+        slow_after = loop.time() - started
+        await client.hello()
+        waiting = len(client.pending) + client.protocol.waiting
+        client.close()
+        await asyncio.wait_for(client.closed, 5)
+        return slow_after, waiting, answers
+
+    with mute_server({PacketType.HEARTBEAT}) as port:
+        slow_after, waiting, answers = asyncio.run(scenario())
+    late = SWEEP_INTERVAL + 0.5                 # the sweep's step, and a busy machine's scheduling
+    assert 1.2 <= slow_after < 1.2 + late
+    [(fast_after, body, error)] = answers
+    assert isinstance(error, RequestTimeout) and body is None and 0.4 <= fast_after < 0.4 + late
+    assert waiting == 0
+

@@ -1,22 +1,29 @@
 """One simulated client: ``common.protocol.ClientProtocol`` over one TCP connection.
 
 Thousands of these share one event loop per process. The loop is asyncio's, which on Linux is
-a ``selectors`` (epoll) loop; its ``Protocol`` callbacks cost one small object per connection
+a ``selectors`` (epoll) loop; its protocol callbacks cost one small object per connection
 and no thread, and coroutines let each scenario read top to bottom. The sans-IO protocol
-matches replies to requests and decodes events; this shell keeps the futures and timers, and
+matches replies to requests and decodes events; this shell keeps what waits for a reply, and
 hands each server event's typed body (``common.messages``; raw bytes for binary packets) to
 the handler of its type.
+
+The load generator shares the cores with the server it measures, so the per-message path is
+kept lean: a read goes straight into one buffer per thread (``BufferedProtocol``; a plain
+``Protocol`` gets a fresh 256 KiB ``bytes`` per read: three memory-mapping system calls
+each), a request may be answered by a callback instead of a future, and request deadlines are
+checked by one timer per client (``_sweep``), not one timer per request.
 """
 from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from common import limits, messages
 from common.errors import ApiError, ErrorCode
-from common.frame import ProtocolError
+from common.frame import FrameDecoder, ProtocolError
 from common.packets import PacketType
 from common.protocol import BadEvent, BinaryEvent, ClientProtocol, Failure, Refusal, Reply, ServerEvent
 
@@ -24,6 +31,10 @@ from .metrics import Metrics, ServerMetrics
 
 PASSWORD = "load-test-password"
 CLIENT_NAME = "meeting-loadtest/0.1"
+READ_SIZE = 256 * 1024
+SWEEP_INTERVAL = 0.25   # seconds: the most a request outlives its timeout before it is reported
+
+Answer = Callable[[Any, "BaseException | None"], None]   # (reply body, None) or (None, the error)
 
 
 class ConnectionLost(Exception):
@@ -51,7 +62,39 @@ def error_kind(exc: BaseException) -> str:
     return exc.__class__.__name__
 
 
-class SimClient(asyncio.Protocol):
+class Waiting(NamedTuple):
+    """A request waiting for its reply."""
+
+    deadline: float           # the loop's clock
+    packet_type: int
+    answer: Answer
+
+
+_thread = threading.local()
+
+
+def read_buffer() -> bytearray:
+    """The buffer every client of this thread's event loop reads into: each read is decoded
+    before the next one starts, and a decoder keeps only the tail of a frame not yet complete."""
+    buffer = getattr(_thread, "read_buffer", None)
+    if buffer is None:
+        buffer = _thread.read_buffer = bytearray(READ_SIZE)
+    return buffer
+
+
+def future_answer(future: asyncio.Future) -> Answer:
+    """An answer that resolves ``future`` (unless its awaiter gave up on it)."""
+    def answer(body: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(body)
+        else:
+            future.set_exception(error)
+    return answer
+
+
+class SimClient(asyncio.BufferedProtocol):
     def __init__(self, metrics: Metrics | ServerMetrics, phone: str, nickname: str) -> None:
         self.metrics = metrics
         self.phone = phone
@@ -59,7 +102,8 @@ class SimClient(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.protocol = ClientProtocol()
-        self.pending: dict[int, asyncio.Future] = {}
+        self.decoder = FrameDecoder(scratch=read_buffer())
+        self.pending: dict[int, Waiting] = {}
         self.handlers: dict[int, Callable[[Any], None]] = {}    # type -> fn(typed body or bytes)
         self.user: dict[str, Any] = {}
         self.closed = self.loop.create_future()
@@ -68,26 +112,31 @@ class SimClient(asyncio.Protocol):
         self.heartbeat_interval = 10.0
         self._writable = asyncio.Event()
         self._writable.set()
+        self._sweep: asyncio.TimerHandle | None = None
 
-    # -- asyncio.Protocol ------------------------------------------------------------------------
+    # -- asyncio.BufferedProtocol --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.read_buffer(READ_SIZE)
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            events = self.protocol.receive_data(data)
+            frames = self.decoder.commit(nbytes)
         except ProtocolError as exc:
             self.metrics.error(f"protocol error from server: {exc}")
             self.close()
             return
-        for event in events:
+        for frame in frames:
+            event = self.protocol.receive_frame(frame)
             if isinstance(event, (Reply, Failure)):
-                future = self.pending.pop(event.request_id, None)
-                if future is not None and not future.done():
+                waiting = self.pending.pop(event.request_id, None)
+                if waiting is not None:
                     if isinstance(event, Reply):
-                        future.set_result(event.body)
+                        waiting.answer(event.body, None)
                     else:
-                        future.set_exception(event.error)
+                        waiting.answer(None, event.error)
             elif isinstance(event, (ServerEvent, BinaryEvent)):
                 handler = self.handlers.get(event.type)
                 if handler is not None:
@@ -106,14 +155,17 @@ class SimClient(asyncio.Protocol):
         if not self.expect_close and not self.pending:
             # (with requests waiting, whoever awaits them reports the loss)
             self.metrics.error(f"connection lost: {reason}")
-        for future in self.pending.values():
-            if not future.done():
-                future.set_exception(ConnectionLost(reason))
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        waiting = list(self.pending.values())
         self.pending.clear()
         self.protocol.connection_lost()
         self._writable.set()
         if not self.closed.done():
             self.closed.set_result(reason)
+        for request in waiting:
+            request.answer(None, ConnectionLost(reason))
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -138,30 +190,56 @@ class SimClient(asyncio.Protocol):
         """A packet that wants no reply (request id 0)."""
         self.send_frame(self.protocol.event(packet_type, body))
 
+    def send_request(self, packet_type: int, body: messages.Body | dict | bytes | None, answer: Answer,
+                     timeout: float = 30.0) -> None:
+        """Send a request; ``answer(reply body, None)`` or ``answer(None, error)`` runs once,
+        on the event loop: the error is the ERROR as ApiError, ConnectionLost or RequestTimeout
+        (at most ``SWEEP_INTERVAL`` after ``timeout``). No future and no task: the cheap way
+        for a scenario that sends many requests."""
+        if not self.connected:
+            self.loop.call_soon(answer, None, ConnectionLost(self.close_reason or "not connected"))
+            return
+        request_id, data = self.protocol.request(packet_type, body)
+        deadline = self.loop.time() + timeout
+        self.pending[request_id] = Waiting(deadline, packet_type, answer)
+        self.transport.write(data)  # type: ignore[union-attr]
+        self._sweep_by(deadline)
+
     def request_future(self, packet_type: int, body: messages.Body | dict | bytes | None = None,
                        timeout: float = 30.0) -> asyncio.Future:
         """Send a request; the future resolves to the reply body or raises the ERROR as ApiError."""
         future = self.loop.create_future()
-        if not self.connected:
-            future.set_exception(ConnectionLost(self.close_reason or "not connected"))
-            return future
-        request_id, data = self.protocol.request(packet_type, body)
-        self.pending[request_id] = future
-        self.transport.write(data)  # type: ignore[union-attr]
-        timer = self.loop.call_later(timeout, self._expire, request_id, packet_type)
-        future.add_done_callback(lambda _f: timer.cancel())
+        self.send_request(packet_type, body, future_answer(future), timeout)
         return future
-
-    def _expire(self, request_id: int, packet_type: int) -> None:
-        self.protocol.forget(request_id)
-        future = self.pending.pop(request_id, None)
-        if future is not None and not future.done():
-            future.set_exception(RequestTimeout(packet_type))
 
     async def request(self, packet_type: int, body: messages.Body | dict | bytes | None = None,
                       timeout: float = 30.0) -> dict:
         """Send and await the reply body; raises ApiError, ConnectionLost or RequestTimeout."""
         return await self.request_future(packet_type, body, timeout)
+
+    # -- request deadlines ----------------------------------------------------------------------
+    def _sweep_by(self, when: float) -> None:
+        """Make sure a sweep runs at ``when`` or earlier."""
+        if self._sweep is not None:
+            if self._sweep.when() <= when:
+                return
+            self._sweep.cancel()
+        self._sweep = self.loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        """Time out every request past its deadline, then sleep until the earliest deadline
+        left, but at least ``SWEEP_INTERVAL``: a client that always has requests waiting
+        sweeps four times a second, not once per request."""
+        self._sweep = None
+        now = self.loop.time()
+        expired = [request_id for request_id, waiting in self.pending.items() if waiting.deadline <= now]
+        for request_id in expired:
+            waiting = self.pending.pop(request_id)
+            self.protocol.forget(request_id)
+            waiting.answer(None, RequestTimeout(waiting.packet_type))
+        if self.pending:
+            earliest = min(waiting.deadline for waiting in self.pending.values())
+            self._sweep_by(max(earliest, now + SWEEP_INTERVAL))
 
     # -- session ---------------------------------------------------------------------------------
     async def connect(self, host: str, port: int, timeout: float = 30.0,
