@@ -261,3 +261,16 @@ def test_an_unanswered_request_times_out_about_when_its_own_timeout_ends():
     assert isinstance(error, RequestTimeout) and body is None and 0.4 <= fast_after < 0.4 + late
     assert waiting == 0
 
+
+@pytest.mark.parametrize("pace", [[], ["--rate", "40"]], ids=["flat-out", "paced"])
+def test_chat_messages_the_server_never_acknowledges_are_reported_as_timeouts(capsys, pace):
+    """Every CHAT_SEND left unanswered counts as one timeout: none is lost, none is counted twice."""
+    with mute_server({PacketType.CHAT_SEND}) as port:
+        code = main(["chat", "--server", f"127.0.0.1:{port}", "--pairs", "2", "--processes", "1",
+                     "--duration", "1", "--timeout", "0.4", "--window", "2", "--json", "--quiet", *pace])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, result
+    sent = result["counters"]["chat_sent"]
+    assert sent >= 8                            # 4 senders: 2 lanes each, or ~10 messages/s each
+    assert result["errors"] == {"timeout CHAT_SEND": sent}
+    assert "chat_ack" not in result["metrics"]

@@ -19,7 +19,7 @@ from .metrics import Metrics
 from .sim import SimClient, error_kind
 
 PROGRESS_INTERVAL = 0.5
-SHORT_SLEEP = 0.1          # seconds: a shorter sleep_or_stop just sleeps
+MAX_BEHIND = 1.0           # seconds a pacer may fall behind before it skips ahead (with on_behind)
 
 Scenario = Callable[["Worker"], Awaitable[None]]   # what a process runs (see scenarios/)
 
@@ -162,16 +162,33 @@ class Worker:
             await self.sleep_or_stop(interval)
 
     async def sleep_or_stop(self, seconds: float) -> None:
-        """Sleep, waking early if the run stops. A wait under SHORT_SLEEP (the paced scenarios'
-        wait before each message) just sleeps: waiting on the stop event costs a task created
-        and cancelled per wait, and a stop can wait that long."""
-        if seconds < SHORT_SLEEP:
-            await asyncio.sleep(seconds)
-            return
+        """Sleep, waking early if the run stops (a task per wait: not for a paced message,
+        see ``pace``)."""
         try:
             await asyncio.wait_for(self.stop.wait(), seconds)
         except asyncio.TimeoutError:
             pass
+
+    def pace(self, interval: float, send: Callable[[], None], alive: Callable[[], bool],
+             on_behind: Callable[[], None] | None = None) -> None:
+        """Call ``send`` every ``interval`` seconds, from a random phase, while the run goes on
+        and ``alive()``: one timer per call, no task or future. A late call is made up at
+        once; with ``on_behind``, a pacer more than ``MAX_BEHIND`` late (an overloaded
+        generator) calls it and starts again from now instead of sending a burst."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self.random.uniform(0, interval)
+
+        def tick() -> None:
+            nonlocal next_at
+            if self.stop.is_set() or not alive():
+                return
+            send()
+            next_at += interval
+            if on_behind is not None and loop.time() - next_at > MAX_BEHIND:
+                on_behind()
+                next_at = loop.time()
+            loop.call_at(next_at, tick)
+        loop.call_at(next_at, tick)
 
     async def hold(self, seconds: float) -> None:
         """The steady phase: measured load for ``seconds`` (or until every client has lost

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import time
+from typing import Any, Iterator
 
 from common import limits, messages
 from common.packets import PacketType
@@ -28,8 +31,10 @@ async def chat(w: Worker) -> None:
     senders = [(a, b) for a, b in pairs] + [(b, a) for a, b in pairs]
     per_sender_rate = s.rate / s.processes / len(senders) if s.rate and senders else 0.0
 
+    receipts: dict[SimClient, list[int]] = {}
+
     def receiver(client: SimClient) -> None:
-        receipts: list[int] = []
+        ids = receipts[client] = []
 
         def on_message(event: messages.ChatMessageEvent) -> None:
             message = event.message
@@ -39,70 +44,66 @@ async def chat(w: Worker) -> None:
                 delivered.add(key)
                 client.metrics.latency("chat_delivery", started)
                 client.metrics.count("chat_delivered")
-            receipts.append(message.id)
-
-        async def send_receipts() -> None:
-            while client.connected and not (w.stop.is_set() and not receipts):
-                await asyncio.sleep(RECEIPT_INTERVAL)
-                if receipts:
-                    client.send(PacketType.CHAT_DELIVERED,
-                                messages.ChatDelivered(ids=receipts[:messages.MAX_RECEIPT_IDS]))
-                    del receipts[:messages.MAX_RECEIPT_IDS]
+            ids.append(message.id)
         client.handlers[PacketType.CHAT_MESSAGE_EVENT] = on_message
-        receipt_tasks.append(asyncio.create_task(send_receipts()))
 
-    receipt_tasks: list[asyncio.Task] = []
+    async def send_receipts() -> None:
+        """Every RECEIPT_INTERVAL each recipient confirms what it received, like a client,
+        until the stop and its last receipt."""
+        while True:
+            await asyncio.sleep(RECEIPT_INTERVAL)
+            more = False
+            for client, ids in receipts.items():
+                if ids and client.connected:
+                    client.send(PacketType.CHAT_DELIVERED, messages.ChatDelivered(ids=ids[:messages.MAX_RECEIPT_IDS]))
+                    del ids[:messages.MAX_RECEIPT_IDS]
+                    more = more or bool(ids)
+            if w.stop.is_set() and not more:
+                return
+
     for a, b in pairs:
         receiver(a)
         receiver(b)
+    in_flight = 0
 
-    async def one_message(sender: SimClient, to: SimClient, seq: int) -> None:
-        key = f"{s.run_id}.{w.index}.{sender.user['id']}.{seq}"
+    def send_message(sender: SimClient, to: SimClient, numbers: Iterator[int], chained: bool) -> None:
+        """CHAT_SEND with an answer callback (no task or future per message). A ``chained``
+        message sends the next one when it is answered (a lane of the flat-out window)."""
+        nonlocal in_flight
+        key = f"{s.run_id}.{w.index}.{sender.user['id']}.{next(numbers)}"
         started = time.monotonic()
         sent_at[key] = started
         sender.metrics.count("chat_sent")
-        try:
-            await sender.request(PacketType.CHAT_SEND, {"to": to.user["id"], "text": text, "client_msg_id": key},
-                                 s.timeout)
-        except Exception as exc:
-            sender.metrics.error(error_kind(exc))
-            return
-        sender.metrics.latency("chat_ack", started)
-        acked.add(key)
+        in_flight += 1
 
-    async def flat_out(sender: SimClient, to: SimClient) -> None:
-        seq = 0
+        def answered(_reply: Any, error: BaseException | None) -> None:
+            nonlocal in_flight
+            in_flight -= 1
+            if error is None:
+                sender.metrics.latency("chat_ack", started)
+                acked.add(key)
+            else:
+                sender.metrics.error(error_kind(error))
+            if chained and not w.stop.is_set() and sender.connected:
+                send_message(sender, to, numbers, chained)
+        sender.send_request(PacketType.CHAT_SEND, messages.ChatSend(to=to.user["id"], text=text, client_msg_id=key),
+                            answered, s.timeout)
 
-        async def lane() -> None:
-            nonlocal seq
-            while not w.stop.is_set() and sender.connected:
-                seq += 1
-                await one_message(sender, to, seq)
-        await asyncio.gather(*(lane() for _ in range(max(1, s.window))))
-
-    async def paced(sender: SimClient, to: SimClient) -> None:
-        interval = 1.0 / per_sender_rate
-        loop = asyncio.get_running_loop()
-        next_at = loop.time() + w.random.uniform(0, interval)
-        seq = 0
-        inflight: set[asyncio.Task] = set()
-        while not w.stop.is_set() and sender.connected:
-            await w.sleep_or_stop(max(0.0, next_at - loop.time()))
-            if w.stop.is_set():
-                break
-            seq += 1
-            task = asyncio.create_task(one_message(sender, to, seq))
-            inflight.add(task)
-            task.add_done_callback(inflight.discard)
-            next_at += interval
-        if inflight:
-            await asyncio.wait(inflight, timeout=s.timeout)
-
-    drive = paced if per_sender_rate else flat_out
+    receipting = asyncio.create_task(send_receipts())
     hold = asyncio.create_task(w.hold(s.duration))
-    await asyncio.gather(*(drive(a, b) for a, b in senders))
+    await asyncio.sleep(0)          # the steady phase starts before the first message
+    for sender, to in senders:
+        numbers = itertools.count(1)
+        if per_sender_rate:
+            w.pace(1.0 / per_sender_rate, functools.partial(send_message, sender, to, numbers, False),
+                   lambda sender=sender: sender.connected)
+        else:
+            for _ in range(max(1, s.window)):
+                send_message(sender, to, numbers, True)
     await hold
     w.phase = "draining"
+    while in_flight:                # each is answered by its deadline (the client's sweep) at the latest
+        await asyncio.sleep(0.05)
     deadline = time.monotonic() + DRAIN_GRACE
     while acked - delivered and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -110,4 +111,4 @@ async def chat(w: Worker) -> None:
     if missing:
         w.metrics.error("chat: acknowledged but never delivered")
         w.metrics.count("chat_undelivered", missing)
-    await asyncio.gather(*receipt_tasks)
+    await receipting

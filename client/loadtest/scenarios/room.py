@@ -44,54 +44,50 @@ async def room(w: Worker) -> None:
     def on_media(body: bytes) -> None:
         header, _ = unpack_media(body)
         delay = (time.time_ns() // 1000 - header.capture_us) / 1e6   # same machine, same clock
-        name = "video" if header.kind == MediaKind.CAMERA else "audio"
-        w.metrics.count(f"{name}_frames_received")
+        counter, latency = (("video_frames_received", "video_latency") if header.kind == MediaKind.CAMERA
+                            else ("audio_frames_received", "audio_latency"))
+        w.metrics.count(counter)
         now = time.monotonic()
-        w.metrics.latency(f"{name}_latency", now - delay, now)
+        w.metrics.latency(latency, now - delay, now)
 
-    async def publish(member: SimClient, kind: MediaKind, fanout: int) -> None:
+    def publish(member: SimClient, kind: MediaKind, fanout: int) -> None:
         video = kind == MediaKind.CAMERA
         packets = clip.video if video else [(p, False) for p in clip.audio]
-        interval = 1.0 / s.fps if video else 0.02
+        codec = Codec.H264 if video else Codec.OPUS
         name = "video" if video else "audio"
-        position = [0]
+        sent, expected, skipped = (f"{name}_frames_sent", f"{name}_frames_expected",
+                                   f"{name}_frames_skipped_by_generator")
+        position = 0
+        seq = 0
 
         def on_keyframe_request(event: messages.KeyframeRequestEvent) -> None:
+            nonlocal position
             if event.kind == MediaKind.CAMERA:
-                position[0] = 0       # the clip starts with a keyframe
+                position = 0       # the clip starts with a keyframe
                 w.metrics.count("keyframe_requests")
         if video:
             member.handlers[PacketType.KEYFRAME_REQUEST_EVENT] = on_keyframe_request
-        loop = asyncio.get_running_loop()
-        next_at = loop.time() + w.random.uniform(0, interval)
-        seq = 0
-        while not w.stop.is_set() and member.connected:
-            await w.sleep_or_stop(max(0.0, next_at - loop.time()))
-            if w.stop.is_set():
-                break
-            payload, keyframe = packets[position[0] % len(packets)]
-            position[0] += 1
+
+        def send() -> None:
+            nonlocal position, seq
+            payload, keyframe = packets[position % len(packets)]
+            position += 1
             seq = (seq + 1) & 0xFFFFFFFF
-            header = MediaHeader(0, kind, Codec.H264 if video else Codec.OPUS, FLAG_KEYFRAME if keyframe else 0,
-                                 seq, time.time_ns() // 1000)
+            header = MediaHeader(0, kind, codec, FLAG_KEYFRAME if keyframe else 0, seq, time.time_ns() // 1000)
             member.send_frame(media_frame(header, payload))
-            w.metrics.count(f"{name}_frames_sent")
-            w.metrics.count(f"{name}_frames_expected", fanout)
-            next_at += interval
-            if loop.time() - next_at > 1.0:      # fell behind (overloaded generator): do not burst
-                w.metrics.count(f"{name}_frames_skipped_by_generator")
-                next_at = loop.time()
+            w.metrics.count(sent)
+            w.metrics.count(expected, fanout)
+        w.pace(1.0 / s.fps if video else 0.02, send, lambda: member.connected,
+               on_behind=lambda: w.metrics.count(skipped))     # an overloaded generator does not burst
 
     w.phase = "publishing"
-    tasks = []
     for members in meetings:
         for member in members:
             member.handlers[PacketType.MEDIA_FRAME] = on_media
-            tasks.append(asyncio.create_task(publish(member, MediaKind.CAMERA, len(members) - 1)))
+            publish(member, MediaKind.CAMERA, len(members) - 1)
             if s.audio and clip.audio:
-                tasks.append(asyncio.create_task(publish(member, MediaKind.MICROPHONE, len(members) - 1)))
+                publish(member, MediaKind.MICROPHONE, len(members) - 1)
     await w.hold(s.duration)
-    await asyncio.gather(*tasks)
     await asyncio.sleep(0.5)   # frames still on the wire
     for name in ("video", "audio"):
         missing = w.metrics.counters[f"{name}_frames_expected"] - w.metrics.counters[f"{name}_frames_received"]
