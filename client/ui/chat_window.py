@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlparse
 
 from client.events import EventKind
 from client.kernel import ClientKernel
+from common.messages import TransferState
 
 from .bridge import Handler, UiBridge
 from .widgets import (COLORS, FONT, AvatarCache, Dialog, confirm, describe_error, downloads_dir, enable_file_drop,
@@ -75,14 +76,15 @@ def message_time(message: dict) -> int:
 
 def file_state_text(mine: bool, state: str, nickname: str) -> str:
     """What a file message says when no transfer is running here (history, after a restart)."""
+    S = TransferState
     if mine:
-        return {"offered": f"Waiting for {nickname} to accept…", "sending": "Sending…", "uploading": "Uploading…",
-                "spooled": f"Uploaded ✓  {nickname} gets it at next login", "done": "Sent ✓",
-                "declined": f"{nickname} declined it", "cancelled": "Cancelled", "failed": "Failed",
-                "expired": f"Expired: {nickname} did not fetch it in time"}.get(state, state)
-    return {"offered": "Offered", "spooled": "Waiting for you", "sending": "Receiving…",
-            "uploading": f"{nickname} is uploading it…", "done": "Received ✓", "declined": "Declined",
-            "cancelled": "Cancelled", "failed": "Failed", "expired": "Expired"}.get(state, state)
+        return {S.OFFERED: f"Waiting for {nickname} to accept…", S.SENDING: "Sending…", S.UPLOADING: "Uploading…",
+                S.SPOOLED: f"Uploaded ✓  {nickname} gets it at next login", S.DONE: "Sent ✓",
+                S.DECLINED: f"{nickname} declined it", S.CANCELLED: "Cancelled", S.FAILED: "Failed",
+                S.EXPIRED: f"Expired: {nickname} did not fetch it in time"}.get(state, state)
+    return {S.OFFERED: "Offered", S.SPOOLED: "Waiting for you", S.SENDING: "Receiving…",
+            S.UPLOADING: f"{nickname} is uploading it…", S.DONE: "Received ✓", S.DECLINED: "Declined",
+            S.CANCELLED: "Cancelled", S.FAILED: "Failed", S.EXPIRED: "Expired"}.get(state, state)
 
 
 class MessageRow(tk.Frame):
@@ -728,17 +730,18 @@ class ChatWindow(tk.Toplevel):
             return
         state = str(file.get("state", ""))
         active = self.kernel.files.is_active(row.transfer_id)
-        if not active and state in (("sending", "uploading") if row.mine else ("sending",)):
+        S = TransferState
+        if not active and state in ((S.SENDING, S.UPLOADING) if row.mine else (S.SENDING,)):
             row.show("Interrupted (the app was closed during the transfer)", "danger")
         else:
-            row.show(file_state_text(row.mine, state, nickname), "online" if state in ("done", "spooled")
-                     else "danger" if state in ("failed", "expired") else "muted")
-        if state == "done":
+            row.show(file_state_text(row.mine, state, nickname), "online" if state in (S.DONE, S.SPOOLED)
+                     else "danger" if state in (S.FAILED, S.EXPIRED) else "muted")
+        if state == S.DONE:
             row.state = "done"
             row.offer_opening()
         elif active:
             row.set_buttons(("Cancel", lambda: self.cancel_transfer(row)))
-        elif row.mine and state in ("offered", "spooled", "uploading"):
+        elif row.mine and state in (S.OFFERED, S.SPOOLED, S.UPLOADING):
             row.set_buttons(("Cancel", lambda: self.cancel_transfer(row)))
 
     def _on_file_offered(self, event) -> None:
