@@ -12,6 +12,7 @@ from common.errors import ApiError, ErrorCode
 from common.packets import PacketType
 from server.chat_writer import GroupCommitWriter, Job
 from server.storage.messages import NewMessage, store_messages_tx
+from server.storage.mysql_backend import mariadb_version
 from tests.helpers import barrier, count_sent, cut_connection, make_mysql_database, wait_until
 from tests.server_process import ServerProcess
 from tests.social import befriend, trio, uid  # noqa: F401 - trio is a fixture
@@ -257,7 +258,13 @@ def test_graceful_stop_with_messages_in_flight_loses_and_doubles_nothing(db_url,
         assert got == texts
 
 
-def test_batch_store_semantics(storage):
+@pytest.mark.parametrize("returning", [True, False], ids=["insert-returning", "read-back"])
+def test_batch_store_semantics(storage, returning):
+    """Both ways of storing a batch: INSERT ... RETURNING (SQLite, MariaDB), and the look-up
+    before and after the INSERT that MySQL needs."""
+    if returning and not storage.db.insert_returning:
+        pytest.skip("this database has no INSERT ... RETURNING")
+    storage.db.insert_returning = returning
     alice, bob, carol = (storage.create_user(f"1888000000{n}", "x", name, 1).id
                          for n, name in enumerate(("alice", "bob", "carol")))
     storage.add_friendship(alice, bob, 1)
@@ -276,10 +283,29 @@ def test_batch_store_semantics(storage):
         results = store_messages_tx(cur, items, 7)
     first, repeat, stranger, resend, self_note, other = results
     assert first[1] is True and repeat == (first[0], False)
+    assert first[0] == storage.get_message(first[0].id)
     assert stranger is None and self_note is None
     assert resend == (kept, False)
     assert other[1] is True and other[0].id != first[0].id and first[0].id < other[0].id
+    with storage.db.tx() as cur:                                 # re-sends between friends, a new one
+        again = store_messages_tx(cur, [NewMessage(alice, carol, "m1", "one", known_friends=True),
+                                        NewMessage(carol, alice, "m4", "four", known_friends=True),
+                                        NewMessage(carol, alice, "m1", "other", known_friends=True)], 9)
+    assert again[0] == (first[0], False) and again[2] == (other[0], False)
+    assert again[1][1] is True and again[1][0] == storage.get_message(again[1][0].id)
     assert count_sent(storage, alice, "m1") == 1 and count_sent(storage, alice, "m2") == 0
+
+
+def test_insert_returning_is_read_from_the_server(storage, backend):
+    with storage.db.tx() as cur:
+        version = cur.one("SELECT sqlite_version()" if backend == "sqlite" else "SELECT VERSION()")[0]
+    major, minor = (int(n) for n in version.split(".")[:2])
+    expected = (major, minor) >= ((3, 35) if backend == "sqlite" else (10, 5)) and \
+        (backend == "sqlite" or "MariaDB" in version)
+    assert storage.db.insert_returning is expected
+    assert mariadb_version("5.5.5-10.11.6-MariaDB-0+deb12u1") == (10, 11)
+    assert mariadb_version("10.4.32-MariaDB-log") == (10, 4)
+    assert mariadb_version("8.0.36") == (0, 0)
 
 
 class InlineReactor:

@@ -21,6 +21,13 @@ def test_create_and_read_user(storage):
     assert storage.get_credentials("19999999999") is None
 
 
+def test_query_parameters_of_every_type_round_trip(storage):
+    values = (7, -2 ** 62, 0, True, False, None, 1.5, "it's \\ \"q\" \x00 100%", b"\x00\xffbytes")
+    with storage.db.tx() as cur:
+        row = cur.one("SELECT " + ", ".join("?" for _ in values), values)
+    assert list(row) == [7, -2 ** 62, 0, 1, 0, None, 1.5, "it's \\ \"q\" \x00 100%", b"\x00\xffbytes"]
+
+
 def test_duplicate_phone_is_refused(storage):
     storage.create_user("13800000001", "h", "A", 1)
     with pytest.raises(DuplicateError):

@@ -35,8 +35,11 @@ PAGE_ROWS = 200
 
 
 def write_messages(cur: "Cursor", items: list[NewMessage]) -> list[Any]:
-    refused = ApiError(ErrorCode.NOT_FRIENDS, "you can only send messages to your friends")
-    return [refused if result is None else result for result in store_messages_tx(cur, items, now_ms())]
+    results: list[Any] = store_messages_tx(cur, items, now_ms())
+    if None in results:
+        refused = ApiError(ErrorCode.NOT_FRIENDS, "you can only send messages to your friends")
+        results = [refused if result is None else result for result in results]
+    return results
 
 
 def write_delivered(cur: "Cursor", items: list[tuple[int, list[int]]]) -> list[Any]:

@@ -92,22 +92,24 @@ def store_messages_tx(cur: Cursor, items: list[NewMessage], now_ms: int) -> list
     created False (even if the two are no longer friends), or None if the sender may not
     write to the recipient (not friends, or itself)."""
     keys = [(item.sender_id, item.client_msg_id) for item in items]
-    existing = find_sent_tx(cur, list(dict.fromkeys(keys)))
-    to_check = {(item.sender_id, item.recipient_id) for item, key in zip(items, keys)
-                if key not in existing and not item.known_friends and item.sender_id != item.recipient_id}
+    to_check = {(item.sender_id, item.recipient_id) for item in items
+                if not item.known_friends and item.sender_id != item.recipient_id}
     friends = friend_pairs_tx(cur, sorted(to_check)) if to_check else set()
-    to_insert: dict[tuple[int, str], NewMessage] = {}
+    allowed: dict[tuple[int, str], NewMessage] = {}    # first item of each key the sender may write
     for item, key in zip(items, keys):
-        if key in existing or key in to_insert or item.sender_id == item.recipient_id:
-            continue
-        if item.known_friends or (item.sender_id, item.recipient_id) in friends:
-            to_insert[key] = item
-    for chunk in _chunks(list(to_insert.values()), INSERT_CHUNK):
-        placeholders = ", ".join("(?, ?, ?, ?, ?)" for _ in chunk)
-        cur.execute(f"INSERT IGNORE INTO messages (sender_id, recipient_id, client_msg_id, body, created_at) "
-                    f"VALUES {placeholders}",
-                    tuple(v for m in chunk for v in (m.sender_id, m.recipient_id, m.client_msg_id, m.body, now_ms)))
-    inserted = find_sent_tx(cur, list(to_insert)) if to_insert else {}
+        if key not in allowed and item.sender_id != item.recipient_id and \
+                (item.known_friends or (item.sender_id, item.recipient_id) in friends):
+            allowed[key] = item
+    if cur.insert_returning:
+        # Insert first: the common batch (no repeats) is then one statement. What it did not
+        # insert is a repeat (or refused), looked up afterwards.
+        inserted = _insert_returning_tx(cur, allowed, now_ms)
+        existing = find_sent_tx(cur, [key for key in dict.fromkeys(keys) if key not in inserted])
+    else:
+        existing = find_sent_tx(cur, list(dict.fromkeys(keys)))
+        to_insert = [key for key in allowed if key not in existing]
+        _insert_tx(cur, [allowed[key] for key in to_insert], now_ms)
+        inserted = find_sent_tx(cur, to_insert) if to_insert else {}
     results: list[tuple[Message, bool] | None] = []
     answered: set[tuple[int, str]] = set()
     for key in keys:
@@ -119,6 +121,34 @@ def store_messages_tx(cur: Cursor, items: list[NewMessage], now_ms: int) -> list
         else:
             results.append(None)
     return results
+
+
+def _insert_tx(cur: Cursor, items: list[NewMessage], now_ms: int, returning: str = "") -> list[tuple]:
+    """INSERT IGNORE the messages, in order; the rows of ``returning`` (columns) if given."""
+    rows: list[tuple] = []
+    for chunk in _chunks(items, INSERT_CHUNK):
+        placeholders = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+        query = (f"INSERT IGNORE INTO messages (sender_id, recipient_id, client_msg_id, body, created_at) "
+                 f"VALUES {placeholders}")
+        params = tuple(v for m in chunk for v in (m.sender_id, m.recipient_id, m.client_msg_id, m.body, now_ms))
+        if returning:
+            rows += cur.all(f"{query} RETURNING {returning}", params)
+        else:
+            cur.execute(query, params)
+    return rows
+
+
+def _insert_returning_tx(cur: Cursor, items: dict[tuple[int, str], NewMessage],
+                         now_ms: int) -> dict[tuple[int, str], Message]:
+    """Insert the messages not stored yet and return those, by key, without reading them back."""
+    found: dict[tuple[int, str], Message] = {}
+    for message_id, sender_id, client_msg_id in _insert_tx(cur, list(items.values()), now_ms,
+                                                           returning="id, sender_id, client_msg_id"):
+        key = (int(sender_id), client_msg_id)
+        item = items[key]
+        found[key] = Message(int(message_id), item.sender_id, item.recipient_id, item.client_msg_id, item.body,
+                             now_ms, None, None)
+    return found
 
 
 def insert_file_message_tx(cur: Cursor, sender_id: int, recipient_id: int, file_id: str, name: str,

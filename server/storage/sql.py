@@ -44,6 +44,11 @@ class Dialect:
     insert_ignore: str  # "INSERT OR IGNORE" or "INSERT IGNORE"
     placeholder: str  # "?" or "%s"
     ping: Callable[[Any], None] | None = None  # checks (and reopens) an idle server connection
+    # Whether the server behind a new connection runs INSERT ... RETURNING (SQLite 3.35,
+    # MariaDB 10.5; MySQL has none): then a batch reads back its new rows' ids in one statement.
+    insert_returning: Callable[[Any], bool] = lambda conn: False
+    # Runs (driver cursor, query in the dialect's style, parameters); None: the cursor's execute.
+    execute: Callable[[Any, str, tuple], Any] | None = None
 
 
 class Database:
@@ -56,6 +61,7 @@ class Database:
         self._all: list[Any] = []
         self._lock = threading.Lock()
         self._sql_cache: dict[str, str] = {}
+        self.insert_returning: bool | None = None   # known at the first connection
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -63,6 +69,8 @@ class Database:
         if conn is None:
             conn = self.dialect.connect()
             self._local.conn = conn
+            if self.insert_returning is None:
+                self.insert_returning = self.dialect.insert_returning(conn)
             with self._lock:
                 self._all.append(conn)
         elif self.dialect.ping is not None and now - getattr(self._local, "used", now) >= self.ping_after:
@@ -193,7 +201,11 @@ class Cursor:
         self._cur = cur
 
     def execute(self, query: str, params: tuple = ()) -> "Cursor":
-        self._cur.execute(self._db.sql(query), params)
+        execute = self._db.dialect.execute
+        if execute is None:
+            self._cur.execute(self._db.sql(query), params)
+        else:
+            execute(self._cur, self._db.sql(query), params)
         return self
 
     def raw(self, statement: str) -> None:
@@ -206,6 +218,11 @@ class Cursor:
     def all(self, query: str, params: tuple = ()) -> list[tuple]:
         self.execute(query, params)
         return list(self._cur.fetchall())
+
+    @property
+    def insert_returning(self) -> bool:
+        """The database runs INSERT ... RETURNING."""
+        return bool(self._db.insert_returning)
 
     @property
     def lastrowid(self) -> int:
