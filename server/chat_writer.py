@@ -4,7 +4,8 @@ Chat messages and receipts must be durable before they are acknowledged, but one
 fsync) per message caps throughput. Jobs queue up while a batch commits; the writer then takes
 everything waiting (up to ``max_batch``) into the next transaction, commits once, and hands
 all the results to the reactor with one wake-up. The reactor hands jobs over once per loop
-iteration, not once per job.
+iteration, not once per job, and under load batches start at most every ``MIN_INTERVAL``, so
+that each gathers more than one loop iteration's jobs.
 
 Each job has a kind; a batch's jobs of one kind go to that kind's batch function together, so
 it can use a few multi-row statements instead of several statements per job (every database
@@ -17,6 +18,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -30,6 +32,11 @@ log = logging.getLogger("server.chat_writer")
 
 BatchFunction = Callable[["Cursor", list[Any]], list[Any]]
 
+# Seconds between the starts of two batches, at least, unless the queue fills a batch. Under
+# load jobs gather for up to this long instead of each loop iteration's few jobs costing a
+# commit and two thread wake-ups of their own; a job after a quiet spell is written at once.
+MIN_INTERVAL = 0.004
+
 
 @dataclass
 class Job:
@@ -40,11 +47,13 @@ class Job:
 
 class GroupCommitWriter:
     def __init__(self, db: "Database", reactor: "Reactor", kinds: dict[str, BatchFunction],
-                 max_batch: int = 256) -> None:
+                 max_batch: int = 256, min_interval: float = MIN_INTERVAL) -> None:
         self.db = db
         self.reactor = reactor
         self.kinds = kinds
         self.max_batch = max(1, max_batch)
+        self.min_interval = min_interval
+        self._last_start = float("-inf")  # monotonic time the last batch was taken
         self._queue: collections.deque[Job] = collections.deque()
         self._incoming: list[Job] = []    # submitted on the reactor during this loop iteration
         self._finished: list[tuple[Job, Any, ApiError | None]] = []
@@ -116,6 +125,11 @@ class GroupCommitWriter:
                     self._cond.wait()
                 if not self._queue:
                     return
+                early = self._last_start + self.min_interval - time.monotonic()
+            if early > 0 and len(self._queue) < self.max_batch:
+                time.sleep(early)   # the reactor's hand-overs meanwhile wake nobody
+            with self._cond:
+                self._last_start = time.monotonic()
                 count = min(len(self._queue), self.max_batch)
                 batch = [self._queue.popleft() for _ in range(count)]
             results = self._commit(batch)

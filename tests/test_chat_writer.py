@@ -48,3 +48,49 @@ def test_jobs_of_one_loop_iteration_are_one_batch_and_one_delivery(storage):
             reactor.close()
         assert batches == [JOBS]
         assert len(set(delivered_in_loop)) == 1, "the results came back in more than one reactor call"
+
+
+def test_batches_start_at_most_every_min_interval_unless_a_batch_is_full(storage):
+    """A job after a quiet spell is written at once; the next jobs gather for the rest of the
+    interval, unless a full batch is already waiting."""
+    interval = 0.5
+    starts: list[float] = []
+    batches: list[list[str]] = []
+    submitted: dict[str, float] = {}
+    finished = {"a": threading.Event(), "d": threading.Event()}
+    reactor = Reactor()
+
+    def store(cur, items):
+        starts.append(time.monotonic())
+        batches.append(list(items))
+        cur.execute("UPDATE meta SET value = value WHERE name = ?", ("schema_version",))
+        return list(items)
+
+    writer = GroupCommitWriter(storage.db, reactor, {"echo": store}, max_batch=2, min_interval=interval)
+
+    def done(result, error):
+        assert error is None
+        if result in finished:
+            finished[result].set()
+
+    def submit(*items):
+        for item in items:
+            submitted[item] = time.monotonic()
+            writer.submit(Job("echo", item, done))
+
+    thread = threading.Thread(target=reactor.run, daemon=True)
+    thread.start()
+    try:
+        reactor.call_soon_threadsafe(submit, "a")
+        assert finished["a"].wait(10)
+        reactor.call_soon_threadsafe(submit, "b", "c", "d")    # one hand-over: a full batch and one more
+        assert finished["d"].wait(10)
+    finally:
+        reactor.call_soon_threadsafe(writer.stop)
+        reactor.stop()
+        thread.join(10)
+        reactor.close()
+    assert batches == [["a"], ["b", "c"], ["d"]]
+    assert starts[0] - submitted["a"] < interval / 2, "the first job waited"
+    assert starts[1] - submitted["d"] < interval / 2, "the full batch waited"
+    assert starts[2] - starts[1] >= interval, "the last job did not wait for the interval"
