@@ -5,8 +5,8 @@ Starts the server as its own process (SQLite or MySQL), runs the load test's ``c
 against it (raw-frame clients in worker processes: PAIRS pairs of friends, both sides sending,
 receipts every 200 ms), and samples the server's CPU time per thread with psutil. Over the load
 test's steady phase it reports the server's CPU per delivered message, split into the reactor
-(the main thread) and the other threads (chat writer, worker pool), and the writer's jobs
-(messages and receipt batches) per commit.
+(the main thread) and the other threads (chat writer, worker pool), the writer's jobs
+(messages and receipt batches) per commit, and the senders' wait for the acknowledgement.
 
     python scripts/bench_chat_load.py --pairs 100 --duration 10              # flat out
     python scripts/bench_chat_load.py --pairs 100 --duration 10 --rate 3000  # paced
@@ -27,7 +27,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchlib import fresh_database, print_profile, py_spy  # noqa: E402
+from benchlib import fresh_database, percentile, print_profile, py_spy  # noqa: E402
 from client.loadtest.runner import run as run_load  # noqa: E402
 from server.admin import query_status  # noqa: E402
 from client.loadtest.worker import Settings  # noqa: E402
@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> dict:
         # the steady phase, where nearly all of them happen; the same figure is used here
         messages = max(1, result.metrics.counters.get("chat_delivered", 0))
         cpu = reactor1 + others1 - reactor0 - others0
+        # the senders' wait for the acknowledgement, over the steady phase
+        acks = [ms for when, ms in zip(result.metrics.when.get("chat_ack", ()), result.metrics.ms.get("chat_ack", ()))
+                if result.steady[0] <= when <= result.steady[1]]
         return {"db": args.db, "pairs": args.pairs, "rate_asked": args.rate, "steady_s": round(seconds, 2),
                 "messages_per_s": round(messages / seconds), "delivered": messages,
                 "undelivered": result.metrics.counters.get("chat_undelivered", 0),
@@ -103,6 +106,7 @@ def run(args: argparse.Namespace) -> dict:
                 "other_threads_us": round(1e6 * (others1 - others0) / messages, 1),
                 "jobs_per_commit": round((after["chat_jobs_committed"] - before["chat_jobs_committed"])
                                          / max(1, after["chat_batches"] - before["chat_batches"]), 1),
+                "ack_p50_ms": round(percentile(acks, 50), 2), "ack_p99_ms": round(percentile(acks, 99), 2),
                 "rss_mib": round(psutil.Process(server.process.pid).memory_info().rss / 2 ** 20, 1)}
     finally:
         sampler.stopping.set()
