@@ -5,8 +5,10 @@ Starts the server as its own process (SQLite or MySQL), runs the load test's ``c
 against it (raw-frame clients in worker processes: PAIRS pairs of friends, both sides sending,
 receipts every 200 ms), and samples the server's CPU time per thread with psutil. Over the load
 test's steady phase it reports the server's CPU per delivered message, split into the reactor
-(the main thread) and the other threads (chat writer, worker pool), the writer's jobs
-(messages and receipt batches) per commit, and the senders' wait for the acknowledgement.
+(the main thread) and the other threads (chat writer, worker pool), the reactor's system time
+(the kernel's share: socket calls, waits, wake-ups) and its loop iterations per message, the
+writer's jobs (messages and receipt batches) per commit, and the senders' wait for the
+acknowledgement.
 
     python scripts/bench_chat_load.py --pairs 100 --duration 10              # flat out
     python scripts/bench_chat_load.py --pairs 100 --duration 10 --rate 3000  # paced
@@ -37,12 +39,13 @@ SAMPLE_EVERY = 0.1
 
 
 class CpuSampler(threading.Thread):
-    """(monotonic time, reactor CPU s, other threads' CPU s) of one process, every SAMPLE_EVERY s."""
+    """(monotonic time, reactor CPU s, other threads' CPU s, reactor system CPU s) of one
+    process, every SAMPLE_EVERY s."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.process = psutil.Process(pid)
-        self.samples: list[tuple[float, float, float]] = []
+        self.samples: list[tuple[float, float, float, float]] = []
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -54,13 +57,14 @@ class CpuSampler(threading.Thread):
                 return
             reactor = sum(t.user_time + t.system_time for t in threads if t.id == pid)
             others = sum(t.user_time + t.system_time for t in threads if t.id != pid)
-            self.samples.append((time.monotonic(), reactor, others))
+            reactor_system = sum(t.system_time for t in threads if t.id == pid)
+            self.samples.append((time.monotonic(), reactor, others, reactor_system))
 
-    def at(self, when: float) -> tuple[float, float]:
-        """CPU seconds (reactor, others) at ``when``, from the nearest sample at or before it."""
+    def at(self, when: float) -> tuple[float, float, float]:
+        """CPU seconds (reactor, others, reactor system) at ``when``, from the nearest sample at
+        or before it."""
         index = max(0, bisect.bisect_right([s[0] for s in self.samples], when) - 1)
-        _, reactor, others = self.samples[index]
-        return reactor, others
+        return self.samples[index][1:]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -87,8 +91,8 @@ def run(args: argparse.Namespace) -> dict:
         if result.failures or not result.steady:
             raise SystemExit(f"the load test failed: {result.failures or 'no steady phase'}")
         start, end = (t0 + s for s in result.steady)
-        reactor0, others0 = sampler.at(start)
-        reactor1, others1 = sampler.at(end)
+        reactor0, others0, system0 = sampler.at(start)
+        reactor1, others1, system1 = sampler.at(end)
         seconds = end - start
         # the load test counts deliveries over its whole run and reports them per second of
         # the steady phase, where nearly all of them happen; the same figure is used here
@@ -103,6 +107,8 @@ def run(args: argparse.Namespace) -> dict:
                 "server_cpu_pct": round(100 * cpu / seconds, 1),
                 "us_per_message": round(1e6 * cpu / messages, 1),
                 "reactor_us": round(1e6 * (reactor1 - reactor0) / messages, 1),
+                "reactor_system_us": round(1e6 * (system1 - system0) / messages, 1),
+                "reactor_loops_per_message": round((after["reactor_loops"] - before["reactor_loops"]) / messages, 2),
                 "other_threads_us": round(1e6 * (others1 - others0) / messages, 1),
                 "jobs_per_commit": round((after["chat_jobs_committed"] - before["chat_jobs_committed"])
                                          / max(1, after["chat_batches"] - before["chat_batches"]), 1),

@@ -236,6 +236,7 @@ _LABELS = [
     ("rooms", "rooms"),
     ("room_members", "room members"),
     ("pool_queue", "pool queue depth"),
+    ("reactor_loops", "reactor loop iterations"),
     ("bytes_in", "bytes in"),
     ("bytes_out", "bytes out"),
     ("frames_in", "frames in"),

@@ -321,6 +321,7 @@ class Server:
             "connections": len(conns),
             "users_online": len(self.sessions),
             "pool_queue": self.stats.pool_submitted - self.stats.pool_completed,
+            "reactor_loops": self.reactor.loop_count,
         }
         for key, closed in self.closed_traffic.items():   # totals since the start
             figures[key] = closed + sum(getattr(c, key) for c in conns)
