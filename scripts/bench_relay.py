@@ -137,15 +137,7 @@ class Member:
         self.seq += 1
         self.sent += 1
         self.want_keyframe = False
-        if self.out:
-            self.out += data
-            return
-        try:
-            written = self.sock.send(data)
-        except BlockingIOError:
-            written = 0
-        if written < len(data):
-            self.out += data[written:]
+        self.write(data)
 
     def say(self) -> None:
         """Send one room chat message (a request), its text the send time in µs."""
@@ -157,6 +149,10 @@ class Member:
                                 self.next_id)
         self.next_id += 1
         self.sent += 1
+        self.write(data)
+
+    def write(self, data: bytes) -> None:
+        """Send now what the socket takes, behind anything already waiting; keep the rest."""
         if self.out:
             self.out += data
             return
