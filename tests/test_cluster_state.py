@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cluster.bus import KICK, TO_USER, NodeBus, decode_records, encode_record
+from server.cluster.bus import FILE_CHUNK, KICK, MAX_BATCH_BYTES, TO_USER, NodeBus, decode_records, encode_record
 from server.cluster.directory import Holder, NodeRegistry, SessionDirectory
 from server.cluster.limits import SessionTokenBucket, SharedTokenBucket, SharedWindow
 from server.cluster.store import Keys, connect
@@ -150,6 +150,31 @@ def test_events_reach_the_node_holding_each_user_in_order_and_in_batches(cluster
     finally:
         for bus in buses:
             bus.stop()
+
+
+def test_a_burst_of_large_records_is_cut_into_bounded_script_calls_and_arrives_whole_in_order(cluster):
+    redis, keys = cluster
+    ra, rb = FakeReactor(), FakeReactor()
+    sender, receiver = make_bus(redis, keys, "a", ra), make_bus(redis, keys, "b", rb)
+    calls: list[int] = []        # bytes of records per script call
+    route = sender._route
+
+    def counting_route(keys, args):
+        calls.append(sum(len(arg) for arg in args[3::2]))
+        return route(keys=keys, args=args)
+    sender._route = counting_route
+    try:
+        SessionDirectory(redis, keys, "b").bind(20, 1, "t")
+        payloads = [bytes([i]) * 200_000 for i in range(24)]     # ~4.6 MiB in one iteration
+        for payload in payloads:
+            sender.send_to_users([20], FILE_CHUNK, payload)
+        ra.iteration()
+        got = rb.wait_for(len(payloads), timeout=20)
+        assert [p for _, _, p in got] == payloads
+        assert len(calls) >= 5 and max(calls) <= MAX_BATCH_BYTES, calls
+    finally:
+        sender.stop()
+        receiver.stop()
 
 
 def test_a_rate_limit_is_the_same_however_many_nodes_share_it(cluster):

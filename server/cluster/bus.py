@@ -4,8 +4,10 @@ The reactor hands records to ``NodeBus.send_*`` (cheap: a list append); once per
 iteration the gathered records go to the publisher thread, which routes a whole batch with one
 Lua script: it looks each recipient up in the session directory and PUBLISHes one message per
 node holding recipients (one PUBLISH per event costs ~23 µs of CPU across the processes; a
-batch of 32 ~3.4 µs per event). One publisher thread, one channel per node and Redis's FIFO
-delivery keep the order of events from one node to one user.
+batch of 32 ~3.4 µs per event). A script call carries at most ``MAX_BATCH_RECORDS`` records and
+``MAX_BATCH_BYTES`` bytes (Redis runs a script to the end before serving anyone else, so a
+burst of file chunks is cut into several calls). One publisher thread, one channel per node and
+Redis's FIFO delivery keep the order of events from one node to one user.
 
 A subscriber thread per node reads its channel and hands each received batch to the reactor
 (``call_soon_threadsafe``). When its connection breaks (Redis restarted) it reconnects with
@@ -45,6 +47,7 @@ USER_CALL = 3        # id: user id; payload: JSON {"op": ..., ...} for the node 
 FILE_CHUNK = 4       # id: recipient user id; payload: epoch (u32) + a FILE_CHUNK frame (cluster/files.py)
 
 MAX_BATCH_RECORDS = 512
+MAX_BATCH_BYTES = 1024 * 1024   # of records per script call (a larger single record goes alone)
 RECONNECT_BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
 BACKLOG_TTL_MS = 30_000      # a node not back within this is dead: its backlog goes (and it is reaped)
 BACKLOG_MAX = 10_000         # batches kept for one node at most
@@ -103,6 +106,23 @@ def decode_records(data: bytes) -> list[Record]:
         records.append((kind, ident, bytes(view[offset:offset + length])))
         offset += length
     return records
+
+
+def split_batch(batch: list) -> list[list]:
+    """``batch`` (target, record, target, record ...) cut in order into parts of at most
+    ``MAX_BATCH_RECORDS`` records and ``MAX_BATCH_BYTES`` bytes of records (a part holds at
+    least one record)."""
+    parts: list[list] = []
+    start, size = 0, 0
+    for i in range(1, len(batch), 2):
+        length = len(batch[i])
+        if i > start + 1 and (size + length > MAX_BATCH_BYTES or (i - start) // 2 >= MAX_BATCH_RECORDS):
+            parts.append(batch[start:i - 1])
+            start, size = i - 1, 0
+        size += length
+    if start < len(batch):
+        parts.append(batch[start:])
+    return parts
 
 
 class NodeBus:
@@ -175,16 +195,20 @@ class NodeBus:
             batch = self._outbox.get()
             if batch is None:
                 return
-            while len(batch) < 2 * MAX_BATCH_RECORDS:      # more batches waiting: one script call
+            stopping = False
+            while len(batch) < 2 * MAX_BATCH_RECORDS:      # more batches waiting: fewer script calls
                 try:
                     more = self._outbox.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
-                    self._publish(batch)
-                    return
+                    stopping = True
+                    break
                 batch.extend(more)
-            self._publish(batch)
+            for part in split_batch(batch):
+                self._publish(part)
+            if stopping:
+                return
 
     def _publish(self, batch: list) -> None:
         records = len(batch) // 2
