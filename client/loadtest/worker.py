@@ -106,8 +106,9 @@ class Worker:
         """Connect, HELLO, REGISTER, LOGIN; None (error recorded) if any step failed."""
         s = self.settings
         host, port = self.server(i)
-        client = SimClient(self.metrics.for_server(format_address((host, port))), self.phone(i),
-                           nickname or f"load{self.index}-{i}")
+        # figures per server only when there are several (the report shows them then)
+        metrics = self.metrics.for_server(format_address((host, port))) if len(s.servers) > 1 else self.metrics
+        client = SimClient(metrics, self.phone(i), nickname or f"load{self.index}-{i}")
         started = time.monotonic()
         try:
             await client.connect(host, port, timeout=s.timeout, tls=self.tls)
