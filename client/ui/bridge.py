@@ -17,7 +17,7 @@ import tkinter as tk
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
-from client.events import Event
+from client.events import Event, EventKind
 
 log = logging.getLogger("client.ui")
 
@@ -42,7 +42,7 @@ class UiBridge:
         self.root = root
         self.poll_ms = poll_ms
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._handlers: dict[str, list[Handler]] = {}
+        self._handlers: dict[EventKind, list[Handler]] = {}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ui-work")
         self._tk_thread = threading.current_thread()
         self._closed = False
@@ -85,18 +85,18 @@ class UiBridge:
         return future
 
     # -- Tk thread ------------------------------------------------------------------------------
-    def subscribe(self, kind: str, handler: Handler) -> Handler:
-        """Call ``handler(event)`` on the Tk thread for every event of ``kind`` ("*" = all)."""
+    def subscribe(self, kind: EventKind, handler: Handler) -> Handler:
+        """Call ``handler(event)`` on the Tk thread for every event of ``kind``."""
         self._handlers.setdefault(kind, []).append(handler)
         return handler
 
-    def unsubscribe(self, kind: str, handler: Handler) -> None:
+    def unsubscribe(self, kind: EventKind, handler: Handler) -> None:
         handlers = self._handlers.get(kind, [])
         if handler in handlers:
             handlers.remove(handler)
 
     def dispatch(self, event: Event) -> None:
-        for handler in list(self._handlers.get(event.kind, ())) + list(self._handlers.get("*", ())):
+        for handler in list(self._handlers.get(event.kind, ())):
             try:
                 handler(event)
             except tk.TclError as exc:      # a window closed between the event and its handling
