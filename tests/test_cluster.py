@@ -39,8 +39,9 @@ def cluster(redis_prefix, mysql_url, tmp_path, client_factory, cluster_env):
         proc.stop()
 
 
-def user_on(client_factory, node: ServerProcess, nickname: str) -> TestClient:
-    client = client_factory(node.port)
+def user_on(client_factory, node: ServerProcess, nickname: str, *also: ServerProcess) -> TestClient:
+    """A logged-in user on ``node``; its client fails over to ``also`` (in that order)."""
+    client = client_factory(node.port, more_servers=[("127.0.0.1", n.port) for n in also])
     client.register_and_login(nickname)
     wait_session_ready(client)
     return client

@@ -19,8 +19,8 @@ from server.admin import query_status
 from server.storage import open_storage
 from tests.helpers import TestClient, cut_connection, wait_until
 from tests.server_process import ServerProcess
-from tests.social import befriend, uid, wait_session_ready
-from tests.test_cluster import HEARTBEAT_TIMEOUT, cluster  # noqa: F401  (the fixture)
+from tests.social import befriend, uid
+from tests.test_cluster import HEARTBEAT_TIMEOUT, cluster, same_user_on, user_on  # noqa: F401  (the fixture)
 from tests.test_files import make_file, offer_and_accept, sha256_of, wait_done
 
 MiB = 1024 * 1024
@@ -43,17 +43,8 @@ def figures(node: ServerProcess) -> dict:
     return query_status(node.data_dir / "admin.sock")
 
 
-def user_on(client_factory, node: ServerProcess, nickname: str, *also: ServerProcess) -> TestClient:
-    """A logged-in user on ``node``; its client fails over to ``also`` (in that order)."""
-    client = client_factory(node.port, more_servers=[("127.0.0.1", n.port) for n in also])
-    client.register_and_login(nickname)
-    wait_session_ready(client)
-    return client
-
-
 def log_in_on(client_factory, node: ServerProcess, old: TestClient) -> TestClient:
-    client = client_factory(node.port)
-    client.phone, client.password = old.phone, old.password
+    client = same_user_on(client_factory, node, old)
     client.kernel.login(old.phone, old.password)
     return client
 
