@@ -21,7 +21,7 @@ from tests.helpers import TestClient, cut_connection, wait_until
 from tests.server_process import ServerProcess
 from tests.social import befriend, uid
 from tests.test_cluster import HEARTBEAT_TIMEOUT, cluster, same_user_on, user_on  # noqa: F401  (the fixture)
-from tests.test_files import make_file, offer_and_accept, sha256_of, wait_done
+from tests.test_files import make_file, offer_and_accept, sha256_of, slow_down_writes, wait_done
 
 MiB = 1024 * 1024
 WINDOW = 2 * MiB
@@ -66,13 +66,7 @@ def spool_files(directory: Path) -> list[str]:
 
 @pytest.fixture
 def slow_writes(monkeypatch):
-    """The receiving client writes slowly, so a test can act in the middle of a transfer."""
-    original = client_files.write_all
-
-    def slow(fd, data):
-        time.sleep(0.01)
-        original(fd, data)
-    monkeypatch.setattr(client_files, "write_all", slow)
+    slow_down_writes(monkeypatch, 0.01)
 
 
 def test_a_64_mib_file_goes_live_from_one_node_to_another(cluster, client_factory, tmp_path):

@@ -82,15 +82,20 @@ def server_figures(running) -> dict:
     return running.server.status()
 
 
-@pytest.fixture
-def slow_writes(monkeypatch):
-    """Make the receiving client write slowly so a test can act in the middle of a transfer."""
+def slow_down_writes(monkeypatch, delay: float) -> None:
+    """Make the receiving client sleep ``delay`` s before each write, so a test can act in the
+    middle of a transfer."""
     original = client_files.write_all
 
     def slow(fd, data):
-        time.sleep(0.004)
+        time.sleep(delay)
         original(fd, data)
     monkeypatch.setattr(client_files, "write_all", slow)
+
+
+@pytest.fixture
+def slow_writes(monkeypatch):
+    slow_down_writes(monkeypatch, 0.004)
 
 
 # -- sizes and integrity ------------------------------------------------------------------------------
