@@ -34,7 +34,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchlib import fresh_database  # noqa: E402
-from tests.helpers import TestClient  # noqa: E402
+from tests.helpers import TestClient, wait_until  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 
 REDIS_URL = os.environ.get("MEETING_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -58,14 +58,6 @@ def redis_cpu() -> float:
             times = proc.cpu_times()
             return times.user + times.system
     return 0.0
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def measure(pids: list[int], clustered: bool, work: int, run) -> dict:
@@ -114,7 +106,7 @@ def run(args: argparse.Namespace) -> dict:
             receiver.kernel.friends.answer(reply["request"]["id"], True)
             pairs.append((sender, receiver))
         for sender, receiver in pairs:
-            wait_for(lambda: sender.kernel.friends.is_online(receiver.kernel.user["id"]), 10, "presence")
+            wait_until(lambda: sender.kernel.friends.is_online(receiver.kernel.user["id"]), 10, "presence")
         pids = [node.process.pid for node in nodes]
         total = args.pairs * args.messages
 
@@ -130,13 +122,13 @@ def run(args: argparse.Namespace) -> dict:
                 t.start()
             for t in threads:
                 t.join()
-            wait_for(lambda: sum(r.events.count("chat_message") for _, r in pairs) >= total, 120, "deliveries")
+            wait_until(lambda: sum(r.events.count("chat_message") for _, r in pairs) >= total, 120, "deliveries")
 
         def typing() -> None:
             for i in range(args.events):
                 for sender, receiver in pairs:
                     sender.kernel.chat.typing(receiver.kernel.user["id"], i % 2 == 0)
-            wait_for(lambda: sum(r.events.count("typing") for _, r in pairs) >= args.pairs * args.events, 60,
+            wait_until(lambda: sum(r.events.count("typing") for _, r in pairs) >= args.pairs * args.events, 60,
                      "typing events")
 
         return {"layout": args.layout, "processes": count, "pairs": args.pairs,

@@ -29,35 +29,15 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_cluster import redis_cpu  # noqa: E402
-from benchlib import fresh_database  # noqa: E402
+from bench_cluster import REDIS_URL, cpu, redis_cpu  # noqa: E402
+from benchlib import fresh_database, write_file  # noqa: E402
 from tests.helpers import TestClient  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
+from tests.social import befriend  # noqa: E402
 
-REDIS_URL = os.environ.get("MEETING_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 MiB = 1024 * 1024
-
-
-def make_file(path: Path, size: int) -> None:
-    block = os.urandom(MiB)
-    with open(path, "wb") as fh:
-        for index in range(0, size, MiB):
-            fh.write(((index // MiB).to_bytes(8, "big") + block[8:])[:min(MiB, size - index)])
-
-
-def process_cpu(pid: int) -> tuple[float, float]:
-    """(reactor thread, other threads: worker pool, Redis bus publisher and subscriber) CPU s."""
-    reactor = others = 0.0
-    for thread in psutil.Process(pid).threads():
-        if thread.id == pid:
-            reactor += thread.user_time + thread.system_time
-        else:
-            others += thread.user_time + thread.system_time
-    return reactor, others
 
 
 def logged_in(node: ServerProcess, nickname: str) -> TestClient:
@@ -66,22 +46,12 @@ def logged_in(node: ServerProcess, nickname: str) -> TestClient:
     return client
 
 
-def befriend(a: TestClient, b: TestClient) -> None:
-    reply = a.kernel.friends.add(user_id=b.kernel.user["id"])
-    b.kernel.friends.answer(reply["request"]["id"], True)
-    deadline = time.monotonic() + 10
-    while not a.kernel.friends.is_online(b.kernel.user["id"]):
-        if time.monotonic() > deadline:
-            raise SystemExit("the friends do not see each other online")
-        time.sleep(0.02)
-
-
 def one_transfer(sender: TestClient, recipient: TestClient, source: Path, inbox: Path, nodes: list[ServerProcess],
                  size: int) -> dict:
     mark_s, mark_r = sender.events.mark(), recipient.events.mark()
     transfer_id = sender.kernel.files.send_file(recipient.kernel.user["id"], source)
     recipient.events.wait_for("file_offer", lambda e: e["transfer_id"] == transfer_id, start=mark_r)
-    before = [process_cpu(n.process.pid) for n in nodes]
+    before = [cpu([n.process.pid]) for n in nodes]
     redis_before = redis_cpu()
     started = time.monotonic()
     recipient.kernel.files.accept(transfer_id, directory=inbox)
@@ -89,7 +59,7 @@ def one_transfer(sender: TestClient, recipient: TestClient, source: Path, inbox:
                                      start=mark_r)
     sender.events.wait_for("file_done", lambda e: e["transfer_id"] == transfer_id, timeout=60, start=mark_s)
     seconds = time.monotonic() - started
-    after = [process_cpu(n.process.pid) for n in nodes]
+    after = [cpu([n.process.pid]) for n in nodes]
     redis_spent = redis_cpu() - redis_before
     Path(done["path"]).unlink()
     mib = size / MiB
@@ -124,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
         befriend(sender, near)
         befriend(sender, far)
         source = tmp / "source.bin"
-        make_file(source, size)
+        write_file(source, args.size_mib)
         inbox = tmp / "inbox"
         inbox.mkdir()
         results: dict[str, list[dict]] = {"same-node": [], "cross-node": []}
